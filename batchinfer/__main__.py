@@ -1,0 +1,5 @@
+"""``python -m batchinfer`` runs the command line."""
+
+from batchinfer.cli import main
+
+main()

@@ -1,0 +1,67 @@
+"""The one exception hierarchy: every error a user can meet, its message, hint and exit code.
+
+Only ``cli.py`` turns a :class:`BatchInferError` into output (one line on stderr)
+and an exit code; the library raises, it never prints.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes, as documented in the README."""
+
+    OK = 0  # done; failures (if any) stayed within the thresholds
+    JOB_FAILED = 1  # a threshold was exceeded, or no item succeeded
+    USAGE = 2  # bad usage, spec, script or inputs: nothing (more) was run
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); the job can be resumed
+    TERMINATED = 143  # SIGTERM (128 + SIGTERM); the job can be resumed
+
+
+class BatchInferError(Exception):
+    """Base class: a message for the user, an optional hint on how to fix it, an exit code."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class SpecError(BatchInferError):
+    """The job spec cannot be read or is invalid (YAML syntax, unknown key, bad value)."""
+
+
+class EntryScriptError(BatchInferError):
+    """The entry script is missing, does not compile, or does not define ``run``."""
+
+
+class InputError(BatchInferError):
+    """The inputs cannot be found or read (no match, unknown format, unreadable folder)."""
+
+
+class OutputError(BatchInferError):
+    """The output folder cannot be used (it is a file, or holds a different job)."""
+
+
+class BackendUnavailableError(BatchInferError):
+    """The requested backend is not available in this installation."""
+
+
+class JobFailedError(BatchInferError):
+    """The job ran but failed: a threshold was exceeded, no item succeeded, or init() kept failing."""
+
+    exit_code = ExitCode.JOB_FAILED
+
+
+class JobInterrupted(BatchInferError):
+    """The job was stopped by a signal; what was committed stays, and a rerun resumes."""
+
+    def __init__(self, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message, hint="run the same command again to resume")
+        self.exit_code = exit_code

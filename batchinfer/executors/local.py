@@ -1,0 +1,320 @@
+"""Worker processes that batchinfer starts, watches, kills and replaces itself.
+
+Data flow (one coordinator, N worker processes, one duplex pipe each):
+
+    scheduler --submit(MiniBatch)--> LocalExecutor --pipe--> worker i (init once, run per batch)
+    scheduler <--poll(): [Outcome]-- LocalExecutor <--pipe-- worker i
+                                      |  waits on every pipe *and* every process sentinel at once,
+                                      |  so a dead worker is seen at once; a watchdog kills a
+                                      |  worker whose run() or init() outlives the timeout.
+
+Each worker holds at most ``1 + PREFETCH`` mini-batches: the one it runs and the
+next one, already in its pipe, so it never waits for the coordinator between
+two mini-batches. A worker that dies loses only the mini-batch it was running
+(reported as a failed try); the queued one goes to another worker untried.
+
+Unlike ``concurrent.futures.ProcessPoolExecutor``, one dead worker never breaks the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from batchinfer.errors import JobFailedError
+from batchinfer.inputs import MiniBatch
+from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
+from batchinfer.worker import worker_main
+
+# One mini-batch queued behind the running one: enough to hide the round trip to the
+# coordinator, small enough that a dead worker strands at most one untried mini-batch.
+PREFETCH = 1
+STACK_DUMP_WAIT_S = 0.3
+STOP_WAIT_S = 10.0
+
+log = logging.getLogger("batchinfer.executor")
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """forkserver where available: workers start fast and clean (TensorFlow is not fork-safe)."""
+    if sys.platform.startswith("linux"):
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["batchinfer.worker"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def describe_exit(code: int | None) -> str:
+    """An exit code in words: ``killed by SIGKILL (-9)``, ``exit code 3``."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name} ({code})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and every process it started."""
+    try:
+        parent = psutil.Process(pid)
+        procs = parent.children(recursive=True) + [parent]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@dataclass
+class _Slot:
+    """One worker process and what it was given."""
+
+    index: int
+    process: Any
+    conn: Any
+    started_at: float
+    ready_at: float | None = None
+    assigned: deque = field(default_factory=deque)  # (MiniBatch, sent_at)
+    head_started: float | None = None  # when the running mini-batch (assigned[0]) started
+
+    def run_deadline(self, timeout: float) -> float:
+        """When the current run() (or init()) times out."""
+        if self.ready_at is None:
+            return self.started_at + timeout
+        if self.assigned and self.head_started is not None:
+            return self.head_started + timeout
+        return float("inf")
+
+
+class LocalExecutor:
+    """A pool of worker processes on this machine; knows nothing of thresholds or output."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        count: int,
+        timeout: float,
+        on_ready: Callable[[Ready], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.count = count
+        self.timeout = timeout
+        self.on_ready = on_ready
+        self.slots: dict[int, _Slot] = {}
+        self.orphans: deque[MiniBatch] = deque()  # queued on a dead worker, never started
+        self.init_failures_in_a_row = 0
+        self.last_init_error = ""
+        self._ctx = _context()
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start every worker (init() runs in all of them in parallel)."""
+        for index in range(self.count):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(index, child, self.config, f"worker-{index}.log"),
+            name=f"batchinfer-worker-{index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        self.slots[index] = _Slot(index, process, parent, time.monotonic())
+        log.debug("worker %d started (pid %s)", index, process.pid)
+
+    def stop(self) -> None:
+        """Ask every worker to finish (shutdown() runs), then kill what is left."""
+        for slot in self.slots.values():
+            try:
+                slot.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        for slot in self.slots.values():
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+        self.kill_all()
+
+    def kill_all(self) -> None:
+        """Kill every worker at once (and whatever they started)."""
+        for slot in list(self.slots.values()):
+            if slot.process.is_alive():
+                kill_tree(slot.process.pid)
+            slot.process.join(1)
+            slot.conn.close()
+        self.slots.clear()
+
+    @property
+    def busy(self) -> int:
+        """Workers running a mini-batch now."""
+        return sum(1 for s in self.slots.values() if s.assigned and s.ready_at is not None)
+
+    # ------------------------------------------------------------- dispatch
+
+    def free_slots(self) -> int:
+        """How many more mini-batches the pool takes now (orphans go first)."""
+        room = sum(1 + PREFETCH - len(s.assigned) for s in self.slots.values())
+        return max(0, room - len(self.orphans))
+
+    def submit(self, batch: MiniBatch) -> None:
+        """Give ``batch`` to the least loaded worker (call only when ``free_slots()`` > 0)."""
+        self._send(batch)
+
+    def _send(self, batch: MiniBatch) -> None:
+        slot = min(
+            (s for s in self.slots.values() if len(s.assigned) <= PREFETCH),
+            key=lambda s: (len(s.assigned), s.ready_at is None, s.index),
+        )
+        now = time.monotonic()
+        if not slot.assigned and slot.ready_at is not None:
+            slot.head_started = now
+        slot.assigned.append((batch, now))
+        slot.conn.send(batch)
+
+    def _flush_orphans(self) -> None:
+        while self.orphans and any(len(s.assigned) <= PREFETCH for s in self.slots.values()):
+            self._send(self.orphans.popleft())
+
+    # ------------------------------------------------------------- events
+
+    def poll(self, timeout: float) -> list[Outcome]:
+        """Wait up to ``timeout`` seconds for outcomes; handle deaths and timeouts on the way."""
+        self._flush_orphans()
+        outcomes: list[Outcome] = []
+        now = time.monotonic()
+        next_deadline = min((s.run_deadline(self.timeout) for s in self.slots.values()), default=now + timeout)
+        wait_for = max(0.0, min(timeout, next_deadline - now))
+        conns = {s.conn: s for s in self.slots.values()}
+        sentinels = {s.process.sentinel: s for s in self.slots.values()}
+        ready = multiprocessing.connection.wait([*conns, *sentinels], timeout=wait_for)
+        for obj in ready:
+            if obj in conns:
+                self._drain(conns[obj], outcomes)
+        for obj in ready:
+            if obj in sentinels and self.slots.get(sentinels[obj].index) is sentinels[obj]:
+                self._on_death(sentinels[obj], outcomes)
+        self._watchdog(outcomes)
+        self._flush_orphans()
+        return outcomes
+
+    def _drain(self, slot: _Slot, outcomes: list[Outcome]) -> None:
+        while True:
+            try:
+                if not slot.conn.poll():
+                    return
+                message = slot.conn.recv()
+            except (EOFError, OSError):
+                return  # the sentinel reports the death
+            now = time.monotonic()
+            if isinstance(message, Outcome):
+                slot.assigned.popleft()
+                slot.head_started = now if slot.assigned else None
+                self.init_failures_in_a_row = 0
+                outcomes.append(message)
+            elif isinstance(message, Ready):
+                slot.ready_at = now
+                slot.head_started = now if slot.assigned else None
+                self.init_failures_in_a_row = 0
+                if self.on_ready:
+                    self.on_ready(message)
+            elif isinstance(message, InitFailed):
+                self._init_failed(slot, message.message, message.traceback)
+                return
+
+    def _init_failed(self, slot: _Slot, message: str, details: str = "") -> None:
+        """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
+        self.init_failures_in_a_row += 1
+        self.last_init_error = message
+        log.error("worker %d: init() failed: %s\n%s", slot.index, message, details)
+        self._retire(slot)
+        self.orphans.extendleft(reversed([batch for batch, _ in slot.assigned]))
+        if self.init_failures_in_a_row >= 3 * self.count:
+            self.kill_all()
+            raise JobFailedError(
+                f"init() failed {self.init_failures_in_a_row} times in a row: {message}",
+                hint=f"see {self.config.log_dir}/worker-*.log",
+            )
+        self._spawn(slot.index)
+
+    def _retire(self, slot: _Slot) -> None:
+        del self.slots[slot.index]
+        if slot.process.is_alive():
+            kill_tree(slot.process.pid)
+        slot.process.join(1)
+        slot.conn.close()
+
+    def _on_death(self, slot: _Slot, outcomes: list[Outcome]) -> None:
+        self._drain(slot, outcomes)  # what it managed to send before dying still counts
+        if self.slots.get(slot.index) is not slot:
+            return  # already replaced (its InitFailed arrived first)
+        slot.process.join(1)
+        how = describe_exit(slot.process.exitcode)
+        if slot.ready_at is None:
+            self._init_failed(slot, f"the worker died during init(): {how}")
+            return
+        self._retire(slot)
+        if slot.assigned:
+            batch, _ = slot.assigned.popleft()
+            message = f"worker {slot.index} died ({how}) while running mini-batch {batch.id}"
+            log.error(message)
+            outcomes.append(self._lost(batch, slot, WORKER_DIED, message))
+            self.orphans.extendleft(reversed([b for b, _ in slot.assigned]))
+        self._spawn(slot.index)
+
+    def _lost(self, batch: MiniBatch, slot: _Slot, kind: str, message: str) -> Outcome:
+        started = slot.head_started or time.monotonic()
+        seconds = time.monotonic() - started
+        return Outcome(
+            batch_id=batch.id,
+            worker=slot.index,
+            ok=False,
+            items=batch.known_items,
+            kind=kind,
+            message=message,
+            started=time.time() - seconds,
+            seconds=seconds,
+        )
+
+    def _watchdog(self, outcomes: list[Outcome]) -> None:
+        """Kill workers whose run() or init() outlived the timeout; dump their stack first."""
+        now = time.monotonic()
+        for slot in list(self.slots.values()):
+            if now < slot.run_deadline(self.timeout):
+                continue
+            try:
+                os.kill(slot.process.pid, signal.SIGUSR1)  # faulthandler: stack to the worker's log
+                time.sleep(STACK_DUMP_WAIT_S)
+            except ProcessLookupError:
+                pass
+            if slot.ready_at is None:
+                self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout)")
+                continue
+            batch, _ = slot.assigned.popleft()
+            message = (
+                f"run() on mini-batch {batch.id} took longer than run_invocation_timeout "
+                f"({self.timeout:g}s); worker {slot.index} was killed (its stack is in worker-{slot.index}.log)"
+            )
+            log.error(message)
+            outcomes.append(self._lost(batch, slot, TIMEOUT, message))
+            self._retire(slot)
+            self.orphans.extendleft(reversed([b for b, _ in slot.assigned]))
+            self._spawn(slot.index)

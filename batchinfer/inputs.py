@@ -1,0 +1,422 @@
+"""Find the inputs through fsspec and cut them, lazily, into picklable mini-batch descriptors.
+
+Only descriptors (paths, byte ranges, row-group ids, partition values) leave
+this module; workers read the data themselves (``readers.py``). Listing is a
+generator: the first mini-batch exists before a big folder is fully listed.
+
+Order: the paths of ``inputs.path`` in the order given; inside a folder or
+glob, entries sorted by name, depth first. Names starting with ``.`` are
+skipped when walking folders.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from batchinfer.errors import InputError
+from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
+
+FORMAT_BY_EXTENSION = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+GLOB_CHARS = re.compile(r"[*?\[]")
+SCAN_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class TableSlice:
+    """Part of one table file: a byte range (CSV/JSONL) or row groups and a row window (Parquet)."""
+
+    path: str
+    format: str
+    byte_range: tuple[int, int] | None = None  # [start, end) of data lines; None = whole file
+    header_end: int = 0  # CSV: the header line is bytes [0, header_end)
+    row_groups: tuple[int, ...] | None = None  # Parquet: None = all row groups
+    row_window: tuple[int, int] | None = None  # rows [lo, hi) of what the above selects
+    compression: str | None = None
+
+    def label(self) -> str:
+        """How a person names this slice, e.g. in failed_items.txt."""
+        parts = [self.path]
+        if self.byte_range is not None:
+            parts.append(f"bytes {self.byte_range[0]}-{self.byte_range[1]}")
+        if self.row_groups is not None:
+            groups = self.row_groups
+            shown = f"{groups[0]}" if len(groups) == 1 else f"{groups[0]}-{groups[-1]}"
+            parts.append(f"row groups {shown}")
+        if self.row_window is not None:
+            parts.append(f"rows {self.row_window[0]}-{self.row_window[1]}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """All rows, across the input files, whose ``partition_keys`` columns equal ``values``."""
+
+    files: tuple[tuple[str, str], ...]  # (path, format)
+    values: dict[str, Any] = field(hash=False)
+
+    def label(self) -> str:
+        """How a person names this partition."""
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+@dataclass(frozen=True)
+class MiniBatch:
+    """What a worker is sent: an id, the input it came from, and the items (descriptors only)."""
+
+    id: int
+    input_index: int
+    files: tuple[str, ...] = ()
+    table: TableSlice | Partition | None = None
+    known_items: int | None = None  # None: a CSV/JSONL slice, counted by the worker
+
+    def item_labels(self) -> list[str]:
+        """One label per item the user can recognise (files) or one per slice (tables)."""
+        return list(self.files) if self.table is None else [self.table.label()]
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """A file found by the listing, with what the fingerprint needs."""
+
+    path: str
+    size: int | None
+    mtime: float | None
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if value is None:
+        return None
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def _glob_regex(pattern: str) -> re.Pattern:
+    """Translate a glob (``*``, ``?``, ``[...]``, ``**`` across folders) into a regex."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+class Lister:
+    """Walks one input's paths with fsspec, yielding files lazily in a stable order."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+
+    def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        try:
+            return fsspec.core.url_to_fs(path, **self.spec.storage_options)
+        except (ImportError, ValueError) as exc:
+            raise InputError(f"inputs.path {path!r}: {exc}") from None
+
+    def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[dict]:
+        try:
+            entries = fs.ls(root, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except PermissionError as exc:
+            raise InputError(f"cannot list {root}: {exc}", hint="check the folder's permissions") from None
+        for entry in sorted(entries, key=lambda e: e["name"]):
+            name = entry["name"].rstrip("/")
+            if name.rsplit("/", 1)[-1].startswith(".") or name == root.rstrip("/"):
+                continue
+            if entry["type"] == "directory":
+                if depth is None or depth > 1:
+                    yield from self._walk(fs, name, None if depth is None else depth - 1)
+            else:
+                yield entry
+
+    def check(self) -> None:
+        """Fail early, before any worker starts, on a plain path (not a glob) that does not exist."""
+        for path in self.spec.path:
+            fs, root = self._fs(path)
+            if not GLOB_CHARS.search(root) and not fs.exists(root):
+                raise InputError(
+                    f"input {path} does not exist",
+                    hint="input paths are relative to the job spec's folder",
+                )
+
+    def files(self) -> Iterator[FoundFile]:
+        """Every file of this input, lazily, paths as local paths or full URLs."""
+        for path in self.spec.path:
+            fs, root = self._fs(path)
+            url = is_url(path)
+            if GLOB_CHARS.search(root):
+                parts = root.split("/")
+                static = next(i for i, p in enumerate(parts) if GLOB_CHARS.search(p))
+                base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
+                depth = None if "**" in root else len(parts) - static
+                regex = _glob_regex(root)
+                entries = (e for e in self._walk(fs, base, depth) if regex.match(e["name"]))
+            elif fs.isdir(root):
+                entries = self._walk(fs, root, None)
+            else:
+                entries = iter([fs.info(root)]) if fs.exists(root) else iter(())
+            for entry in entries:
+                name = fs.unstrip_protocol(entry["name"]) if url else entry["name"]
+                yield FoundFile(name, entry.get("size"), _mtime(entry))
+
+
+def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
+    """(format, compression) of a table file; format None when auto cannot tell."""
+    lower = path.lower()
+    compression = None
+    for ext in COMPRESSION_EXTENSIONS:
+        if lower.endswith(ext):
+            compression = {"gz": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd", "zip": "zip"}[ext[1:]]
+            lower = lower[: -len(ext)]
+    if declared != "auto":
+        return declared, compression
+    for ext, fmt in FORMAT_BY_EXTENSION.items():
+        if lower.endswith(ext):
+            return fmt, compression
+    return None, compression
+
+
+def _line_boundary(f: Any, offset: int, size: int) -> int:
+    """The offset just after the first newline at or after ``offset`` (``size`` if none)."""
+    f.seek(offset)
+    position = offset
+    while position < size:
+        block = f.read(min(SCAN_BLOCK, 1 << 16))
+        if not block:
+            return size
+        newline = block.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(block)
+    return size
+
+
+def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize) -> Iterator[TableSlice]:
+    """Cut a CSV/JSONL file into slices on line boundaries (CSV: header kept for each slice)."""
+    total = found.size if found.size is not None else fs.size(found.path)
+    with fs.open(found.path, "rb") as f:
+        header_end = _line_boundary(f, 0, total) if fmt == "csv" else 0
+        if header_end >= total:
+            return  # a header and no rows: nothing to score
+        if size.unit == "bytes":
+            if total - header_end <= size.value:
+                yield TableSlice(found.path, fmt, header_end=header_end)
+                return
+            start = header_end
+            while start < total:
+                end = _line_boundary(f, min(start + size.value, total) - 1, total)
+                yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
+                start = end
+            return
+        # a row count: find every size.value-th newline
+        f.seek(header_end)
+        start, position, rows = header_end, header_end, 0
+        while True:
+            block = f.read(SCAN_BLOCK)
+            if not block:
+                break
+            index = 0
+            while True:
+                newline = block.find(b"\n", index)
+                if newline < 0:
+                    break
+                rows += 1
+                index = newline + 1
+                if rows == size.value:
+                    end = position + index
+                    yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
+                    start, rows = end, 0
+            position += len(block)
+        if start < total:
+            yield TableSlice(found.path, fmt, byte_range=(start, total), header_end=header_end)
+
+
+def _split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple[TableSlice, int]]:
+    """Cut a Parquet file by row groups, or by row slices of a row group too big for one batch."""
+    import pyarrow.parquet as pq
+
+    with fs.open(found.path, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+    groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+    if size.unit == "rows":
+        starts = list(itertools.accumulate((g.num_rows for g in groups), initial=0))
+        for lo in range(0, meta.num_rows, size.value):
+            hi = min(lo + size.value, meta.num_rows)
+            first = max(i for i, s in enumerate(starts[:-1]) if s <= lo)
+            last = max(i for i, s in enumerate(starts[:-1]) if s < hi)
+            window = (lo - starts[first], hi - starts[first])
+            yield TableSlice(found.path, "parquet", row_groups=tuple(range(first, last + 1)), row_window=window), hi - lo
+        return
+    pending: list[int] = []
+    pending_bytes = pending_rows = 0
+    for i, group in enumerate(groups):
+        group_bytes = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+        if group.num_rows == 0:
+            continue
+        if group_bytes > size.value:
+            if pending:
+                yield TableSlice(found.path, "parquet", row_groups=tuple(pending)), pending_rows
+                pending, pending_bytes, pending_rows = [], 0, 0
+            pieces = min(math.ceil(group_bytes / size.value), group.num_rows)
+            step = math.ceil(group.num_rows / pieces)
+            for lo in range(0, group.num_rows, step):
+                hi = min(lo + step, group.num_rows)
+                yield TableSlice(found.path, "parquet", row_groups=(i,), row_window=(lo, hi)), hi - lo
+            continue
+        if pending and pending_bytes + group_bytes > size.value:
+            yield TableSlice(found.path, "parquet", row_groups=tuple(pending)), pending_rows
+            pending, pending_bytes, pending_rows = [], 0, 0
+        pending.append(i)
+        pending_bytes += group_bytes
+        pending_rows += group.num_rows
+    if pending:
+        yield TableSlice(found.path, "parquet", row_groups=tuple(pending)), pending_rows
+
+
+class InputPlan:
+    """The job's inputs as a lazy stream of :class:`MiniBatch` descriptors."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.listers = [Lister(i) for i in spec.inputs]
+        self.files_seen = 0
+
+    def check(self) -> None:
+        """Fail before any worker starts if a path is missing or nothing matches at all."""
+        for lister in self.listers:
+            lister.check()
+        if not any(next(self._table_files(i), None) for i in range(len(self.listers))):
+            patterns = ", ".join(p for i in self.spec.inputs for p in i.path)
+            what = "files" if self.spec.input_type == "file" else "CSV, Parquet or JSON-lines files"
+            raise InputError(
+                f"no input {what} match {patterns}",
+                hint="check inputs.path (relative to the job spec's folder); names starting with '.' are skipped",
+            )
+
+    def _table_files(self, index: int) -> Iterator[FoundFile]:
+        """Files of input ``index``; for tabular inputs, only those of a known format."""
+        declared = self.spec.inputs[index].format
+        for found in self.listers[index].files():
+            if self.spec.input_type == "file" or _table_format(found.path, declared)[0]:
+                yield found
+
+    def files(self) -> Iterator[tuple[int, FoundFile]]:
+        """Every input file with the index of the input it belongs to."""
+        for index in range(len(self.listers)):
+            for found in self._table_files(index):
+                self.files_seen += 1
+                yield index, found
+
+    def mini_batches(self) -> Iterator[MiniBatch]:
+        """Every mini-batch, lazily, numbered from 0 in a stable order."""
+        ids = itertools.count()
+        if self.spec.input_type == "file":
+            assert self.spec.mini_batch_size is not None
+            per_batch = self.spec.mini_batch_size.value
+            for index, group in itertools.groupby(self.files(), key=lambda pair: pair[0]):
+                paths = (found.path for _, found in group)
+                while chunk := tuple(itertools.islice(paths, per_batch)):
+                    yield MiniBatch(next(ids), index, files=chunk, known_items=len(chunk))
+        elif self.spec.partition_keys:
+            yield from self._partitions(ids)
+        else:
+            for index, found in self.files():
+                for table, rows in self._slices(index, found):
+                    yield MiniBatch(next(ids), index, table=table, known_items=rows)
+
+    def _slices(self, index: int, found: FoundFile) -> Iterator[tuple[TableSlice, int | None]]:
+        spec_input = self.spec.inputs[index]
+        fmt, compression = _table_format(found.path, spec_input.format)
+        assert fmt is not None and self.spec.mini_batch_size is not None
+        fs, path = self.listers[index]._fs(found.path)
+        local = FoundFile(path, found.size, found.mtime)
+        if compression:  # a compressed file cannot be cut: it is one mini-batch
+            yield TableSlice(found.path, fmt, compression=compression), None
+            return
+        try:
+            if fmt == "parquet":
+                try:
+                    slices = list(_split_parquet(fs, local, self.spec.mini_batch_size))
+                except OSError:
+                    raise
+                except Exception:  # a corrupt footer: one slice, whose read fails in the worker and says why
+                    slices = [(TableSlice(path, fmt), None)]
+                for table, rows in slices:
+                    yield _with_path(table, found.path), rows
+            else:
+                for table in _split_lines(fs, local, fmt, self.spec.mini_batch_size):
+                    yield _with_path(table, found.path), None
+        except OSError as exc:
+            raise InputError(f"cannot read {found.path}: {exc}") from None
+
+    def _partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
+        """Group rows by ``partition_keys`` across all files (reads only the key columns)."""
+        from batchinfer.readers import read_columns
+
+        keys = list(self.spec.partition_keys or [])
+        groups: dict[tuple, dict[tuple[str, str], int]] = {}
+        index_of: dict[tuple, int] = {}
+        for index, found in self.files():
+            fmt, _ = _table_format(found.path, self.spec.inputs[index].format)
+            assert fmt is not None
+            try:
+                frame = read_columns(found.path, fmt, keys, self.spec.inputs[index].storage_options)
+            except KeyError as exc:
+                raise InputError(
+                    f"partition_keys: column {exc.args[0]!r} is not in {found.path}",
+                    hint="partition_keys must name columns present in every input file",
+                ) from None
+            for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
+                values = values if isinstance(values, tuple) else (values,)
+                files = groups.setdefault(values, {})
+                files[(found.path, fmt)] = files.get((found.path, fmt), 0) + int(count)
+                index_of.setdefault(values, index)
+        for values in sorted(groups, key=lambda v: tuple(str(x) for x in v)):
+            files = groups[values]
+            partition = Partition(tuple(files), dict(zip(keys, (_plain(v) for v in values))))
+            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=sum(files.values()))
+
+
+def _with_path(table: TableSlice, path: str) -> TableSlice:
+    """The same slice named by the user-facing path (a URL keeps its protocol)."""
+    if table.path == path:
+        return table
+    return TableSlice(path, table.format, table.byte_range, table.header_end, table.row_groups, table.row_window)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so partition values print and serialise plainly."""
+    return value.item() if hasattr(value, "item") else value

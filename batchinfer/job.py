@@ -1,0 +1,242 @@
+"""Run one job end to end: check it, prepare the output folder, wire the parts, write the summary.
+
+This is the library entry point behind ``batchinfer run``; it raises
+:class:`~batchinfer.errors.BatchInferError` for anything the user must fix and
+returns the summary (with its exit code) otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from batchinfer import __version__
+from batchinfer.entry import EntryScript, check_entry_script
+from batchinfer.errors import ExitCode, JobFailedError, OutputError
+from batchinfer.inputs import InputPlan
+from batchinfer.output import STATE_DIR, Journal, NullSink, RowSink, write_json_atomic
+from batchinfer.progress import Reporter
+from batchinfer.protocol import Ready, WorkerConfig
+from batchinfer.scheduler import Scheduler, TryLog, summary_of
+from batchinfer.spec import JobSpec, is_url
+
+# keys that do not change which rows a job produces: changing them keeps resume possible
+NOT_FINGERPRINTED = {
+    "output", "node_count", "process_count_per_node", "backend", "ray_address",
+    "logging_level", "allow_reuse", "run_invocation_timeout",
+}
+FINISHED = ("succeeded", "failed")
+
+log = logging.getLogger("batchinfer")
+
+
+@dataclass
+class JobResult:
+    """What ``batchinfer run`` reports: the summary, where things are, and the exit code."""
+
+    summary: dict[str, Any]
+    output_dir: Path
+    exit_code: ExitCode
+    reused: bool = False
+
+
+def output_folder(spec: JobSpec, override: str | None) -> Path:
+    """The output folder: ``--output``, else the spec's ``output``, else ``./outputs/<name>``."""
+    raw = override or (spec.output.path if spec.output else None)
+    if raw and is_url(raw):
+        raise OutputError(f"output {raw!r}: remote output folders are not supported yet", hint="use a local folder")
+    path = Path(raw) if raw else Path("outputs") / spec.name
+    return path.absolute()
+
+
+def fingerprint(spec: JobSpec, entry: EntryScript) -> str:
+    """A hash of what decides the job's rows: the spec (minus run-time settings) and the code."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED), sort_keys=True).encode())
+    digest.update(Path(entry.path).read_bytes())
+    for root, dirs, files in os.walk(entry.source_directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(".pyc"):
+                continue
+            stat = os.stat(os.path.join(root, name))
+            digest.update(f"{os.path.relpath(os.path.join(root, name), entry.source_directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _clear(folder: Path, spec: JobSpec) -> None:
+    """Remove what an earlier run of a job left in ``folder`` (not the script's own files)."""
+    for name in (spec.append_row_file_name, "summary.json"):
+        (folder / name).unlink(missing_ok=True)
+    for name in (STATE_DIR, "logs"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
+def prepare_output(folder: Path, spec: JobSpec, print_: str, restart: bool) -> dict[str, Any] | None:
+    """Make the folder ready; return the finished job's summary when it can be reused as is."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"output {folder} is a file, not a folder", hint="give --output a folder path")
+    state = folder / STATE_DIR / "job.json"
+    if restart:
+        _clear(folder, spec)
+    elif state.exists():
+        old = json.loads(state.read_text())
+        summary_path = folder / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        if old.get("fingerprint") != print_:
+            raise OutputError(
+                f"output {folder} holds a different job (its spec, script or code changed since it ran there)",
+                hint="use --restart to start over in that folder, or choose another --output",
+            )
+        if summary.get("status") in FINISHED:
+            if spec.allow_reuse:
+                return summary
+            _clear(folder, spec)
+    elif (folder / spec.append_row_file_name).exists():
+        raise OutputError(
+            f"output {folder} already holds {spec.append_row_file_name} from something other than this job",
+            hint="use --restart to replace it, or choose another --output",
+        )
+    (folder / "logs").mkdir(parents=True, exist_ok=True)
+    (folder / STATE_DIR).mkdir(exist_ok=True)
+    write_json_atomic(state, {"fingerprint": print_, "name": spec.name, "version": __version__})
+    return None
+
+
+def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerConfig:
+    return WorkerConfig(
+        job_name=spec.name,
+        entry_path=entry.path,
+        source_directory=entry.source_directory,
+        run_takes_context=entry.run_takes_context,
+        arguments=tuple(spec.arguments),
+        environment_variables=dict(spec.environment_variables),
+        models=dict(spec.models),
+        side_inputs=dict(spec.side_inputs),
+        output_dir=str(folder),
+        log_dir=str(folder / "logs"),
+        logging_level=spec.logging_level,
+        row_format=spec.append_row_format if spec.output_action == "append_row" else None,
+        row_header=spec.append_row_dataframe_header,
+        storage_options=tuple(i.storage_options for i in spec.inputs),
+        coordinator_pid=os.getpid(),
+    )
+
+
+def _job_log(folder: Path, level: str) -> logging.Handler:
+    handler = logging.FileHandler(folder / "logs" / "job.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(getattr(logging, level))
+    log.propagate = False
+    return handler
+
+
+def _write_failed_items(folder: Path, journal: Journal) -> int:
+    lines = [item for batch_id in sorted(journal.entries) for item in journal.entries[batch_id].failed_items]
+    path = folder / "logs" / "failed_items.txt"
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return len(lines)
+
+
+def run_job(spec: JobSpec, reporter: Reporter, output: str | None = None, restart: bool = False) -> JobResult:
+    """Run ``spec`` to the end (or resume it); see the README for every outcome."""
+    started = time.monotonic()
+    entry = check_entry_script(spec)
+    plan = InputPlan(spec)
+    plan.check()
+    folder = output_folder(spec, output)
+    reused = prepare_output(folder, spec, fingerprint(spec, entry), restart)
+    if reused is not None:
+        code = ExitCode(reused.get("exit_code", 0))
+        return JobResult(reused, folder, code, reused=True)
+
+    handler = _job_log(folder, spec.logging_level)
+    journal = Journal(folder / STATE_DIR)
+    sink = (
+        RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
+        if spec.output_action == "append_row"
+        else NullSink(journal)
+    )
+    try_log = TryLog(folder / "logs")
+    init_times: list[float] = []
+    worker_rss: list[int] = []
+
+    def on_ready(ready: Ready) -> None:
+        init_times.append(ready.init_seconds)
+        worker_rss.append(ready.rss_bytes)
+        log.info("worker %d ready (pid %d) after init() of %.2fs", ready.worker, ready.pid, ready.init_seconds)
+
+    from batchinfer.executors.local import LocalExecutor
+
+    executor = LocalExecutor(_worker_config(spec, entry, folder), spec.worker_count, spec.run_invocation_timeout, on_ready)
+    scheduler = Scheduler(spec, plan.mini_batches(), executor, sink, try_log, dict(journal.entries), reporter.update)
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        scheduler.stop_requested = len(received)
+        reporter.note("stopping: waiting for running mini-batches (press Ctrl-C again to stop at once)")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    log.info("job %s: %d workers, output %s, %d mini-batches already committed",
+             spec.name, spec.worker_count, folder, len(journal.entries))
+    reporter.start(spec.name, spec.worker_count)
+    try:
+        executor.start()
+        progress = scheduler.run()
+    except JobFailedError as exc:  # init() kept failing: no worker can run the script
+        progress = scheduler.progress
+        progress.stop_reason = exc.message
+    finally:
+        if received or scheduler.progress.stop_reason:
+            executor.kill_all()  # nothing they would still return may be committed
+        else:
+            executor.stop()
+        for signum, handler_before in previous.items():
+            signal.signal(signum, handler_before)
+        try_log.close()
+    reporter.stop(progress)
+    status, reason = scheduler.final_status()
+    if status == "interrupted":
+        sink.close()
+        code = ExitCode.TERMINATED if received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
+    else:
+        sink.finish(sorted(journal.entries))
+        code = ExitCode.OK if status == "succeeded" else ExitCode.JOB_FAILED
+    journal.close()
+    failed_items = _write_failed_items(folder, journal)
+    elapsed = time.monotonic() - started
+    summary = summary_of(
+        progress,
+        status,
+        reason,
+        elapsed,
+        {
+            "exit_code": int(code),
+            "job": spec.name,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "output_dir": str(folder),
+            "output_file": str(folder / spec.append_row_file_name) if spec.output_action == "append_row" else None,
+            "log_dir": str(folder / "logs"),
+            "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
+            "workers": spec.worker_count,
+            "init_s_max": round(max(init_times), 3) if init_times else None,
+            "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
+            "batchinfer_version": __version__,
+        },
+    )
+    write_json_atomic(folder / "summary.json", summary)
+    log.info("job %s %s: %s", spec.name, status, reason or "")
+    log.removeHandler(handler)
+    handler.close()
+    return JobResult(summary, folder, code)

@@ -1,0 +1,278 @@
+"""The worker process: set up, import the entry script, ``init()`` once, ``run()`` per mini-batch.
+
+A worker talks to its executor over one duplex connection:
+
+    executor --MiniBatch--> worker          (at most two queued: one running, one next)
+    executor <--Ready | InitFailed--        (once, after init())
+    executor <--Outcome--                   (one per MiniBatch, rows already serialised)
+    executor --None-->                      (stop: shutdown() is called, the process exits)
+
+The script's stdout and stderr (file descriptors 1 and 2, so C libraries too)
+go to ``logs/worker-N.log``, never to the terminal. The worker exits on its
+own when the coordinator disappears.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from batchinfer import _runtime
+from batchinfer.inputs import MiniBatch, Partition
+from batchinfer.output import format_rows, result_length
+from batchinfer.protocol import (
+    EXCEPTION,
+    SHORT_RETURN,
+    WRONG_TYPE,
+    InitFailed,
+    Outcome,
+    Ready,
+    WorkerConfig,
+)
+from batchinfer.readers import read_mini_batch
+
+COMPAT_DIR = Path(__file__).parent / "_compat"
+PARENT_CHECK_S = 0.5
+ALLOWED_TYPES = "a list, tuple, numpy array or pandas DataFrame with one element per item processed"
+
+log = logging.getLogger("batchinfer.worker")
+
+
+class MiniBatchContext:
+    """The second argument of ``run(mini_batch, mini_batch_context)``, as in ParallelRunStep."""
+
+    def __init__(self, batch: MiniBatch) -> None:
+        self.minibatch_index = batch.id
+        self.partition_key_value = dict(batch.table.values) if isinstance(batch.table, Partition) else {}
+
+
+def _exit_with_coordinator(parent_pid: int, coordinator_pid: int) -> None:
+    """A daemon thread: when the coordinator or our parent is gone, exit at once (no orphans)."""
+    try:  # Linux: the kernel signals us when our parent (the fork server) exits
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_S)
+            gone = os.getppid() != parent_pid
+            if not gone and coordinator_pid:
+                try:
+                    os.kill(coordinator_pid, 0)
+                except ProcessLookupError:
+                    gone = True
+                except PermissionError:
+                    pass
+            if gone:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="batchinfer-parent-watch", daemon=True).start()
+
+
+def _redirect_output(log_path: Path, level: str) -> None:
+    """Send fds 1 and 2 to the worker's log file and set up logging and faulthandler there."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    logging.basicConfig(
+        level=getattr(logging, level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    # the coordinator sends SIGUSR1 before killing a hung worker: the stack lands in the log
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+
+
+def _model_dir(models: dict[str, str], scratch: str) -> str | None:
+    """AZUREML_MODEL_DIR: the one model's folder, or a folder of links named after the models."""
+    if not models:
+        return None
+    if len(models) == 1:
+        path = next(iter(models.values()))
+        return path if os.path.isdir(path) else os.path.dirname(path)
+    folder = os.path.join(scratch, "models")
+    os.makedirs(folder, exist_ok=True)
+    for name, path in models.items():
+        os.symlink(path, os.path.join(folder, name))
+    return folder
+
+
+def _load_script(config: WorkerConfig) -> Any:
+    """Import the entry script as a module named after its file (as ParallelRunStep does)."""
+    name = Path(config.entry_path).stem
+    spec = importlib.util.spec_from_file_location(name, config.entry_path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _failure(batch: MiniBatch, index: int, kind: str, message: str, started: float, items: int | None) -> Outcome:
+    return Outcome(
+        batch_id=batch.id,
+        worker=index,
+        ok=False,
+        items=items,
+        kind=kind,
+        message=message,
+        traceback=traceback.format_exc() if kind == EXCEPTION else "",
+        started=started,
+        seconds=time.time() - started,
+    )
+
+
+def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scratch: str) -> Outcome:
+    """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned."""
+    started = time.time()
+    items = batch.known_items
+    folder = tempfile.mkdtemp(prefix=f"mb{batch.id}-", dir=scratch)
+    try:
+        try:
+            data = read_mini_batch(batch, config.storage_options[batch.input_index], folder)
+        except Exception as exc:
+            return _failure(batch, index, EXCEPTION, f"cannot read the mini-batch: {exc}", started, items)
+        items = len(data)
+        try:
+            if config.run_takes_context:
+                result = script.run(data, MiniBatchContext(batch))
+            else:
+                result = script.run(data)
+        except Exception as exc:
+            return _failure(batch, index, EXCEPTION, f"run() raised {type(exc).__name__}: {exc}", started, items)
+        returned = result_length(result)
+        if returned is None:
+            message = f"run() returned {type(result).__name__}; it must return {ALLOWED_TYPES}"
+            return _failure(batch, index, WRONG_TYPE, message, started, items)
+        rows, header = b"", None
+        if config.row_format is not None:
+            try:
+                rows, header = format_rows(result, config.row_format, config.row_header)
+            except Exception as exc:
+                message = f"cannot write run()'s result as {config.row_format}: {type(exc).__name__}: {exc}"
+                return _failure(batch, index, EXCEPTION, message, started, items)
+        outcome = Outcome(
+            batch_id=batch.id,
+            worker=index,
+            ok=True,
+            items=items,
+            succeeded=min(returned, items),
+            rows=rows,
+            header=header,
+            started=started,
+            seconds=time.time() - started,
+        )
+        if returned < items:
+            outcome.kind = SHORT_RETURN
+            outcome.message = (
+                f"run() returned {returned} results for {items} items: "
+                f"{items - returned} counted as failed"
+            )
+        elif returned > items:
+            log.warning(
+                "mini-batch %s: run() returned %d results for %d items; all rows are kept, %d counted",
+                batch.id, returned, items, items,
+            )
+        return outcome
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> None:
+    """The worker process's entry point (started by the local executor)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _exit_with_coordinator(os.getppid(), config.coordinator_pid)
+    _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
+    scratch = tempfile.mkdtemp(prefix=f"batchinfer-{config.job_name}-w{index}-")
+    try:
+        _serve(index, conn, config, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
+    started = time.perf_counter()
+    os.chdir(scratch)
+    model_dir = _model_dir(config.models, scratch)
+    os.environ.update(config.environment_variables)
+    if model_dir:
+        os.environ["AZUREML_MODEL_DIR"] = model_dir
+    os.environ["AZUREML_BI_OUTPUT_PATH"] = config.output_dir
+    sys.path.insert(0, config.source_directory)
+    # Azure's helper modules, only where the real packages are not installed (appended last)
+    sys.path.extend(str(COMPAT_DIR / name) for name in ("azureml_user", "azureml"))
+    sys.argv = [config.entry_path, *config.arguments]
+    _runtime.set_context(
+        _runtime.RuntimeContext(
+            models=config.models,
+            side_inputs=config.side_inputs,
+            output_dir=config.output_dir,
+            log_dir=config.log_dir,
+            working_dir=scratch,
+            worker_name=f"worker-{index}",
+            node_id=config.node_id,
+        )
+    )
+    log.info("worker %d (pid %d) loading %s", index, os.getpid(), config.entry_path)
+    try:
+        script = _load_script(config)
+        if hasattr(script, "init"):
+            script.init()
+        if not callable(getattr(script, "run", None)):
+            raise TypeError(f"{config.entry_path} defines no callable run()")
+    except BaseException as exc:  # noqa: BLE001 - init() may even call sys.exit()
+        log.exception("init() failed")
+        conn.send(InitFailed(index, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return
+    init_seconds = time.perf_counter() - started
+    conn.send(Ready(index, os.getpid(), init_seconds, _rss()))
+    log.info("init() done in %.2fs", init_seconds)
+    while True:
+        try:
+            batch = conn.recv()
+        except (EOFError, OSError):
+            break
+        if batch is None:
+            break
+        outcome = run_one(script, batch, config, index, scratch)
+        if not outcome.ok:
+            log.error("mini-batch %s failed: %s\n%s", batch.id, outcome.message, outcome.traceback)
+        conn.send(outcome)
+    if hasattr(script, "shutdown"):
+        try:
+            script.shutdown()
+        except Exception:
+            log.exception("shutdown() raised")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except Exception:
+        return 0
