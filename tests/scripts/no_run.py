@@ -1,0 +1,5 @@
+"""A script that forgot run()."""
+
+
+def init():
+    pass
