@@ -300,6 +300,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
         raise SpecError(f"{path}{where}: {problem}", hint="fix the YAML syntax") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: invalid YAML: {exc}") from None
