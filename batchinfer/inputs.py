@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
 from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
@@ -133,6 +135,25 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
+def _walk_local(root: str, depth: int | None) -> Iterator[dict]:
+    """A local folder walk that reads names only (no stat) before yielding its first file."""
+    try:
+        with os.scandir(root) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except PermissionError as exc:
+        raise InputError(f"cannot list {root}: {exc}", hint="check the folder's permissions") from None
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if depth is None or depth > 1:
+                yield from _walk_local(entry.path, None if depth is None else depth - 1)
+        else:
+            yield {"name": entry.path, "type": "file", "entry": entry}
+
+
 class Lister:
     """Walks one input's paths with fsspec, yielding files lazily in a stable order."""
 
@@ -146,6 +167,9 @@ class Lister:
             raise InputError(f"inputs.path {path!r}: {exc}") from None
 
     def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[dict]:
+        if isinstance(fs, LocalFileSystem):
+            yield from _walk_local(root, depth)
+            return
         try:
             entries = fs.ls(root, detail=True)
         except (FileNotFoundError, NotADirectoryError):
@@ -189,6 +213,10 @@ class Lister:
             else:
                 entries = iter([fs.info(root)]) if fs.exists(root) else iter(())
             for entry in entries:
+                if "entry" in entry:  # local: stat only now, one file at a time
+                    stat = entry["entry"].stat()
+                    yield FoundFile(entry["name"], stat.st_size, stat.st_mtime)
+                    continue
                 name = fs.unstrip_protocol(entry["name"]) if url else entry["name"]
                 yield FoundFile(name, entry.get("size"), _mtime(entry))
 
