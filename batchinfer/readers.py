@@ -78,8 +78,6 @@ def read_table(table: TableSlice, storage_options: dict[str, Any]):
 
 def read_columns(path: str, fmt: str, columns: list[str], storage_options: dict[str, Any]):
     """Just some columns of a whole file (for partitioning); KeyError names a missing column."""
-    import pandas as pd
-
     if fmt == "parquet":
         import pyarrow.parquet as pq
 

@@ -19,7 +19,7 @@ from conftest import SCRIPTS
 
 
 def spec_for(tmp_path, path: str, **extra):
-    lines = [f"entry_script: echo_names.py", f"source_directory: {SCRIPTS}", "inputs:", f"  path: {path}"]
+    lines = ["entry_script: echo_names.py", f"source_directory: {SCRIPTS}", "inputs:", f"  path: {path}"]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     (tmp_path / "job.yaml").write_text("\n".join(lines) + "\n")
     return load_spec(tmp_path / "job.yaml")

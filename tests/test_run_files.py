@@ -7,6 +7,8 @@ import json
 import pandas as pd
 import pyarrow.parquet as pq
 
+from conftest import SCRIPTS
+
 
 def test_every_file_scored_once_and_summary_written(job, text_files):
     data = text_files(23)
@@ -90,7 +92,7 @@ def test_environment_variable_expansion_from_the_shell(tmp_path, job, text_files
     (tmp_path / "lookup.txt").write_text("t")
     spec = tmp_path / "env.yaml"
     spec.write_text(
-        f"entry_script: environment.py\nsource_directory: {job_scripts()}\n"
+        f"entry_script: environment.py\nsource_directory: {SCRIPTS}\n"
         "inputs:\n  path: ${DATA_DIR}\nenvironment_variables:\n  GREETING: ${WHO:-nobody}\n"
         "models: {clf: model.bin}\nside_inputs: {lookup: lookup.txt}\nprocess_count_per_node: 1\n"
     )
@@ -176,7 +178,7 @@ def test_node_count_multiplies_workers(job, text_files):
 def test_default_output_folder_is_outputs_slash_name(tmp_path, batchinfer, text_files):
     data = text_files(2)
     spec = tmp_path / "My_Job.yaml"
-    spec.write_text(f"entry_script: echo_names.py\nsource_directory: {job_scripts()}\ninputs: {{path: {data}}}\n")
+    spec.write_text(f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: {{path: {data}}}\n")
     run = batchinfer("run", str(spec), cwd=tmp_path, output=tmp_path / "outputs" / "my-job")
     assert run.code == 0, run.stderr
     assert run.summary["job"] == "my-job"
@@ -184,11 +186,11 @@ def test_default_output_folder_is_outputs_slash_name(tmp_path, batchinfer, text_
 
 
 def test_output_from_spec_is_relative_to_the_spec(tmp_path, batchinfer, text_files):
-    data = text_files(2)
+    text_files(2)
     (tmp_path / "jobs").mkdir()
     spec = tmp_path / "jobs" / "job.yaml"
     spec.write_text(
-        f"entry_script: echo_names.py\nsource_directory: {job_scripts()}\ninputs: {{path: ../data}}\noutput: ../scores\n"
+        f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: {{path: ../data}}\noutput: ../scores\n"
     )
     run = batchinfer("run", str(spec), cwd=tmp_path, output=tmp_path / "scores")
     assert run.code == 0, run.stderr
@@ -214,7 +216,3 @@ def test_allow_reuse_false_runs_again(job, text_files):
     assert len(again.rows()) == 4
 
 
-def job_scripts():
-    from conftest import SCRIPTS
-
-    return SCRIPTS
