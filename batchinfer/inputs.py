@@ -11,12 +11,13 @@ skipped when walking folders.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import fsspec
@@ -79,17 +80,41 @@ class Partition:
 
 @dataclass(frozen=True)
 class MiniBatch:
-    """What a worker is sent: an id, the input it came from, and the items (descriptors only)."""
+    """What a worker is sent: an id, the input it came from, and the items (descriptors only).
+
+    ``part`` is set on the pieces of a mini-batch being bisected to isolate a failure:
+    items ``[lo, hi)`` of the whole mini-batch (files, or rows of a table slice).
+    ``digest`` identifies the listed inputs behind it (paths, sizes, modification times),
+    so a resumed job notices inputs that changed under it.
+    """
 
     id: int
     input_index: int
     files: tuple[str, ...] = ()
     table: TableSlice | Partition | None = None
     known_items: int | None = None  # None: a CSV/JSONL slice, counted by the worker
+    part: tuple[int, int] | None = None
+    digest: str = ""
 
     def item_labels(self) -> list[str]:
         """One label per item the user can recognise (files) or one per slice (tables)."""
         return list(self.files) if self.table is None else [self.table.label()]
+
+    def sub(self, lo: int, hi: int) -> MiniBatch:
+        """Items ``[lo, hi)`` of this (whole) mini-batch, as a mini-batch of its own."""
+        assert self.part is None, "parts are always cut from the whole mini-batch"
+        if self.table is None:
+            return replace(self, files=self.files[lo:hi], known_items=hi - lo, part=(lo, hi))
+        assert isinstance(self.table, TableSlice)
+        base = self.table.row_window[0] if self.table.row_window else 0
+        table = replace(self.table, row_window=(base + lo, base + hi))
+        return replace(self, table=table, known_items=hi - lo, part=(lo, hi))
+
+    def splittable(self) -> bool:
+        """Whether this mini-batch can be cut into parts (not a partition, not a compressed file)."""
+        if self.table is None:
+            return True
+        return isinstance(self.table, TableSlice) and self.table.compression is None
 
 
 @dataclass(frozen=True)
@@ -375,15 +400,18 @@ class InputPlan:
             assert self.spec.mini_batch_size is not None
             per_batch = self.spec.mini_batch_size.value
             for index, group in itertools.groupby(self.files(), key=lambda pair: pair[0]):
-                paths = (found.path for _, found in group)
-                while chunk := tuple(itertools.islice(paths, per_batch)):
-                    yield MiniBatch(next(ids), index, files=chunk, known_items=len(chunk))
+                found_files = (found for _, found in group)
+                while chunk := tuple(itertools.islice(found_files, per_batch)):
+                    yield MiniBatch(
+                        next(ids), index, files=tuple(f.path for f in chunk), known_items=len(chunk),
+                        digest=_digest(*chunk),
+                    )
         elif self.spec.partition_keys:
             yield from self._partitions(ids)
         else:
             for index, found in self.files():
                 for table, rows in self._slices(index, found):
-                    yield MiniBatch(next(ids), index, table=table, known_items=rows)
+                    yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=_digest(found, table.label()))
 
     def _slices(self, index: int, found: FoundFile) -> Iterator[tuple[TableSlice, int | None]]:
         spec_input = self.spec.inputs[index]
@@ -417,7 +445,9 @@ class InputPlan:
         keys = list(self.spec.partition_keys or [])
         groups: dict[tuple, dict[tuple[str, str], int]] = {}
         index_of: dict[tuple, int] = {}
+        found_by_path: dict[str, FoundFile] = {}
         for index, found in self.files():
+            found_by_path[found.path] = found
             fmt, _ = _table_format(found.path, self.spec.inputs[index].format)
             assert fmt is not None
             try:
@@ -435,7 +465,14 @@ class InputPlan:
         for values in sorted(groups, key=lambda v: tuple(str(x) for x in v)):
             files = groups[values]
             partition = Partition(tuple(files), dict(zip(keys, (_plain(v) for v in values))))
-            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=sum(files.values()))
+            digest = _digest(*(found_by_path[path] for path, _ in partition.files), partition.label())
+            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=sum(files.values()), digest=digest)
+
+
+def _digest(*parts: FoundFile | str) -> str:
+    """A short hash of listed files (path, size, modification time) and slice labels."""
+    text = "\0".join(p if isinstance(p, str) else f"{p.path}|{p.size}|{p.mtime}" for p in parts)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _with_path(table: TableSlice, path: str) -> TableSlice:

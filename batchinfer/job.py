@@ -13,7 +13,9 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,8 @@ from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
 from batchinfer.errors import ExitCode, JobFailedError, OutputError
 from batchinfer.inputs import InputPlan
-from batchinfer.output import STATE_DIR, Journal, NullSink, RowSink, write_json_atomic
+from batchinfer.inputs import MiniBatch
+from batchinfer.output import STATE_DIR, Journal, JournalEntry, Key, NullSink, RowSink, write_json_atomic
 from batchinfer.progress import Reporter
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.scheduler import Scheduler, TryLog, summary_of
@@ -81,27 +84,81 @@ def _clear(folder: Path, spec: JobSpec) -> None:
         shutil.rmtree(folder / name, ignore_errors=True)
 
 
-def prepare_output(folder: Path, spec: JobSpec, print_: str, restart: bool) -> dict[str, Any] | None:
+def inputs_digest(batches: Iterable[MiniBatch]) -> str:
+    """One hash over the digests of every listed mini-batch: the job's input listing."""
+    digest = hashlib.blake2b(digest_size=16)
+    for batch in batches:
+        digest.update(batch.digest.encode())
+    return digest.hexdigest()
+
+
+class DigestingStream:
+    """Passes listed mini-batches through, hashing them on the way (no second listing needed)."""
+
+    def __init__(self, batches: Iterator[MiniBatch]) -> None:
+        self._batches = batches
+        self._digest = hashlib.blake2b(digest_size=16)
+        self.done = False
+
+    def __iter__(self) -> DigestingStream:
+        return self
+
+    def __next__(self) -> MiniBatch:
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self.done = True
+            raise
+        self._digest.update(batch.digest.encode())
+        return batch
+
+    @property
+    def digest(self) -> str | None:
+        """The listing's hash, once it has been listed to the end."""
+        return self._digest.hexdigest() if self.done else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def prepare_output(
+    folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False
+) -> dict[str, Any] | None:
     """Make the folder ready; return the finished job's summary when it can be reused as is."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"output {folder} is a file, not a folder", hint="give --output a folder path")
     state = folder / STATE_DIR / "job.json"
+    old = _read_json(state) if state.exists() else None
+    summary = _read_json(folder / "summary.json")
+    if old is not None and old.get("fingerprint") != print_ and not restart:
+        raise OutputError(
+            f"output {folder} holds a different job (its spec, script or code changed since it ran there)",
+            hint="use --restart to start over in that folder, or choose another --output",
+        )
+    if retry_failed:
+        if old is None or summary.get("status") not in FINISHED:
+            raise OutputError(
+                f"--retry-failed needs a finished job in {folder}",
+                hint="run the job to the end first; --retry-failed then runs only its failed items again",
+            )
+        return None
     if restart:
         _clear(folder, spec)
-    elif state.exists():
-        old = json.loads(state.read_text())
-        summary_path = folder / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-        if old.get("fingerprint") != print_:
-            raise OutputError(
-                f"output {folder} holds a different job (its spec, script or code changed since it ran there)",
-                hint="use --restart to start over in that folder, or choose another --output",
-            )
-        if summary.get("status") in FINISHED:
-            if spec.allow_reuse:
-                return summary
+    elif old is not None and summary.get("status") in FINISHED:
+        if not spec.allow_reuse:
             _clear(folder, spec)
-    elif (folder / spec.append_row_file_name).exists():
+        elif plan is not None and summary.get("inputs_digest") != inputs_digest(plan.mini_batches()):
+            raise OutputError(
+                f"the inputs changed since the job in {folder} finished",
+                hint="use --restart to score them again in that folder, or choose another --output",
+            )
+        else:
+            return summary
+    elif old is None and (folder / spec.append_row_file_name).exists():
         raise OutputError(
             f"output {folder} already holds {spec.append_row_file_name} from something other than this job",
             hint="use --restart to replace it, or choose another --output",
@@ -142,23 +199,44 @@ def _job_log(folder: Path, level: str) -> logging.Handler:
 
 
 def _write_failed_items(folder: Path, journal: Journal) -> int:
-    lines = [item for batch_id in sorted(journal.entries) for item in journal.entries[batch_id].failed_items]
+    """logs/failed_items.txt: one line per item that finally failed, in input order."""
+    keys = sorted(journal.entries, key=_key_order)
+    lines = [item for key in keys for item in journal.entries[key].failed_items]
     path = folder / "logs" / "failed_items.txt"
     path.write_text("".join(f"{line}\n" for line in lines))
     return len(lines)
 
 
-def run_job(spec: JobSpec, reporter: Reporter, output: str | None = None, restart: bool = False) -> JobResult:
-    """Run ``spec`` to the end (or resume it); see the README for every outcome."""
+def tally(entries: Iterable[JournalEntry]) -> dict[str, int]:
+    """Exact counts from the journal, over every run of the job (resumes and retries included)."""
+    counts = {"items_succeeded": 0, "items_failed": 0}
+    ok_by_id: dict[int, bool] = {}
+    for entry in entries:
+        counts["items_succeeded"] += entry.succeeded
+        counts["items_failed"] += entry.failed
+        ok_by_id[entry.id] = ok_by_id.get(entry.id, True) and entry.ok
+    counts["mini_batches_succeeded"] = sum(ok_by_id.values())
+    counts["mini_batches_failed"] = len(ok_by_id) - counts["mini_batches_succeeded"]
+    return counts
+
+
+def _key_order(key: Key) -> tuple[int, tuple[int, int]]:
+    return key[0], key[1] or (0, 0)
+
+
+def run_job(
+    spec: JobSpec, reporter: Reporter, output: str | None = None, restart: bool = False, retry_failed: bool = False
+) -> JobResult:
+    """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     started = time.monotonic()
     entry = check_entry_script(spec)
     plan = InputPlan(spec)
     plan.check()
     folder = output_folder(spec, output)
-    reused = prepare_output(folder, spec, fingerprint(spec, entry), restart)
+    previous = _read_json(folder / "summary.json")
+    reused = prepare_output(folder, spec, fingerprint(spec, entry), restart, plan, retry_failed)
     if reused is not None:
-        code = ExitCode(reused.get("exit_code", 0))
-        return JobResult(reused, folder, code, reused=True)
+        return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
 
     handler = _job_log(folder, spec.logging_level)
     journal = Journal(folder / STATE_DIR)
@@ -179,17 +257,19 @@ def run_job(spec: JobSpec, reporter: Reporter, output: str | None = None, restar
     from batchinfer.executors.local import LocalExecutor
 
     executor = LocalExecutor(_worker_config(spec, entry, folder), spec.worker_count, spec.run_invocation_timeout, on_ready)
-    scheduler = Scheduler(spec, plan.mini_batches(), executor, sink, try_log, dict(journal.entries), reporter.update)
+    listing = DigestingStream(plan.mini_batches())
+    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal.entries, reporter.update, retry_failed)
     received: list[int] = []
 
     def on_signal(signum: int, _frame: Any) -> None:
         received.append(signum)
         scheduler.stop_requested = len(received)
-        reporter.note("stopping: waiting for running mini-batches (press Ctrl-C again to stop at once)")
+        if len(received) == 1:
+            reporter.note("stopping: letting running mini-batches finish (press Ctrl-C again to stop at once)")
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    log.info("job %s: %d workers, output %s, %d mini-batches already committed",
-             spec.name, spec.worker_count, folder, len(journal.entries))
+    handlers_before = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
+             spec.name, spec.worker_count, folder, len(journal.entries), ", retrying failed items" if retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
     try:
         executor.start()
@@ -198,26 +278,32 @@ def run_job(spec: JobSpec, reporter: Reporter, output: str | None = None, restar
         progress = scheduler.progress
         progress.stop_reason = exc.message
     finally:
-        if received or scheduler.progress.stop_reason:
+        if received or scheduler.progress.stop_reason or sys.exc_info()[0] is not None:
             executor.kill_all()  # nothing they would still return may be committed
         else:
             executor.stop()
-        for signum, handler_before in previous.items():
-            signal.signal(signum, handler_before)
+        for signum, before in handlers_before.items():
+            signal.signal(signum, before)
         try_log.close()
+        if sys.exc_info()[0] is not None:
+            sink.close()
+            journal.close()
+            log.removeHandler(handler)
     reporter.stop(progress)
     status, reason = scheduler.final_status()
     if status == "interrupted":
         sink.close()
         code = ExitCode.TERMINATED if received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
     else:
-        sink.finish(sorted(journal.entries))
+        sink.finish(sorted(journal.entries, key=_key_order))
         code = ExitCode.OK if status == "succeeded" else ExitCode.JOB_FAILED
     journal.close()
     failed_items = _write_failed_items(folder, journal)
     elapsed = time.monotonic() - started
+    counts = tally(journal.entries.values())
     summary = summary_of(
         progress,
+        counts,
         status,
         reason,
         elapsed,
@@ -229,9 +315,11 @@ def run_job(spec: JobSpec, reporter: Reporter, output: str | None = None, restar
             "output_file": str(folder / spec.append_row_file_name) if spec.output_action == "append_row" else None,
             "log_dir": str(folder / "logs"),
             "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
+            "failed_items_listed": failed_items,
             "workers": spec.worker_count,
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
+            "inputs_digest": listing.digest or previous.get("inputs_digest"),
             "batchinfer_version": __version__,
         },
     )

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +108,31 @@ def format_rows(result: Any, fmt: str, header: bool) -> tuple[bytes, bytes | Non
 # ---------------------------------------------------------------- journal
 
 
+Key = tuple[int, "tuple[int, int] | None"]
+
+
 @dataclass
 class JournalEntry:
-    """One finished mini-batch: its counts and the output's length once its rows were in."""
+    """One settled mini-batch (or part of one): its counts and the output's length after its rows."""
 
     id: int
-    end: int  # output length after this mini-batch's rows (txt/csv/jsonl)
+    part: list[int] | None  # [lo, hi): items of the mini-batch, when it was bisected; None: all of it
+    digest: str  # the listed inputs behind the mini-batch (see MiniBatch.digest)
+    root_items: int | None  # items of the whole mini-batch, when known
+    end: int  # output length after this entry's rows (txt/csv/jsonl)
     items: int
     succeeded: int
     failed: int
     tries: int
-    ok: bool  # False: the mini-batch failed (no rows)
-    failed_items: list[str]
+    ok: bool  # False: it failed (no rows)
+    kind: str | None = None  # the last try's failure kind, if any
+    failed_items: list[str] = field(default_factory=list)
+    retry: str | None = None  # failed entries: the mini-batch itself, for --retry-failed
+
+    @property
+    def key(self) -> Key:
+        """(id, part): a later entry with the same key replaces an earlier one (--retry-failed)."""
+        return self.id, tuple(self.part) if self.part else None
 
 
 class Journal:
@@ -128,7 +141,7 @@ class Journal:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / JOURNAL
-        self.entries: dict[int, JournalEntry] = {}
+        self.entries: dict[Key, JournalEntry] = {}
         if self.path.exists():
             self._load()
         self._file = open(self.path, "ab")
@@ -144,11 +157,24 @@ class Journal:
                 entry = JournalEntry(**json.loads(line))
             except (ValueError, TypeError):
                 break
-            self.entries[entry.id] = entry
+            self.entries[entry.key] = entry
             good += len(line)
         if good < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
+
+    def forget_beyond(self, size: int) -> None:
+        """Drop entries whose rows end past ``size`` (the output lost them, e.g. in a power cut)."""
+        lost = [key for key, entry in self.entries.items() if entry.end > size]
+        if not lost:
+            return
+        for key in lost:
+            del self.entries[key]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(asdict(e), separators=(",", ":")) + "\n" for e in self.entries.values()))
+        os.replace(tmp, self.path)
+        self._file.close()
+        self._file = open(self.path, "ab")
 
     @property
     def committed_end(self) -> int:
@@ -159,7 +185,7 @@ class Journal:
         """Record ``entry`` (its rows must already be flushed to the output)."""
         self._file.write((json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode())
         self._file.flush()
-        self.entries[entry.id] = entry
+        self.entries[entry.key] = entry
         if time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
             self.sync()
 
@@ -176,6 +202,11 @@ class Journal:
 
 
 # ---------------------------------------------------------------- the output file
+
+
+def _part_name(key: Key) -> str:
+    batch_id, part = key
+    return f"{batch_id:09d}.arrow" if part is None else f"{batch_id:09d}-{part[0]:09d}-{part[1]:09d}.arrow"
 
 
 class RowSink:
@@ -198,6 +229,7 @@ class RowSink:
         if not self.path.exists():
             self.path.touch()
         self._file = open(self.path, "r+b")
+        journal.forget_beyond(os.fstat(self._file.fileno()).st_size)
         end = journal.committed_end
         # cut off anything a crash left after the last committed mini-batch
         self._file.truncate(end)
@@ -208,7 +240,7 @@ class RowSink:
         """Write one mini-batch's rows, flush them, then journal the mini-batch."""
         if self._file is None:
             if rows:
-                part = self.parts / f"{entry.id:09d}.arrow"
+                part = self.parts / _part_name(entry.key)
                 part.with_suffix(".tmp").write_bytes(rows)
                 os.replace(part.with_suffix(".tmp"), part)
             entry.end = 0
@@ -222,7 +254,7 @@ class RowSink:
             entry.end = self._file.tell()
         self.journal.append(entry)
 
-    def finish(self, order: Iterable[int]) -> None:
+    def finish(self, order: Iterable[Key]) -> None:
         """Flush and close; for Parquet, assemble the parts (in ``order``) into one file."""
         if self._file is not None:
             os.fsync(self._file.fileno())
@@ -233,8 +265,8 @@ class RowSink:
 
         writer = None
         tmp = self.path.with_name(self.path.name + ".tmp")
-        for batch_id in order:
-            part = self.parts / f"{batch_id:09d}.arrow"
+        for key in order:
+            part = self.parts / _part_name(key)
             if not part.exists():
                 continue
             with pa.ipc.open_stream(part.read_bytes()) as reader:
@@ -263,7 +295,7 @@ class NullSink:
         """Journal the mini-batch; its rows (if any) are only counted."""
         self.journal.append(entry)
 
-    def finish(self, order: Iterable[int]) -> None:
+    def finish(self, order: Iterable[Key]) -> None:
         """Nothing to assemble."""
 
     def close(self) -> None:

@@ -45,6 +45,7 @@ class Outcome:
     """The result of one try of one mini-batch, from a worker or from the executor's watchdog."""
 
     batch_id: int
+    part: tuple[int, int] | None  # the MiniBatch's part: which items of it were tried
     worker: int
     ok: bool
     items: int | None  # items in the mini-batch (rows of a table slice), when known

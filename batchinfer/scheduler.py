@@ -14,8 +14,10 @@ mini-batches it takes now (backpressure), and receives one Outcome per try.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import pickle
 import logging
 import time
 from collections import deque
@@ -25,9 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import JournalEntry
-from batchinfer.protocol import SHORT_RETURN, Outcome
+from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
 from batchinfer.spec import JobSpec
 
 POLL_S = 0.2
@@ -78,17 +81,66 @@ class Progress:
         return self.items_succeeded + self.items_failed
 
 
+Key = tuple[int, "tuple[int, int] | None"]
+BISECTED_KINDS = (EXCEPTION, WORKER_DIED)  # data problems; timeouts and wrong types are not bisected
+TABLE_PIECES = 32  # a failing table slice is bisected down to 1/32 of its rows, not to single rows
+
+
 @dataclass
-class _Pending:
-    batch: MiniBatch
+class _Task:
+    """One mini-batch (or part of one) to try, with its tries so far."""
+
+    root: MiniBatch  # the mini-batch as listed
+    batch: MiniBatch  # what is sent: the root itself, or a part of it
+    max_tries: int
     tries: int = 0
-    errors: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> Key:
+        return self.batch.id, self.batch.part
+
+
+@dataclass
+class _Root:
+    """A listed mini-batch until all of its parts are settled."""
+
+    batch: MiniBatch
+    items: int | None
+    open_parts: int = 0
+    failed: bool = False
+    held: list = field(default_factory=list)  # ordered: settled parts waiting for their turn
+
+
+def uncovered(entries: list[JournalEntry], items: int | None) -> list[tuple[int, int]] | None:
+    """Item ranges of a mini-batch that its journal entries do not cover (None: all of it)."""
+    if not entries:
+        return None
+    if any(e.part is None for e in entries) or items is None:
+        return []
+    gaps, position = [], 0
+    for lo, hi in sorted(tuple(e.part) for e in entries if e.part):
+        if lo > position:
+            gaps.append((position, lo))
+        position = max(position, hi)
+    if position < items:
+        gaps.append((position, items))
+    return gaps
+
+
+def encode_batch(batch: MiniBatch) -> str:
+    """A failed mini-batch, kept in the journal so that --retry-failed can run it again."""
+    return base64.b64encode(pickle.dumps(batch)).decode()
+
+
+def decode_batch(text: str) -> MiniBatch:
+    """The inverse of :func:`encode_batch`."""
+    return pickle.loads(base64.b64decode(text))  # noqa: S301 - our own journal
 
 
 class TryLog:
     """``logs/errors.jsonl`` (one record per failed try) and ``logs/processed_mini_batches.csv`` (one row per try)."""
 
-    COLUMNS = ["id", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
+    COLUMNS = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
 
     def __init__(self, log_dir: Path) -> None:
         self.errors = open(log_dir / "errors.jsonl", "a", encoding="utf-8")
@@ -98,22 +150,25 @@ class TryLog:
         if new:
             self.tries.writerow(self.COLUMNS)
 
-    def record(self, outcome: Outcome, pending: _Pending) -> None:
+    def record(self, outcome: Outcome, try_number: int, batch: MiniBatch) -> None:
         """Log one try; failed (and short) tries also go to errors.jsonl."""
-        items = outcome.items if outcome.items is not None else pending.batch.known_items
+        items = outcome.items if outcome.items is not None else batch.known_items
         failed = (items or 0) - outcome.succeeded if outcome.ok else items
         status = "ok" if outcome.ok and not outcome.kind else (outcome.kind or "failed")
         start = datetime.fromtimestamp(outcome.started, timezone.utc).isoformat(timespec="milliseconds")
+        part = f"{batch.part[0]}-{batch.part[1]}" if batch.part else ""
         self.tries.writerow(
-            [outcome.batch_id, pending.tries, outcome.worker, start, f"{outcome.seconds:.3f}", items,
+            [outcome.batch_id, part, try_number, outcome.worker, start, f"{outcome.seconds:.3f}", items,
              outcome.succeeded, failed, status]
         )
+        self._tries_file.flush()
         if outcome.kind:
             record = {
                 "time": start,
                 "mini_batch": outcome.batch_id,
-                "items": pending.batch.item_labels(),
-                "try": pending.tries,
+                "part": list(batch.part) if batch.part else None,
+                "items": batch.item_labels(),
+                "try": try_number,
                 "worker": outcome.worker,
                 "kind": outcome.kind,
                 "message": outcome.message,
@@ -129,7 +184,12 @@ class TryLog:
 
 
 class Scheduler:
-    """Runs every mini-batch of a job through an executor, at most ``run_max_try`` tries each."""
+    """Runs every mini-batch of a job through an executor, at most ``run_max_try`` tries each.
+
+    With ``isolate_failures``, a mini-batch that raised or killed its worker on its last
+    try is cut in halves, each tried once and cut again while it fails, down to single
+    files (or 1/32 of a table slice), so that only the failing items count as failed.
+    """
 
     def __init__(
         self,
@@ -138,40 +198,55 @@ class Scheduler:
         executor: Executor,
         sink: Sink,
         try_log: TryLog,
-        committed: dict[int, JournalEntry],
+        journal: dict[Key, JournalEntry],
         on_progress: Callable[[Progress], None] = lambda p: None,
+        retry_failed: bool = False,
     ) -> None:
         self.spec = spec
         self.batches = batches
         self.executor = executor
         self.sink = sink
         self.try_log = try_log
-        self.committed = committed
+        self.journal = journal  # the live journal: (id, part) -> entry, updated by sink.commit
         self.on_progress = on_progress
+        self.retry_failed = retry_failed
+        self.isolate = spec.isolate_failures and not retry_failed
         self.progress = Progress()
-        self.retry: deque[_Pending] = deque()
-        self.in_flight: dict[int, _Pending] = {}
-        self.order: deque[int] = deque()  # ordered: dispatched ids not yet committed, in input order
-        self.held: dict[int, tuple[JournalEntry, bytes, bytes | None]] = {}
+        self.ready: deque[_Task] = deque()  # retries and parts, dispatched before new mini-batches
+        self.in_flight: dict[Key, _Task] = {}
+        self.roots: dict[int, _Root] = {}
+        self.order: deque[int] = deque()  # ordered: mini-batch ids not yet committed, in input order
         self.unknown_items = 0  # listed mini-batches whose item count is not known yet
         self.stop_requested = 0  # 1: stop gracefully, 2: stop now
         self._stopping_since: float | None = None
-        self._count_resumed()
-
-    def _count_resumed(self) -> None:
+        self.by_id: dict[int, list[JournalEntry]] = {}
+        for entry in journal.values():
+            self.by_id.setdefault(entry.id, []).append(entry)
         p = self.progress
-        for entry in self.committed.values():
-            p.resumed_mini_batches += 1
+        for entry in journal.values():
             p.tries += entry.tries
-            self._count(entry)
+            self._count_entry(entry, +1)
+        if retry_failed:
+            self._queue_failed()
 
-    def _count(self, entry: JournalEntry) -> None:
+    # ------------------------------------------------------------- counting
+
+    def _count_entry(self, entry: JournalEntry, sign: int) -> None:
         p = self.progress
-        p.items_succeeded += entry.succeeded
-        p.items_failed += entry.failed
+        p.items_succeeded += sign * entry.succeeded
+        p.items_failed += sign * entry.failed
+
+    def _count_root(self, failed: bool) -> None:
+        p = self.progress
         p.mini_batches_done += 1
-        p.mini_batches_succeeded += entry.ok
-        p.mini_batches_failed += not entry.ok
+        p.mini_batches_succeeded += not failed
+        p.mini_batches_failed += failed
+
+    def _learn_items(self, root: _Root, items: int) -> None:
+        if root.items is None:
+            root.items = items
+            self.progress.items_total += items
+            self.unknown_items -= 1
 
     # ------------------------------------------------------------- main loop
 
@@ -188,7 +263,7 @@ class Scheduler:
                     break
             else:
                 self._dispatch()
-                if p.listing_done and not self.in_flight and not self.retry:
+                if p.listing_done and not self.in_flight and not self.ready:
                     break
             for outcome in self.executor.poll(POLL_S):
                 self._on_outcome(outcome)
@@ -203,87 +278,171 @@ class Scheduler:
         return self.spec.ordered and len(self.order) >= limit
 
     def _dispatch(self) -> None:
-        p = self.progress
         while self.executor.free_slots() > 0:
-            if self.retry:
-                pending = self.retry.popleft()
-            elif p.listing_done or self._window_full():
+            if not self.ready and not self._list_next():
                 return
-            else:
-                batch = next(self.batches, None)
-                if batch is None:
-                    p.listing_done = True
-                    self._check_thresholds()
-                    return
-                p.mini_batches_total += 1
-                if batch.id in self.committed:  # resumed: counted from the journal already
-                    p.items_total += self.committed[batch.id].items
-                    continue
-                if batch.known_items is None:
-                    self.unknown_items += 1
-                else:
-                    p.items_total += batch.known_items
-                pending = _Pending(batch)
-                if self.spec.ordered:
-                    self.order.append(batch.id)
-            pending.tries += 1
-            self.in_flight[pending.batch.id] = pending
-            self.executor.submit(pending.batch)
+            task = self.ready.popleft()
+            task.tries += 1
+            self.in_flight[task.key] = task
+            self.executor.submit(task.batch)
+
+    def _list_next(self) -> bool:
+        """Take the next listed mini-batch (skipping what the journal has); False when none is ready."""
+        p = self.progress
+        while not self.ready:
+            if p.listing_done or self._window_full():
+                return False
+            batch = next(self.batches, None)
+            if batch is None:
+                p.listing_done = True
+                self._check_thresholds()
+                return False
+            p.mini_batches_total += 1
+            self._admit(batch)
+        return True
+
+    def _admit(self, batch: MiniBatch) -> None:
+        """Queue a listed mini-batch, or what the journal says is left of it."""
+        p = self.progress
+        entries = self.by_id.get(batch.id, [])
+        if any(e.digest != batch.digest for e in entries):
+            raise InputError(
+                f"the inputs changed since this job started in this output folder "
+                f"(mini-batch {batch.id}: {batch.item_labels()[0]})",
+                hint="restore the inputs, or use --restart to start over",
+            )
+        items = batch.known_items if batch.known_items is not None else next(
+            (e.root_items for e in entries if e.root_items is not None), None
+        )
+        gaps = uncovered(entries, items)
+        if gaps == []:  # settled in an earlier run
+            p.resumed_mini_batches += 1
+            p.items_total += sum(e.items for e in entries)
+            self._count_root(failed=not all(e.ok for e in entries))
+            return
+        root = _Root(batch, items=None, failed=not all(e.ok for e in entries))
+        self.roots[batch.id] = root
+        self.unknown_items += 1
+        if items is not None:
+            self._learn_items(root, items)
+        if self.spec.ordered:
+            self.order.append(batch.id)
+        if gaps is None:
+            root.open_parts = 1
+            self.ready.append(_Task(batch, batch, self.spec.run_max_try))
+        else:  # a bisection was under way when the job stopped: finish the missing parts
+            p.resumed_mini_batches += 1
+            root.open_parts = len(gaps)
+            self.ready.extend(_Task(batch, batch.sub(lo, hi), 1) for lo, hi in gaps)
+
+    def _queue_failed(self) -> None:
+        """--retry-failed: queue every failed mini-batch (or part) of the journal again."""
+        for entry in list(self.journal.values()):
+            if entry.ok or not entry.retry:
+                continue
+            batch = decode_batch(entry.retry)
+            root = self.roots.setdefault(batch.id, _Root(batch, items=entry.root_items))
+            root.open_parts += 1
+            self.ready.append(_Task(batch, batch, self.spec.run_max_try))
+        self.progress.listing_done = True
+        self.progress.mini_batches_total = len(self.by_id)
+        self.progress.items_total = sum(e.items for e in self.journal.values())
 
     # ------------------------------------------------------------- outcomes
 
     def _on_outcome(self, outcome: Outcome) -> None:
         p = self.progress
-        pending = self.in_flight.pop(outcome.batch_id, None)
-        if pending is None:
-            return  # a late result for a mini-batch already settled
+        task = self.in_flight.pop((outcome.batch_id, outcome.part), None)
+        if task is None:
+            return  # a late result for something already settled
         p.tries += 1
-        self.try_log.record(outcome, pending)
+        self.try_log.record(outcome, task.tries, task.batch)
+        root = self.roots[task.root.id]
+        if outcome.items is not None and task.batch.part is None:
+            self._learn_items(root, outcome.items)
         if outcome.kind and p.first_error is None:
             p.first_error = f"mini-batch {outcome.batch_id}: {outcome.message}"
         if not outcome.ok:
-            pending.errors.append(outcome.message)
-            if pending.tries < self.spec.run_max_try and not self.stop_requested and not p.stop_reason:
-                log.warning("mini-batch %d try %d failed (%s); retrying", outcome.batch_id, pending.tries, outcome.kind)
-                self.retry.append(pending)
+            if self.stop_requested or p.stop_reason:
+                return  # left uncommitted: a resumed run tries it again
+            if task.tries < task.max_tries:
+                log.warning("mini-batch %d try %d failed (%s); retrying", outcome.batch_id, task.tries, outcome.kind)
+                self.ready.append(task)
                 return
-        self._settle(pending, outcome)
+            if self._bisect(task, root, outcome):
+                return
+        self._settle(task, root, outcome)
 
-    def _settle(self, pending: _Pending, outcome: Outcome) -> None:
-        """The mini-batch is final: count it and commit it (now, or in input order)."""
-        batch = pending.batch
+    def _bisect(self, task: _Task, root: _Root, outcome: Outcome) -> bool:
+        """Cut a failed mini-batch (or part) in halves to isolate the failing items."""
+        if not self.isolate or outcome.kind not in BISECTED_KINDS or not task.root.splittable():
+            return False
+        lo, hi = task.batch.part or (0, root.items or 0)
+        smallest = 1 if task.root.table is None else max(1, -(-(root.items or 0) // TABLE_PIECES))
+        if hi - lo <= smallest:
+            return False
+        middle = (lo + hi) // 2
+        log.warning("mini-batch %d items %d-%d failed; trying each half alone", task.root.id, lo, hi)
+        root.open_parts += 1  # one part becomes two
+        self.ready.extend(_Task(task.root, task.root.sub(a, b), 1) for a, b in ((lo, middle), (middle, hi)))
+        return True
+
+    def _settle(self, task: _Task, root: _Root, outcome: Outcome) -> None:
+        """The mini-batch (or part) is final: commit it now, or when its turn comes (ordered)."""
+        batch = task.batch
         items = outcome.items if outcome.items is not None else (batch.known_items or 1)
-        if batch.known_items is None:
-            self.unknown_items -= 1
-            self.progress.items_total += items
+        if root.items is None and batch.part is None:
+            self._learn_items(root, items)
         succeeded = outcome.succeeded if outcome.ok else 0
         entry = JournalEntry(
             id=batch.id,
+            part=list(batch.part) if batch.part else None,
+            digest=task.root.digest,
+            root_items=root.items,
             end=0,
             items=items,
             succeeded=succeeded,
             failed=items - succeeded,
-            tries=pending.tries,
+            tries=task.tries,
             ok=outcome.ok,
+            kind=outcome.kind,
             failed_items=[] if outcome.ok else batch.item_labels(),
+            retry=None if outcome.ok else encode_batch(batch),
         )
-        if outcome.ok and outcome.kind == SHORT_RETURN:
+        if outcome.kind == SHORT_RETURN:
             log.warning("mini-batch %d: %s", batch.id, outcome.message)
-        if not outcome.ok:
-            log.error("mini-batch %d failed after %d tries: %s", batch.id, pending.tries, outcome.message)
+        elif not outcome.ok:
+            log.error("mini-batch %d%s failed after %d tries: %s", batch.id,
+                      f" items {batch.part[0]}-{batch.part[1]}" if batch.part else "", task.tries, outcome.message)
         rows = outcome.rows if outcome.ok else b""
-        if self.spec.ordered:
-            self.held[batch.id] = (entry, rows, outcome.header)
-            while self.order and self.order[0] in self.held:
-                self._commit(*self.held.pop(self.order.popleft()))
-        else:
+        root.open_parts -= 1
+        root.failed |= not outcome.ok
+        if not self.spec.ordered or self.retry_failed:
             self._commit(entry, rows, outcome.header)
+        else:
+            root.held.append((batch.part or (0, 0), entry, rows, outcome.header))
+            while self.order and self.roots[self.order[0]].open_parts == 0:
+                ready_root = self.roots[self.order.popleft()]
+                for _, held_entry, held_rows, header in sorted(ready_root.held, key=lambda h: h[0]):
+                    self._commit(held_entry, held_rows, header)
+                self._finish_root(ready_root)
+            return
+        if root.open_parts == 0:
+            self._finish_root(root)
+
+    def _finish_root(self, root: _Root) -> None:
+        del self.roots[root.batch.id]
+        if not self.retry_failed:
+            self._count_root(root.failed)
 
     def _commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None:
         if self.progress.stop_reason:
             return  # over a threshold: no more rows in
+        previous = self.journal.get(entry.key)
         self.sink.commit(entry, rows, header)
-        self._count(entry)
+        if previous is not None:  # --retry-failed replaces the failed entry
+            self._count_entry(previous, -1)
+        self._count_entry(entry, +1)
         self._check_thresholds()
 
     def _check_thresholds(self) -> None:
@@ -322,17 +481,20 @@ class Scheduler:
         return "succeeded", None
 
 
-def summary_of(progress: Progress, status: str, reason: str | None, elapsed: float, extra: dict[str, Any]) -> dict[str, Any]:
-    """The summary.json document."""
+def summary_of(
+    progress: Progress, counts: dict[str, int], status: str, reason: str | None, elapsed: float, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary.json document; ``counts`` are the exact ones, from the journal."""
+    done = counts["items_succeeded"] + counts["items_failed"]
     return {
         "status": status,
         "reason": reason,
-        "items_total": progress.items_total,
-        "items_succeeded": progress.items_succeeded,
-        "items_failed": progress.items_failed,
-        "mini_batches_total": progress.mini_batches_total,
-        "mini_batches_succeeded": progress.mini_batches_succeeded,
-        "mini_batches_failed": progress.mini_batches_failed,
+        "items_total": max(progress.items_total, done),
+        "items_succeeded": counts["items_succeeded"],
+        "items_failed": counts["items_failed"],
+        "mini_batches_total": max(progress.mini_batches_total, counts["mini_batches_succeeded"] + counts["mini_batches_failed"]),
+        "mini_batches_succeeded": counts["mini_batches_succeeded"],
+        "mini_batches_failed": counts["mini_batches_failed"],
         "mini_batches_resumed": progress.resumed_mini_batches,
         "tries": progress.tries,
         "elapsed_s": round(elapsed, 3),

@@ -132,6 +132,7 @@ def _load_script(config: WorkerConfig) -> Any:
 def _failure(batch: MiniBatch, index: int, kind: str, message: str, started: float, items: int | None) -> Outcome:
     return Outcome(
         batch_id=batch.id,
+        part=batch.part,
         worker=index,
         ok=False,
         items=items,
@@ -174,6 +175,7 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
                 return _failure(batch, index, EXCEPTION, message, started, items)
         outcome = Outcome(
             batch_id=batch.id,
+            part=batch.part,
             worker=index,
             ok=True,
             items=items,

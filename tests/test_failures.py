@@ -51,8 +51,8 @@ def test_wrong_return_type_fails_the_mini_batch_with_a_clear_message(job, text_f
     assert "first error" in run.stderr and "wrong" not in run.stdout
 
 
-def test_exception_is_retried_then_fails_only_its_mini_batch(job, mixed):
-    run = job("fail_on_bad.py", inputs={"path": str(mixed)}, mini_batch_size=4, run_max_try=3)
+def test_exception_is_retried_then_fails_its_whole_mini_batch_without_isolation(job, mixed):
+    run = job("fail_on_bad.py", inputs={"path": str(mixed)}, mini_batch_size=4, run_max_try=3, isolate_failures=False)
     assert run.code == 0, run.stderr  # error_threshold -1 tolerates everything
     summary = run.summary
     # f003 is in batch 0, f011 in batch 2, f017 in batch 4: three batches of 4 failed
@@ -66,6 +66,20 @@ def test_exception_is_retried_then_fails_only_its_mini_batch(job, mixed):
     failed = run.log("failed_items.txt").splitlines()
     assert len(failed) == 12 and any(line.endswith("f003-bad.txt") for line in failed)
     assert len(run.rows()) == 8
+
+
+def test_isolation_bisects_a_failing_mini_batch_down_to_the_bad_files(job, mixed):
+    run = job("fail_on_bad.py", inputs={"path": str(mixed)}, mini_batch_size=4, run_max_try=2)
+    assert run.code == 0, run.stderr
+    summary = run.summary
+    assert (summary["items_succeeded"], summary["items_failed"]) == (17, 3)
+    assert summary["mini_batches_failed"] == 3  # the three mini-batches that held a bad file
+    failed = run.log("failed_items.txt").splitlines()
+    assert [line.rsplit("/", 1)[1] for line in failed] == ["f003-bad.txt", "f011-bad.txt", "f017-bad.txt"]
+    assert sorted(run.rows()) == sorted(p.name for p in mixed.iterdir() if "bad" not in p.name)
+    # per bad batch: 2 whole tries, then halves of 2 (one fails), then halves of 1
+    parts = [e["part"] for e in run.errors() if e["mini_batch"] == 0]
+    assert parts == [None, None, [2, 4], [3, 4]]
 
 
 def test_error_threshold_stops_the_job(job, mixed):

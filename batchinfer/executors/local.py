@@ -285,6 +285,7 @@ class LocalExecutor:
         seconds = time.monotonic() - started
         return Outcome(
             batch_id=batch.id,
+            part=batch.part,
             worker=slot.index,
             ok=False,
             items=batch.known_items,
