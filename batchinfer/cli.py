@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from batchinfer import __version__
-from batchinfer.errors import BatchInferError, ExitCode
+from batchinfer.errors import BatchInferError, ExitCode, UsageError
 
 app = typer.Typer(
     name="batchinfer",
@@ -53,7 +53,8 @@ def main_options(
         "Examples:\n\n"
         "  batchinfer run sample_data/mnist_job.yaml\n\n"
         "  batchinfer run job.yaml --output /tmp/scores --set mini_batch_size=20 --set process_count_per_node=4\n\n"
-        "  batchinfer run job.yaml --restart   # start over in an output folder that holds another job"
+        "  batchinfer run job.yaml --restart   # start over in an output folder that holds another job\n\n"
+        "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again"
     )
 )
 def run(
@@ -66,6 +67,9 @@ def run(
         typer.Option("--set", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
     ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what an earlier run left in the output folder and start over.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Run only the failed items of the finished job in the output folder again.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr unless the job fails.")] = False,
     progress_interval: Annotated[
         float, typer.Option("--progress-interval", help="Seconds between progress lines when stderr is not a terminal.")
@@ -79,7 +83,9 @@ def run(
     try:
         spec = load_spec(job, set_ or [])
         reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
-        result = run_job(spec, reporter, output=output, restart=restart)
+        if restart and retry_failed:
+            raise UsageError("--restart and --retry-failed cannot be used together", hint="choose one")
+        result = run_job(spec, reporter, output=output, restart=restart, retry_failed=retry_failed)
     except BatchInferError as error:
         fail(error)
         return

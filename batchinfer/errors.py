@@ -33,6 +33,10 @@ class BatchInferError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class UsageError(BatchInferError):
+    """The command line itself is wrong (options that do not go together)."""
+
+
 class SpecError(BatchInferError):
     """The job spec cannot be read or is invalid (YAML syntax, unknown key, bad value)."""
 

@@ -233,7 +233,6 @@ def run_job(
     plan = InputPlan(spec)
     plan.check()
     folder = output_folder(spec, output)
-    previous = _read_json(folder / "summary.json")
     reused = prepare_output(folder, spec, fingerprint(spec, entry), restart, plan, retry_failed)
     if reused is not None:
         return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
@@ -319,7 +318,8 @@ def run_job(
             "workers": spec.worker_count,
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
-            "inputs_digest": listing.digest or previous.get("inputs_digest"),
+            # after --retry-failed (of fixed inputs), the output stands for the inputs as they are now
+            "inputs_digest": inputs_digest(plan.mini_batches()) if retry_failed else listing.digest,
             "batchinfer_version": __version__,
         },
     )

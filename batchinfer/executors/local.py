@@ -92,6 +92,11 @@ class _Slot:
     ready_at: float | None = None
     assigned: deque = field(default_factory=deque)  # (MiniBatch, sent_at)
     head_started: float | None = None  # when the running mini-batch (assigned[0]) started
+    broken: bool = False  # its pipe is closed: it died, and its sentinel will say so
+
+    def room(self) -> int:
+        """How many more mini-batches this worker takes now."""
+        return 0 if self.broken else 1 + PREFETCH - len(self.assigned)
 
     def run_deadline(self, timeout: float) -> float:
         """When the current run() (or init()) times out."""
@@ -172,7 +177,7 @@ class LocalExecutor:
 
     def free_slots(self) -> int:
         """How many more mini-batches the pool takes now (orphans go first)."""
-        room = sum(1 + PREFETCH - len(s.assigned) for s in self.slots.values())
+        room = sum(s.room() for s in self.slots.values())
         return max(0, room - len(self.orphans))
 
     def submit(self, batch: MiniBatch) -> None:
@@ -180,18 +185,26 @@ class LocalExecutor:
         self._send(batch)
 
     def _send(self, batch: MiniBatch) -> None:
-        slot = min(
-            (s for s in self.slots.values() if len(s.assigned) <= PREFETCH),
-            key=lambda s: (len(s.assigned), s.ready_at is None, s.index),
-        )
-        now = time.monotonic()
-        if not slot.assigned and slot.ready_at is not None:
-            slot.head_started = now
-        slot.assigned.append((batch, now))
-        slot.conn.send(batch)
+        """Send to the least loaded worker; a worker found dead keeps nothing (the batch waits)."""
+        while True:
+            open_slots = [s for s in self.slots.values() if s.room() > 0]
+            if not open_slots:
+                self.orphans.appendleft(batch)
+                return
+            slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
+            try:
+                slot.conn.send(batch)
+            except OSError:  # died since the last poll: its sentinel reports it on the next one
+                slot.broken = True
+                continue
+            now = time.monotonic()
+            if not slot.assigned and slot.ready_at is not None:
+                slot.head_started = now
+            slot.assigned.append((batch, now))
+            return
 
     def _flush_orphans(self) -> None:
-        while self.orphans and any(len(s.assigned) <= PREFETCH for s in self.slots.values()):
+        while self.orphans and any(s.room() > 0 for s in self.slots.values()):
             self._send(self.orphans.popleft())
 
     # ------------------------------------------------------------- events
