@@ -299,3 +299,16 @@ def test_stress_coordinator_killed_at_20_random_moments(tmp_path, text_files, ru
     assert kills >= 10
     assert_exactly_once(out, [f"f{i:03d}.txt {i}" for i in range(300)])
     assert final.summary["items_succeeded"] == 300 and final.summary["items_total"] == 300
+
+
+def test_a_failing_row_in_a_table_slice_costs_a_small_slice(tmp_path, job):
+    import pandas as pd
+
+    pd.DataFrame({"id": [f"r{i:05d}" for i in range(256)], "x": range(256)}).to_csv(tmp_path / "t.csv", index=False)
+    run = job("fail_on_id.py", inputs={"type": "tabular", "path": "t.csv"}, arguments=["--bad", "r00100"],
+              mini_batch_size="1MB", run_max_try=1)
+    assert run.code == 0, run.stderr
+    summary = run.summary
+    assert summary["items_failed"] == 8  # 256 rows bisected down to 256/32
+    assert summary["items_succeeded"] == 248 and len(run.rows()) == 248
+    assert run.log("failed_items.txt").strip() == f"{tmp_path / 't.csv'} rows 96-104"
