@@ -1,14 +1,18 @@
 """The command line: parse arguments, call the library, turn errors into one line and an exit code.
 
-Heavy modules (pandas, pyarrow, the scheduler) are imported inside the
-commands, so ``batchinfer --help`` answers at once.
+stdout carries data only (rows with ``--output -``, JSON with ``--json``, the
+tables of ``plan`` and ``status``); everything else goes to stderr. Heavy
+modules (pandas, pyarrow, the scheduler) are imported inside the commands,
+so ``batchinfer --help`` answers at once.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -17,12 +21,22 @@ from batchinfer.errors import BatchInferError, ExitCode, UsageError
 
 app = typer.Typer(
     name="batchinfer",
-    help="Run an init()/run(mini_batch) scoring script over many files or table rows, in parallel.",
+    help=(
+        "Run an init()/run(mini_batch) scoring script over many files or table rows, in parallel.\n\n"
+        "Start with 'batchinfer init myjob' or 'batchinfer run sample_data/mnist_job.yaml'."
+    ),
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+JobArg = Annotated[Path, typer.Argument(help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
 def fail(error: BatchInferError) -> None:
@@ -30,6 +44,11 @@ def fail(error: BatchInferError) -> None:
     hint = f" ({error.hint})" if error.hint else ""
     sys.stderr.write(f"batchinfer: error: {error.message}{hint}\n")
     raise typer.Exit(int(error.exit_code))
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _version(value: bool) -> None:
@@ -48,49 +67,185 @@ def main_options(
     """batchinfer: batch scoring from the command line (see README.md)."""
 
 
+def _load(job: Path, overrides: list[str]):
+    from batchinfer.spec import load_spec
+
+    return load_spec(job, overrides)
+
+
 @app.command(
     epilog=(
         "Examples:\n\n"
         "  batchinfer run sample_data/mnist_job.yaml\n\n"
-        "  batchinfer run job.yaml --output /tmp/scores --set mini_batch_size=20 --set process_count_per_node=4\n\n"
+        "  batchinfer run job.yaml --output /tmp/scores --set mini_batch_size=20 --processes 4\n\n"
+        "  batchinfer run job.yaml --output - | sort | head   # rows to stdout as they commit\n\n"
         "  batchinfer run job.yaml --restart   # start over in an output folder that holds another job\n\n"
         "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again"
     )
 )
 def run(
-    job: Annotated[Path, typer.Argument(help="The job spec (YAML).", show_default=False)],
+    job: JobArg,
     output: Annotated[
-        Optional[str], typer.Option("--output", "-o", help="Output folder (overrides the spec's 'output').")
+        Optional[str],
+        typer.Option("--output", "-o", help="Output folder (overrides the spec's 'output'); '-' streams the rows to stdout."),
     ] = None,
-    set_: Annotated[
-        Optional[list[str]],
-        typer.Option("--set", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
+    set_: SetOpt = None,
+    processes: Annotated[
+        Optional[int], typer.Option("--processes", "-p", min=1, help="Worker processes per node (process_count_per_node).")
+    ] = None,
+    log_level: Annotated[
+        Optional[str], typer.Option("--log-level", help="DEBUG, INFO or WARNING for job.log and the worker logs.")
+    ] = None,
+    logs: Annotated[
+        Optional[Path], typer.Option("--logs", help="With --output -: the folder for logs and summary (default: a temp folder).")
     ] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Discard what an earlier run left in the output folder and start over.")] = False,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Run only the failed items of the finished job in the output folder again.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on stderr unless the job fails.")] = False,
+    as_json: JsonOpt = False,
     progress_interval: Annotated[
-        float, typer.Option("--progress-interval", help="Seconds between progress lines when stderr is not a terminal.")
+        float, typer.Option("--progress-interval", min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
     ] = 30.0,
 ) -> None:
     """Run a job: score every input with the entry script and write the rows to the output folder."""
-    from batchinfer.job import run_job
+    from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
-    from batchinfer.spec import load_spec
 
+    overrides = list(set_ or [])
+    if processes is not None:
+        overrides.append(f"process_count_per_node={processes}")
+    if log_level is not None:
+        overrides.append(f"logging_level={log_level}")
     try:
-        spec = load_spec(job, set_ or [])
-        reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
         if restart and retry_failed:
             raise UsageError("--restart and --retry-failed cannot be used together", hint="choose one")
-        result = run_job(spec, reporter, output=output, restart=restart, retry_failed=retry_failed)
+        if as_json and output == "-":
+            raise UsageError("--json and --output - both write to stdout", hint="use --logs DIR and read DIR/summary.json")
+        spec = _load(job, overrides)
+        reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
+        options = RunOptions(output=output, logs=str(logs) if logs else None, restart=restart, retry_failed=retry_failed)
+        result = run_job(spec, reporter, options)
     except BatchInferError as error:
         fail(error)
         return
-    reporter.final(result.summary, reused=result.reused)
+    if result.exit_code != ExitCode.PIPE_CLOSED:
+        reporter.final(result.summary, reused=result.reused)
+        if as_json:
+            _print_json(result.summary)
     raise typer.Exit(int(result.exit_code))
+
+
+@app.command(epilog="Example:\n\n  batchinfer validate job.yaml && batchinfer run job.yaml")
+def validate(job: JobArg, set_: SetOpt = None) -> None:
+    """Check the spec, that the script compiles and defines run(), and that inputs exist; run nothing."""
+    from batchinfer.entry import check_entry_script
+    from batchinfer.inputs import InputPlan
+
+    try:
+        spec = _load(job, list(set_ or []))
+        entry = check_entry_script(spec)
+        plan = InputPlan(spec)
+        plan.check()
+    except BatchInferError as error:
+        fail(error)
+        return
+    functions = ", ".join(f for f, ok in (("init", entry.has_init), ("run", True), ("shutdown", entry.has_shutdown)) if ok)
+    sys.stderr.write(
+        f"batchinfer: {job} is valid: job {spec.name!r}, {spec.input_type} inputs, "
+        f"{spec.worker_count} workers, entry script {entry.path} defines {functions}\n"
+    )
+
+
+@app.command(epilog="Examples:\n\n  batchinfer plan job.yaml\n\n  batchinfer plan job.yaml --json | jq .mini_batches")
+def plan(
+    job: JobArg,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    first: Annotated[int, typer.Option("--first", min=0, help="How many mini-batches to show.")] = 10,
+) -> None:
+    """Show the mini-batches the job would run (lists the inputs; never imports the script)."""
+    from batchinfer.inputs import InputPlan, describe
+
+    try:
+        spec = _load(job, list(set_ or []))
+        input_plan = InputPlan(spec)
+        input_plan.check()
+        info = describe(input_plan, first)
+    except BatchInferError as error:
+        fail(error)
+        return
+    if as_json:
+        _print_json(info)
+        return
+    items = info["items"] if info["items"] is not None else f"{info['items_known']}+ (table rows counted when read)"
+    per = info["items_per_mini_batch"]
+    lines = [
+        f"job {spec.name}: {info['input_type']} inputs, mini_batch_size {info['mini_batch_size']}, {info['workers']} workers",
+        f"{info['files']} files, {info['mini_batches']} mini-batches, {items} items",
+    ]
+    if per:
+        lines.append(f"items per mini-batch: min {per['min']}, median {per['median']}, max {per['max']}")
+    lines.append("")
+    lines.append(f"{'id':>6}  {'items':>6}  first item (.. last)")
+    for row in info["first_mini_batches"]:
+        shown = row["first"] + (f"  ..  {row['last']}" if row["last"] else "")
+        lines.append(f"{row['id']:>6}  {row['items'] if row['items'] is not None else '?':>6}  {shown}")
+    if info["mini_batches"] > len(info["first_mini_batches"]):
+        lines.append(f"{'...':>6}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command(epilog="Examples:\n\n  batchinfer status outputs/mnist-digits\n\n  batchinfer status outputs/mnist-digits --watch")
+def status(
+    output_dir: Annotated[Path, typer.Argument(help="The job's output folder.", show_default=False)],
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing a line until the job is no longer running.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Progress of a running or finished job, from its output folder (works while it runs)."""
+    from batchinfer.progress import read_status, status_line
+
+    try:
+        while True:
+            doc = read_status(output_dir.absolute())
+            if as_json:
+                _print_json(doc)
+            else:
+                sys.stdout.write(status_line(doc) + "\n")
+                sys.stdout.flush()
+            if not watch or doc["state"] != "running":
+                break
+            time.sleep(interval)
+    except BatchInferError as error:
+        fail(error)
+
+
+@app.command(name="init", epilog="Example:\n\n  batchinfer init myjob && batchinfer run myjob/job.yaml")
+def init_command(folder: Annotated[Path, typer.Argument(help="Folder to create the starter job in.", show_default=False)]) -> None:
+    """Write a commented starter job.yaml, score.py and sample inputs that run as they are."""
+    from batchinfer.scaffold import write_scaffold
+
+    try:
+        written = write_scaffold(folder)
+    except BatchInferError as error:
+        fail(error)
+        return
+    for path in written:
+        sys.stderr.write(f"batchinfer: wrote {path}\n")
+    sys.stderr.write(f"batchinfer: now run: batchinfer run {folder / 'job.yaml'}\n")
+
+
+@app.command(epilog="Example:\n\n  batchinfer convert azure-parallel-job.yml > job.yaml")
+def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 parallel job YAML.", show_default=False)]) -> None:
+    """Print the native batchinfer spec equivalent to an Azure ML parallel job (which 'run' also accepts)."""
+    from batchinfer.azure import convert_file
+
+    try:
+        sys.stdout.write(convert_file(azure_yaml))
+    except BatchInferError as error:
+        fail(error)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ class ExitCode(enum.IntEnum):
     JOB_FAILED = 1  # a threshold was exceeded, or no item succeeded
     USAGE = 2  # bad usage, spec, script or inputs: nothing (more) was run
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); the job can be resumed
+    PIPE_CLOSED = 141  # (128 + SIGPIPE) the reader of --output - went away, e.g. '| head'; as 'yes | head' does
     TERMINATED = 143  # SIGTERM (128 + SIGTERM); the job can be resumed
 
 

@@ -485,3 +485,42 @@ def _with_path(table: TableSlice, path: str) -> TableSlice:
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, so partition values print and serialise plainly."""
     return value.item() if hasattr(value, "item") else value
+
+
+def describe(plan: InputPlan, first: int = 10) -> dict[str, Any]:
+    """What ``batchinfer plan`` shows: counts and sizes of the mini-batches, and the first few."""
+    batches = 0
+    known_items = 0
+    unknown = 0
+    sizes: list[int] = []
+    shown: list[dict[str, Any]] = []
+    for batch in plan.mini_batches():
+        batches += 1
+        if batch.known_items is None:
+            unknown += 1
+        else:
+            known_items += batch.known_items
+            sizes.append(batch.known_items)
+        if len(shown) < first:
+            labels = batch.item_labels()
+            shown.append({
+                "id": batch.id,
+                "items": batch.known_items,
+                "first": labels[0],
+                "last": labels[-1] if len(labels) > 1 else None,
+            })
+    sizes.sort()
+    return {
+        "input_type": plan.spec.input_type,
+        "mini_batch_size": str(plan.spec.mini_batch_size) if plan.spec.mini_batch_size else "by partition",
+        "files": plan.files_seen,
+        "mini_batches": batches,
+        "items": known_items if not unknown else None,
+        "items_known": known_items,
+        "mini_batches_counted_when_read": unknown,
+        "items_per_mini_batch": (
+            {"min": sizes[0], "median": sizes[len(sizes) // 2], "max": sizes[-1]} if sizes else None
+        ),
+        "workers": plan.spec.worker_count,
+        "first_mini_batches": shown,
+    }

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -23,13 +24,23 @@ from typing import Any
 
 from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
-from batchinfer.errors import ExitCode, JobFailedError, OutputError
+from batchinfer.errors import ExitCode, JobFailedError, OutputError, UsageError
 from batchinfer.inputs import InputPlan
 from batchinfer.inputs import MiniBatch
-from batchinfer.output import STATE_DIR, Journal, JournalEntry, Key, NullSink, RowSink, write_json_atomic
-from batchinfer.progress import Reporter
+from batchinfer.output import (
+    STATE_DIR,
+    Journal,
+    JournalEntry,
+    Key,
+    NullSink,
+    OutputClosed,
+    RowSink,
+    StreamSink,
+    write_json_atomic,
+)
+from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
-from batchinfer.scheduler import Scheduler, TryLog, summary_of
+from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec, is_url
 
 # keys that do not change which rows a job produces: changing them keeps resume possible
@@ -224,27 +235,77 @@ def _key_order(key: Key) -> tuple[int, tuple[int, int]]:
     return key[0], key[1] or (0, 0)
 
 
-def run_job(
-    spec: JobSpec, reporter: Reporter, output: str | None = None, restart: bool = False, retry_failed: bool = False
-) -> JobResult:
+LOGS_README = """What is in this folder (written by batchinfer):
+
+job.log                     the coordinator's log: workers started and replaced, retries, thresholds
+worker-N.log                each worker's log: the entry script's print() output, stdout and stderr,
+                            its logger() messages, tracebacks, and the stack of a worker killed for a timeout
+errors.jsonl                one JSON object per failed try: mini_batch, part, items, try, worker,
+                            kind (exception, timeout, worker_died, short_return, wrong_type), message, traceback
+processed_mini_batches.csv  one row per try: id, part, try, worker, start, seconds, items, succeeded, failed, status
+failed_items.txt            every item that finally failed (fix them, then: batchinfer run JOB --retry-failed)
+"""
+
+
+@dataclass
+class RunOptions:
+    """How ``batchinfer run`` was asked to run the job (beyond the spec)."""
+
+    output: str | None = None  # --output; "-" streams the rows to stdout
+    logs: str | None = None  # --logs: with --output -, the folder for logs and state (default: a temp folder)
+    restart: bool = False
+    retry_failed: bool = False
+
+
+def _stream_folder(spec: JobSpec, options: RunOptions) -> Path:
+    """With ``--output -``: check the combination and pick the folder for logs and state."""
+    if spec.output_action != "append_row" or spec.append_row_format == "parquet":
+        raise UsageError(
+            "--output - streams rows to stdout: it needs output_action append_row and a txt, csv or jsonl format",
+            hint="give an output folder instead",
+        )
+    if options.retry_failed:
+        raise UsageError("--retry-failed needs an output folder, not --output -")
+    if options.logs:
+        return Path(options.logs).absolute()
+    return Path(tempfile.mkdtemp(prefix=f"batchinfer-{spec.name}-"))
+
+
+def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
+    """Where to look first when the job failed: the file that holds the first error."""
+    if summary["status"] != "failed":
+        return None
+    if summary.get("first_error"):
+        return f"see {folder / 'logs' / 'errors.jsonl'} (every failed try, with tracebacks)"
+    return f"see {folder / 'logs' / 'worker-0.log'} and {folder / 'logs' / 'job.log'}"
+
+
+def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None) -> JobResult:
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
+    options = options or RunOptions()
     started = time.monotonic()
     entry = check_entry_script(spec)
     plan = InputPlan(spec)
     plan.check()
-    folder = output_folder(spec, output)
-    reused = prepare_output(folder, spec, fingerprint(spec, entry), restart, plan, retry_failed)
+    to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
+    folder = _stream_folder(spec, options) if to_stdout else output_folder(spec, options.output)
+    reused = prepare_output(
+        folder, spec, fingerprint(spec, entry), options.restart or to_stdout, plan, options.retry_failed
+    )
     if reused is not None:
         return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
 
+    (folder / "logs" / "readme.txt").write_text(LOGS_README)
     handler = _job_log(folder, spec.logging_level)
     journal = Journal(folder / STATE_DIR)
-    sink = (
-        RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
-        if spec.output_action == "append_row"
-        else NullSink(journal)
-    )
+    if to_stdout:
+        sink: Any = StreamSink(sys.stdout.buffer, journal)
+    elif spec.output_action == "append_row":
+        sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
+    else:
+        sink = NullSink(journal)
     try_log = TryLog(folder / "logs")
+    status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
     init_times: list[float] = []
     worker_rss: list[int] = []
 
@@ -253,12 +314,17 @@ def run_job(
         worker_rss.append(ready.rss_bytes)
         log.info("worker %d ready (pid %d) after init() of %.2fs", ready.worker, ready.pid, ready.init_seconds)
 
+    def on_progress(p: Progress) -> None:
+        reporter.update(p)
+        status_file.update(p)
+
     from batchinfer.executors.local import LocalExecutor
 
     executor = LocalExecutor(_worker_config(spec, entry, folder), spec.worker_count, spec.run_invocation_timeout, on_ready)
     listing = DigestingStream(plan.mini_batches())
-    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal.entries, reporter.update, retry_failed)
+    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal.entries, on_progress, options.retry_failed)
     received: list[int] = []
+    pipe_closed = False
 
     def on_signal(signum: int, _frame: Any) -> None:
         received.append(signum)
@@ -268,7 +334,8 @@ def run_job(
 
     handlers_before = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
-             spec.name, spec.worker_count, folder, len(journal.entries), ", retrying failed items" if retry_failed else "")
+             spec.name, spec.worker_count, "stdout" if to_stdout else folder, len(journal.entries),
+             ", retrying failed items" if options.retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
     try:
         executor.start()
@@ -276,8 +343,12 @@ def run_job(
     except JobFailedError as exc:  # init() kept failing: no worker can run the script
         progress = scheduler.progress
         progress.stop_reason = exc.message
+    except OutputClosed:
+        progress = scheduler.progress
+        pipe_closed = True
+        log.info("stdout was closed by its reader: stopping")
     finally:
-        if received or scheduler.progress.stop_reason or sys.exc_info()[0] is not None:
+        if received or pipe_closed or scheduler.progress.stop_reason or sys.exc_info()[0] is not None:
             executor.kill_all()  # nothing they would still return may be committed
         else:
             executor.stop()
@@ -289,20 +360,23 @@ def run_job(
             journal.close()
             log.removeHandler(handler)
     reporter.stop(progress)
-    status, reason = scheduler.final_status()
+    if pipe_closed:
+        status, reason, code = "interrupted", "stdout was closed by its reader", ExitCode.PIPE_CLOSED
+    else:
+        status, reason = scheduler.final_status()
+        code = ExitCode.OK if status == "succeeded" else ExitCode.JOB_FAILED
+        if status == "interrupted":
+            code = ExitCode.TERMINATED if received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
     if status == "interrupted":
         sink.close()
-        code = ExitCode.TERMINATED if received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
     else:
         sink.finish(sorted(journal.entries, key=_key_order))
-        code = ExitCode.OK if status == "succeeded" else ExitCode.JOB_FAILED
     journal.close()
     failed_items = _write_failed_items(folder, journal)
     elapsed = time.monotonic() - started
-    counts = tally(journal.entries.values())
     summary = summary_of(
         progress,
-        counts,
+        tally(journal.entries.values()),
         status,
         reason,
         elapsed,
@@ -311,7 +385,10 @@ def run_job(
             "job": spec.name,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "output_dir": str(folder),
-            "output_file": str(folder / spec.append_row_file_name) if spec.output_action == "append_row" else None,
+            "output_file": (
+                "-" if to_stdout
+                else str(folder / spec.append_row_file_name) if spec.output_action == "append_row" else None
+            ),
             "log_dir": str(folder / "logs"),
             "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
             "failed_items_listed": failed_items,
@@ -319,11 +396,13 @@ def run_job(
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
             # after --retry-failed (of fixed inputs), the output stands for the inputs as they are now
-            "inputs_digest": inputs_digest(plan.mini_batches()) if retry_failed else listing.digest,
+            "inputs_digest": inputs_digest(plan.mini_batches()) if options.retry_failed else listing.digest,
             "batchinfer_version": __version__,
         },
     )
+    summary["look_at"] = _failure_hint(summary, folder)
     write_json_atomic(folder / "summary.json", summary)
+    status_file.update(progress, state=status, force=True)
     log.info("job %s %s: %s", spec.name, status, reason or "")
     log.removeHandler(handler)
     handler.close()

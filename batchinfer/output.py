@@ -285,6 +285,48 @@ class RowSink:
             self._file.close()
 
 
+class OutputClosed(Exception):
+    """The reader of stdout went away (``batchinfer run ... --output - | head``)."""
+
+
+class StreamSink:
+    """``--output -``: each mini-batch's rows go to stdout as it commits, then to the journal.
+
+    Nothing can be cut back on a pipe, so a stream is never resumed: each run starts afresh.
+    """
+
+    def __init__(self, stream: Any, journal: Journal) -> None:
+        self.stream = stream
+        self.journal = journal
+        self.written = 0
+        self.has_header = False
+
+    def commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None:
+        """Write the rows and flush; a closed pipe raises :class:`OutputClosed`."""
+        data = rows
+        if header and not self.has_header and rows:
+            data, self.has_header = header + rows, True
+        try:
+            if data:
+                self.stream.write(data)
+                self.stream.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            # later writes (and the interpreter's last flush) must not fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            raise OutputClosed() from exc
+        self.written += len(data)
+        entry.end = self.written
+        self.journal.append(entry)
+
+    def finish(self, order: Iterable[Key]) -> None:
+        """Nothing to assemble."""
+
+    def close(self) -> None:
+        """Nothing to close: stdout belongs to the caller."""
+
+
 class NullSink:
     """summary_only: nothing is written but the journal."""
 

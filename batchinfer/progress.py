@@ -5,14 +5,92 @@ stdout is reserved for data, so every console here is a stderr console.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
-from datetime import datetime
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import IO, Any
 
 from batchinfer.scheduler import Progress
 
 DEFAULT_INTERVAL_S = 30.0
+STATUS_INTERVAL_S = 1.0
+STATUS_FILE = "status.json"  # in <output>/.batchinfer/
+
+
+class StatusFile:
+    """``.batchinfer/status.json``: the live progress of a running job, for ``batchinfer status``."""
+
+    def __init__(self, state_dir: Path, name: str, workers: int) -> None:
+        self.path = state_dir / STATUS_FILE
+        self.base = {"job": name, "pid": os.getpid(), "workers": workers,
+                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, p: Progress, state: str = "running", force: bool = False) -> None:
+        """Rewrite the file (at most once a second unless ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last < STATUS_INTERVAL_S:
+            return
+        self._last = now
+        doc = {**self.base, "state": state, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "elapsed_s": round(now - self.started, 1), **asdict(p), "items_done": p.items_done}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, self.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(folder: Path) -> dict[str, Any]:
+    """What ``batchinfer status`` shows: running (with live counts), finished, or stopped."""
+    state_dir = folder / ".batchinfer"
+    if not (state_dir / "job.json").exists():
+        from batchinfer.errors import OutputError
+
+        raise OutputError(f"{folder} holds no batchinfer job", hint="give the output folder of a job")
+    live = _load(state_dir / STATUS_FILE)
+    summary = _load(folder / "summary.json")
+    if live.get("state") == "running" and _alive(int(live.get("pid", 0))):
+        return {**live, "state": "running"}
+    if summary and (not live or summary.get("finished_at", "") >= live.get("started_at", "")):
+        return {**summary, "state": summary.get("status")}
+    return {**live, "state": "stopped", "hint": "the job stopped without finishing; run it again to resume"}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def status_line(doc: dict[str, Any]) -> str:
+    """One line describing a job's state, for ``batchinfer status``."""
+    state = doc.get("state")
+    if state == "running":
+        total = doc["mini_batches_total"] if doc.get("listing_done") else f"{doc.get('mini_batches_total')}+"
+        rate = doc["items_done"] / doc["elapsed_s"] if doc.get("elapsed_s") else 0
+        return (f"{doc.get('job')}: running (pid {doc.get('pid')}): {doc.get('mini_batches_done')}/{total} mini-batches, "
+                f"{doc.get('items_done')} items ({doc.get('items_failed')} failed), {rate:.0f} items/s, "
+                f"{doc.get('busy_workers')}/{doc.get('workers')} workers busy, {doc.get('elapsed_s')}s")
+    if state == "stopped":
+        return (f"{doc.get('job')}: stopped after {doc.get('mini_batches_done')} mini-batches "
+                f"({doc.get('items_done')} items); run it again to resume")
+    return (f"{doc.get('job')}: {state}: {doc.get('items_succeeded')}/{doc.get('items_total')} items succeeded, "
+            f"{doc.get('items_failed')} failed, {doc.get('mini_batches_total')} mini-batches, {doc.get('elapsed_s')}s")
 
 
 class Reporter:
@@ -25,6 +103,7 @@ class Reporter:
         self.mode = mode
         self.interval = interval
         self.name = ""
+        self.workers = 0
         self.started = time.monotonic()
         self._last_line = 0.0
         self._bar: Any = None
@@ -35,17 +114,26 @@ class Reporter:
     def start(self, name: str, workers: int) -> None:
         """The job begins (workers are starting)."""
         self.name = name
+        self.workers = workers
         self.started = self._last_line = time.monotonic()
         if self.mode == "plain":
             self._line(f"started with {workers} workers")
         elif self.mode == "bar":
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress as Bar,
+                TaskProgressColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             console = Console(file=self.stream, stderr=True)
             self._bar = Bar(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
+                TaskProgressColumn(),
                 MofNCompleteColumn(),
                 TextColumn("mini-batches"),
                 TimeRemainingColumn(),
@@ -77,10 +165,10 @@ class Reporter:
 
     def _detail(self, p: Progress) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        listing = "" if p.listing_done else " (still listing inputs)"
+        listing = "" if p.listing_done or self.mode != "bar" else " (still listing inputs)"
         return (
             f"{p.items_done} items, {p.items_failed} failed, {p.items_done / elapsed:.0f} items/s, "
-            f"{p.busy_workers} busy{listing}"
+            f"{p.busy_workers}/{self.workers} workers busy{listing}"
         )
 
     def _status(self, p: Progress) -> str:
@@ -122,10 +210,12 @@ class Reporter:
             out.write(f"batchinfer: {summary['reason']}\n")
         if summary.get("first_error"):
             out.write(f"batchinfer: first error: {summary['first_error']}\n")
-        if summary.get("output_file"):
+        if summary.get("output_file") not in (None, "-"):
             out.write(f"batchinfer: output: {summary['output_file']}\n")
         out.write(f"batchinfer: logs: {summary.get('log_dir')}")
         if summary.get("items_failed"):
             out.write(" (errors.jsonl lists each failed try, failed_items.txt the failed items)")
         out.write("\n")
+        if summary.get("look_at"):
+            out.write(f"batchinfer: {summary['look_at']}\n")
         out.flush()

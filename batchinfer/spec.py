@@ -403,10 +403,20 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[str, str |
 
 def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Read, expand, override and validate a job spec; raise :class:`SpecError` on any problem."""
+    from batchinfer import azure
+
     path = Path(spec_path)
     data = read_yaml(path)
+    if azure.is_azure_job(data):
+        try:
+            data = azure.to_native(data, path.resolve().parent, default_name(path))
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
     data = apply_overrides(data, overrides or [])
     data = expand_variables(data)
+    if isinstance(data.get("arguments"), list):  # ParallelRunStep's own flags are settings, not arguments
+        data["arguments"], flags = azure.take_driver_flags(data["arguments"], explicit=set(data))
+        data.update(flags)
     data.setdefault("name", default_name(path))
     data.setdefault("source_directory", ".")
     context = {"base_dir": str(path.resolve().parent)}

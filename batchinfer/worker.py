@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer import _runtime
+from batchinfer.azure import OUTPUT_DIR_PLACEHOLDER
 from batchinfer.inputs import MiniBatch, Partition
 from batchinfer.output import format_rows, result_length
 from batchinfer.protocol import (
@@ -225,7 +226,7 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
     sys.path.insert(0, config.source_directory)
     # Azure's helper modules, only where the real packages are not installed (appended last)
     sys.path.extend(str(COMPAT_DIR / name) for name in ("azureml_user", "azureml"))
-    sys.argv = [config.entry_path, *config.arguments]
+    sys.argv = [config.entry_path, *(a.replace(OUTPUT_DIR_PLACEHOLDER, config.output_dir) for a in config.arguments)]
     _runtime.set_context(
         _runtime.RuntimeContext(
             models=config.models,
@@ -259,6 +260,8 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
         if batch is None:
             break
         outcome = run_one(script, batch, config, index, scratch)
+        log.debug("mini-batch %s%s: %s items, %s succeeded, %.3fs", batch.id, batch.part or "", outcome.items,
+                  outcome.succeeded, outcome.seconds)
         if not outcome.ok:
             log.error("mini-batch %s failed: %s\n%s", batch.id, outcome.message, outcome.traceback)
         conn.send(outcome)

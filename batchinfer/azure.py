@@ -1,0 +1,188 @@
+"""Azure ML compatibility for job specs: v2 parallel job YAML, and ParallelRunStep's driver flags.
+
+``to_native`` maps an Azure ML CLI v2 ``type: parallel`` job to batchinfer's own
+spec keys (before validation, so the usual checks and messages apply);
+``take_driver_flags`` pulls ParallelRunStep's own flags (``--error_threshold``
+...) out of the script's arguments and turns them into spec keys.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batchinfer.errors import SpecError
+
+# ParallelRunStep / parallel job driver flags given among the script's arguments
+DRIVER_FLAGS = {
+    "--error_threshold": "error_threshold",
+    "--allowed_failed_percent": "allowed_failed_percent",
+    "--run_invocation_timeout": "run_invocation_timeout",
+    "--run_max_try": "run_max_try",
+    "--logging_level": "logging_level",
+    "--mini_batch_size": "mini_batch_size",
+}
+# accepted and ignored: they tune Azure's own agents, which batchinfer does not have
+IGNORED_DRIVER_FLAGS = {
+    "--task_overhead_timeout", "--progress_update_timeout", "--first_task_creation_timeout",
+    "--copy_logs_to_parent", "--metrics_name_prefix", "--push_metrics_to_parent",
+    "--resource_monitor_interval", "--process_count_per_node", "--node_count",
+}
+# v2 keys with no meaning on this machine: read and ignored
+IGNORED_KEYS = {"$schema", "display_name", "description", "tags", "experiment_name", "compute", "identity",
+                "properties", "version", "is_deterministic"}
+KNOWN_KEYS = IGNORED_KEYS | {
+    "type", "name", "inputs", "outputs", "input_data", "task", "mini_batch_size", "mini_batch_error_threshold",
+    "error_threshold", "logging_level", "resources", "max_concurrency_per_instance", "retry_settings",
+    "environment_variables", "partition_keys",
+}
+OUTPUT_DIR_PLACEHOLDER = "{batchinfer.output_dir}"  # ${{outputs.x}} in arguments; the worker puts the folder in
+BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def is_azure_job(data: dict[str, Any]) -> bool:
+    """True for an Azure ML v2 parallel job spec."""
+    return data.get("type") == "parallel" and "task" in data
+
+
+def take_driver_flags(arguments: list[Any], explicit: set[str]) -> tuple[list[Any], dict[str, Any]]:
+    """Split ParallelRunStep's flags (``--error_threshold 10`` or ``--error_threshold=10``) from the
+    script's own arguments; a flag does not override a key the spec sets itself."""
+    remaining: list[Any] = []
+    settings: dict[str, Any] = {}
+    i = 0
+    while i < len(arguments):
+        item = str(arguments[i])
+        flag, eq, inline = item.partition("=")
+        if flag in DRIVER_FLAGS or flag in IGNORED_DRIVER_FLAGS:
+            if eq:
+                value = inline
+            elif i + 1 < len(arguments):
+                i += 1
+                value = str(arguments[i])
+            else:
+                raise SpecError(f"arguments: {flag} needs a value")
+            key = DRIVER_FLAGS.get(flag)
+            if key and key not in explicit:
+                settings[key] = yaml.safe_load(value) if key != "mini_batch_size" else value
+        else:
+            remaining.append(arguments[i])
+        i += 1
+    return remaining, settings
+
+
+def _no_azure_asset(value: Any, where: str) -> None:
+    if isinstance(value, str) and value.startswith("azureml:"):
+        raise SpecError(
+            f"{where}: {value!r} refers to an Azure ML asset, which batchinfer cannot reach",
+            hint="download it and give a local path or an fsspec URL (s3://, abfs://, ...)",
+        )
+
+
+def _mltable(folder: Path) -> dict[str, Any]:
+    """An MLTable folder: its files and format, as an ``inputs`` mapping."""
+    spec_file = folder / "MLTable"
+    if not spec_file.exists():
+        raise SpecError(f"{folder}: an mltable input needs an MLTable file in its folder")
+    table = yaml.safe_load(spec_file.read_text()) or {}
+    paths = []
+    for entry in table.get("paths", []):
+        for kind in ("file", "folder", "pattern"):
+            if kind in entry:
+                paths.append(str(folder / entry[kind].removeprefix("./")))
+    fmt = "auto"
+    for step in table.get("transformations", []) or []:
+        name = next(iter(step)) if isinstance(step, dict) else step
+        fmt = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}.get(name, fmt)
+    if not paths:
+        raise SpecError(f"{spec_file}: 'paths' lists no file, folder or pattern")
+    return {"type": "tabular", "path": paths, "format": fmt}
+
+
+def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]:
+    """Map an Azure ML v2 parallel job to batchinfer's spec keys (paths stay relative to ``base_dir``)."""
+    for key in data:
+        if key not in KNOWN_KEYS:
+            raise SpecError(f"unknown key '{key}' in an Azure ML parallel job", hint=f"known: {', '.join(sorted(KNOWN_KEYS))}")
+    task = data.get("task") or {}
+    if task.get("type", "run_function") != "run_function":
+        raise SpecError(f"task.type: only run_function tasks can run here, not {task.get('type')!r}")
+    inputs = data.get("inputs") or {}
+    outputs = data.get("outputs") or {}
+    native: dict[str, Any] = {"name": data.get("name") or name}
+    if "code" in task:
+        _no_azure_asset(task["code"], "task.code")
+        native["source_directory"] = task["code"]
+    if "entry_script" not in task:
+        raise SpecError("'task.entry_script' is required")
+    native["entry_script"] = task["entry_script"]
+
+    def resolve(kind: str, key: str, where: str) -> str:
+        if kind == "outputs":
+            return OUTPUT_DIR_PLACEHOLDER
+        if key not in inputs:
+            raise SpecError(f"{where}: ${{{{inputs.{key}}}}} names no input", hint=f"inputs: {', '.join(inputs) or 'none'}")
+        value = inputs[key]
+        if isinstance(value, dict):
+            _no_azure_asset(value.get("path"), f"inputs.{key}.path")
+            path = str(value.get("path", ""))
+            return path if "://" in path else str((base_dir / path).resolve())
+        return str(value)
+
+    main = data.get("input_data")
+    match = BINDING.fullmatch(str(main).strip()) if main else None
+    if not match or match.group(1) != "inputs":
+        raise SpecError("input_data must name one of the inputs, as ${{inputs.<name>}}")
+    source = inputs.get(match.group(2))
+    if not isinstance(source, dict) or "path" not in source:
+        raise SpecError(f"inputs.{match.group(2)} needs a path")
+    _no_azure_asset(source["path"], f"inputs.{match.group(2)}.path")
+    if source.get("type") == "mltable":
+        native["inputs"] = _mltable((base_dir / source["path"]).resolve())
+    else:
+        native["inputs"] = {"type": "file", "path": source["path"]}
+
+    text = str(task.get("program_arguments") or "")
+    text = BINDING.sub(lambda m: shlex.quote(resolve(m.group(1), m.group(2), "task.program_arguments")), text)
+    native["arguments"] = shlex.split(text)
+    append_to = task.get("append_row_to")
+    if append_to:
+        found = BINDING.fullmatch(str(append_to).strip())
+        if not found or found.group(1) != "outputs" or found.group(2) not in outputs:
+            raise SpecError("task.append_row_to must name one of the outputs, as ${{outputs.<name>}}")
+        native["output_action"] = "append_row"
+    else:
+        native["output_action"] = "summary_only"
+    for name_, output in outputs.items():
+        if isinstance(output, dict):
+            _no_azure_asset(output.get("path"), f"outputs.{name_}.path")
+    for key in ("mini_batch_size", "logging_level", "environment_variables", "partition_keys", "error_threshold"):
+        if key in data:
+            native[key] = str(data[key]) if key == "mini_batch_size" else data[key]
+    if "mini_batch_error_threshold" in data:
+        native["allowed_failed_count"] = data["mini_batch_error_threshold"]
+    if "max_concurrency_per_instance" in data:
+        native["process_count_per_node"] = data["max_concurrency_per_instance"]
+    resources = data.get("resources") or {}
+    if "instance_count" in resources:
+        native["node_count"] = resources["instance_count"]
+    retry = data.get("retry_settings") or {}
+    native["run_max_try"] = int(retry.get("max_retries", 2)) + 1  # Azure counts retries after the first try
+    if "timeout" in retry:
+        native["run_invocation_timeout"] = retry["timeout"]
+    return native
+
+
+def convert_file(path: Path) -> str:
+    """``batchinfer convert``: the native spec equivalent to an Azure ML parallel job, as YAML."""
+    from batchinfer.spec import default_name, read_yaml
+
+    data = read_yaml(path)
+    if not is_azure_job(data):
+        raise SpecError(f"{path} is not an Azure ML parallel job (type: parallel with a task)")
+    native = to_native(data, path.resolve().parent, default_name(path))
+    return yaml.safe_dump(native, sort_keys=False)

@@ -1,0 +1,559 @@
+"""Shared helpers of the benchmark suite: timing whole processes, RSS sampling, medians, the table.
+
+- :func:`run_process` starts a command, times it from just before ``Popen`` to
+  its exit, and samples (every ~50 ms, in a thread, with psutil) the RSS of the
+  process alone and the sum over the process and all of its descendants; it
+  reports both peaks. Descendants still alive after the process exited (which
+  it started and did not stop) are waited for a few seconds, then killed by
+  pid, and counted as ``leftovers``.
+- :func:`measure` repeats a set of tools, interleaved (run 1 of every tool,
+  then run 2, ...), so slow drifts of the machine hit every tool alike.
+- :class:`Row` / :class:`Target` are what the benchmarks report;
+  :func:`format_report` prints them as one table, :func:`report_json` as JSON.
+- :func:`run_batchinfer` runs ``python -m batchinfer run JOB --output DIR
+  --quiet`` and checks its exit code, summary and row count.
+- :func:`ray_command` / :func:`ray_env` run a Ray program on loopback only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+SAMPLE_INTERVAL_S = 0.05
+LEFTOVER_WAIT_S = 5.0
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+MB = 2**20
+
+
+class BenchmarkError(RuntimeError):
+    """A tool failed or produced the wrong output: the measurement is not valid."""
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: where to put data, how big, how often."""
+
+    workdir: Path  # this run's temporary folder (data, outputs, logs)
+    quick: bool
+    repeat: int
+    python: str = sys.executable
+    verbose: bool = True
+    _runs: int = 0
+
+    @property
+    def scripts(self) -> Path:
+        """The helper scripts (entry scripts and references), copied into the workdir."""
+        target = self.workdir / "scripts"
+        if not target.exists():
+            shutil.copytree(SCRIPTS, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return target
+
+    def path(self, *parts: str) -> Path:
+        """A path under the workdir (parents created)."""
+        p = self.workdir.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def fresh_dir(self, name: str) -> Path:
+        """A new, empty folder under ``workdir/runs`` (one per measured run)."""
+        self._runs += 1
+        p = self.workdir / "runs" / f"{self._runs:04d}-{name}"
+        p.mkdir(parents=True)
+        return p
+
+    def log(self, message: str) -> None:
+        """Progress on stderr (the table goes to stdout)."""
+        if self.verbose:
+            print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment for a measured process."""
+        env = dict(os.environ)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+
+# --------------------------------------------------------------------------- one process
+
+
+@dataclass
+class ProcResult:
+    """One run of one command."""
+
+    wall_s: float  # from just before Popen to the process's exit
+    start_epoch: float  # time.time() just before Popen (for timestamps written by the process)
+    peak_rss_tree: int  # bytes: the largest sum of RSS over the process and its descendants
+    peak_rss_root: int  # bytes: the largest RSS of the process alone
+    returncode: int
+    processes_seen: int
+    leftovers: int  # descendants still alive after the exit, killed by us
+    stdout_path: Path
+    stderr_path: Path
+    extra: dict[str, float] = field(default_factory=dict)  # benchmark-specific numbers
+
+    def stderr_tail(self, chars: int = 2000) -> str:
+        """The end of the process's stderr, for error messages."""
+        try:
+            return self.stderr_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class RssSampler(threading.Thread):
+    """Samples RSS of a process and its descendants every ``interval`` seconds."""
+
+    def __init__(self, pid: int, interval: float = SAMPLE_INTERVAL_S) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_tree = 0
+        self.peak_root = 0
+        self.seen: dict[int, psutil.Process] = {pid: self.root}
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        """One sample: RSS of the root and the sum over the root and its descendants."""
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for proc in procs:
+            self.seen.setdefault(proc.pid, proc)
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            total += rss
+            if proc.pid == self.root.pid:
+                self.peak_root = max(self.peak_root, rss)
+        self.peak_tree = max(self.peak_tree, total)
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        """Stop sampling and wait for the thread."""
+        self._stop_event.set()
+        self.join()
+
+
+def _reap_leftovers(sampler: RssSampler) -> int:
+    """Wait a little for descendants that outlived the root, then kill them by pid."""
+    alive = []
+    for pid, proc in sampler.seen.items():
+        if pid == sampler.root.pid:
+            continue
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except psutil.Error:
+            pass
+    if not alive:
+        return 0
+    _, still = psutil.wait_procs(alive, timeout=LEFTOVER_WAIT_S)
+    for proc in still:
+        try:
+            proc.kill()  # psutil checks the pid still names the same process (creation time)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(still, timeout=2)
+    return len(still)
+
+
+def run_process(
+    cmd: Sequence[str],
+    *,
+    log_dir: Path,
+    label: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 1800,
+) -> ProcResult:
+    """Run ``cmd`` as a whole process; time it and sample the RSS of its process tree."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / f"{label}.stdout", log_dir / f"{label}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        start_epoch = time.time()
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
+        try:
+            sampler = RssSampler(proc.pid)
+        except psutil.NoSuchProcess:  # exited before we could look
+            sampler = None
+        else:
+            sampler.sample()
+            sampler.start()
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BenchmarkError(f"{label}: still running after {timeout:g}s; killed") from None
+        finally:
+            wall = time.perf_counter() - t0
+            if sampler is not None:
+                sampler.stop()
+    leftovers = _reap_leftovers(sampler) if sampler else 0
+    return ProcResult(
+        wall_s=wall,
+        start_epoch=start_epoch,
+        peak_rss_tree=sampler.peak_tree if sampler else 0,
+        peak_rss_root=sampler.peak_root if sampler else 0,
+        returncode=returncode,
+        processes_seen=len(sampler.seen) if sampler else 1,
+        leftovers=leftovers,
+        stdout_path=out_path,
+        stderr_path=err_path,
+    )
+
+
+def check_ok(result: ProcResult, label: str) -> None:
+    """Raise BenchmarkError unless the process exited 0."""
+    if result.returncode != 0:
+        raise BenchmarkError(f"{label}: exit code {result.returncode}\n{result.stderr_tail()}")
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file (counted in binary blocks)."""
+    count = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            count += block.count(b"\n")
+    return count
+
+
+def expect_lines(path: Path, expected: int, label: str) -> None:
+    """Raise BenchmarkError unless ``path`` has exactly ``expected`` lines."""
+    got = count_lines(path) if path.exists() else -1
+    if got != expected:
+        raise BenchmarkError(f"{label}: {path} has {got} lines, expected {expected}")
+
+
+# --------------------------------------------------------------------------- batchinfer
+
+
+def write_job(path: Path, spec: dict[str, Any]) -> Path:
+    """Write a batchinfer job spec as YAML."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_batchinfer(
+    ctx: Context, job: Path, label: str, expected_items: int, *, env: dict[str, str] | None = None,
+    expected_lines: int | None = None,
+) -> tuple[ProcResult, dict[str, Any]]:
+    """``python -m batchinfer run JOB --output <fresh dir> --quiet`` as a whole process; checked."""
+    run_dir = ctx.fresh_dir(label)
+    out = run_dir / "out"
+    cmd = [ctx.python, "-m", "batchinfer", "run", str(job), "--output", str(out), "--quiet"]
+    result = run_process(cmd, log_dir=run_dir, label="batchinfer", env=env or ctx.env(), cwd=run_dir)
+    check_ok(result, f"batchinfer ({label})")
+    summary = json.loads((out / "summary.json").read_text())
+    if summary.get("status") != "succeeded" or summary.get("items_succeeded") != expected_items:
+        raise BenchmarkError(
+            f"batchinfer ({label}): status {summary.get('status')}, "
+            f"{summary.get('items_succeeded')} of {expected_items} items succeeded"
+        )
+    lines = expected_items if expected_lines is None else expected_lines
+    expect_lines(out / "parallel_run_step.txt", lines, f"batchinfer ({label})")
+    result.extra["summary_elapsed_s"] = summary.get("elapsed_s") or 0.0
+    if summary.get("worker_rss_mb_max") is not None:
+        result.extra["worker_rss_mb_max"] = summary["worker_rss_mb_max"]
+    if summary.get("init_s_max") is not None:
+        result.extra["init_s_max"] = summary["init_s_max"]
+    shutil.rmtree(out, ignore_errors=True)  # outputs can be large (tabular)
+    return result, summary
+
+
+# --------------------------------------------------------------------------- Ray
+
+
+def netns_available() -> bool:
+    """Whether ``unshare --net`` works here (root on Linux): Ray then sees loopback only."""
+    if not (shutil.which("unshare") and shutil.which("ip")):
+        return False
+    try:
+        return subprocess.run(
+            ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=10
+        ).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def ray_command(cmd: Sequence[str], isolate: bool) -> list[str]:
+    """``cmd``, inside a new network namespace with only loopback up when ``isolate``.
+
+    ``unshare`` and ``sh`` both exec, so the measured pid is the Python process itself.
+    """
+    if not isolate:
+        return list(cmd)
+    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *cmd]
+
+
+def ray_env(ctx: Context) -> dict[str, str]:
+    """Environment for a Ray driver: no usage stats, loopback only, a fresh auth token per run."""
+    return ctx.env(
+        RAY_USAGE_STATS_ENABLED="0",
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
+        RAY_DATA_DISABLE_PROGRESS_BARS="1",
+    )
+
+
+# --------------------------------------------------------------------------- repeating
+
+
+def measure(ctx: Context, tools: Sequence[tuple[str, Callable[[], ProcResult]]], repeat: int | None = None
+            ) -> dict[str, list[ProcResult]]:
+    """Run every tool ``repeat`` times, interleaved; return the runs per tool."""
+    repeat = repeat or ctx.repeat
+    runs: dict[str, list[ProcResult]] = {name: [] for name, _ in tools}
+    for r in range(repeat):
+        for name, fn in tools:
+            result = fn()
+            runs[name].append(result)
+            ctx.log(f"    {name}: run {r + 1}/{repeat}: {result.wall_s:.2f}s, "
+                    f"peak RSS {result.peak_rss_tree / MB:.0f} MB")
+    return runs
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (of at least one value)."""
+    return float(statistics.median(values))
+
+
+def median_of(runs: Sequence[ProcResult], key: str) -> float:
+    """Median of ``wall_s``, ``peak_rss_tree``, ``peak_rss_root`` or an ``extra`` key over runs."""
+    if key in ("wall_s", "peak_rss_tree", "peak_rss_root"):
+        return median([getattr(r, key) for r in runs])
+    return median([r.extra[key] for r in runs])
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    """One line of the table: one tool on one benchmark (medians over the repeats)."""
+
+    benchmark: str
+    tool: str
+    items: int
+    wall_s: float | None  # median wall time; None for a computed row that has none
+    peak_rss_mb: float | None = None  # median over runs of the peak RSS of the process tree
+    ratio: float | None = None  # throughput / the benchmark's reference throughput
+    note: str = ""
+    walls: list[float] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    computed: bool = False  # an ideal derived from other rows, not a run
+
+    @property
+    def items_per_s(self) -> float | None:
+        """Throughput: items / median wall."""
+        return self.items / self.wall_s if self.wall_s else None
+
+    @classmethod
+    def from_runs(cls, benchmark: str, tool: str, items: int, runs: Sequence[ProcResult], **kw: Any) -> Row:
+        """A row from measured runs: median wall, median peak RSS of the tree."""
+        return cls(
+            benchmark, tool, items,
+            wall_s=median_of(runs, "wall_s"),
+            peak_rss_mb=median_of(runs, "peak_rss_tree") / MB,
+            walls=[round(r.wall_s, 4) for r in runs],
+            **kw,
+        )
+
+
+@dataclass
+class Target:
+    """A goal from the issue and whether the measurement meets it."""
+
+    benchmark: str
+    what: str
+    measured: float | None
+    goal: float
+    higher_is_better: bool = True
+    fmt: str = "{:.2f}"
+
+    @property
+    def met(self) -> bool | None:
+        """True/False; None when not measured."""
+        if self.measured is None:
+            return None
+        return self.measured >= self.goal if self.higher_is_better else self.measured <= self.goal
+
+    @property
+    def miss(self) -> str:
+        """``met`` or how far off, in percent of the goal."""
+        if self.met is None:
+            return "not measured"
+        if self.met:
+            margin = (self.measured - self.goal) / self.goal if self.higher_is_better else (
+                (self.goal - self.measured) / self.goal)
+            return f"met, {margin * 100:.0f}% margin"
+        off = (self.goal - self.measured) / self.goal if self.higher_is_better else (
+            (self.measured - self.goal) / self.goal)
+        return f"MISSED by {off * 100:.0f}%"
+
+    def line(self) -> str:
+        """One line of the targets section."""
+        sign = ">=" if self.higher_is_better else "<="
+        measured = "n/a" if self.measured is None else self.fmt.format(self.measured)
+        mark = {True: "MET ", False: "MISS", None: "n/a "}[self.met]
+        return (f"[{mark}] {self.benchmark}: {self.what}: {measured} "
+                f"(target {sign} {self.fmt.format(self.goal)}; {self.miss})")
+
+
+@dataclass
+class BenchResult:
+    """What one benchmark module returns."""
+
+    rows: list[Row] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, RAM, versions and the date, for the line under the table."""
+    return {
+        "cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "batchinfer": _version("batchinfer"),
+        "tensorflow": _version("tensorflow-cpu", "tensorflow"),
+        "keras": _version("keras"),
+        "ray": _version("ray"),
+        "pyarrow": _version("pyarrow"),
+        "pandas": _version("pandas"),
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def format_report(results: dict[str, BenchResult], machine: dict[str, Any], mode: str, repeat: int,
+                  duration_s: float) -> str:
+    """The table, the targets and the notes, as text."""
+    header = ["benchmark", "tool", "items", "wall s", "items/s", "x ref", "peak RSS MB", "notes"]
+    lines = []
+    for result in results.values():
+        for row in result.rows:
+            wall = "-" if row.wall_s is None else f"{row.wall_s:.3f}" + ("*" if row.computed else "")
+            lines.append([
+                row.benchmark, row.tool, _num(row.items), wall, _num(row.items_per_s),
+                "-" if row.ratio is None else f"{row.ratio:.2f}", _num(row.peak_rss_mb), row.note,
+            ])
+    widths = [max(len(h), *(len(r[i]) for r in lines)) if lines else len(h) for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6}
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [fmt(header), fmt(["-" * w for w in widths])]
+    previous = None
+    for cells in lines:
+        if previous is not None and cells[0] != previous:
+            out.append("")
+        out.append(fmt(cells))
+        previous = cells[0]
+    out.append("")
+    out.append(
+        f"wall s: median of {repeat} runs, whole process from start to exit (* = computed ideal, not run); "
+        f"x ref: throughput / the benchmark's reference (marked 'ref'); peak RSS: median over runs of "
+        f"the peak sum of RSS over the process tree (sampled every {SAMPLE_INTERVAL_S * 1000:.0f} ms)."
+    )
+    m = machine
+    out.append(
+        f"machine: {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['platform']}; Python {m['python']}, "
+        f"batchinfer {m['batchinfer']}, TensorFlow {m['tensorflow']} (keras {m['keras']}), Ray {m['ray']}, "
+        f"pyarrow {m['pyarrow']}, pandas {m['pandas']}; {m['date']}; mode {mode}; suite took {duration_s:.0f}s"
+    )
+    targets = [t for r in results.values() for t in r.targets]
+    if targets:
+        out.append("")
+        out.append("Targets:")
+        out.extend("  " + t.line() for t in targets)
+    notes = [(name, n) for name, r in results.items() for n in r.notes]
+    if notes:
+        out.append("")
+        out.append("Notes:")
+        out.extend(f"  {name}: {n}" for name, n in notes)
+    return "\n".join(out)
+
+
+def report_json(results: dict[str, BenchResult], machine: dict[str, Any], mode: str, repeat: int,
+                duration_s: float) -> dict[str, Any]:
+    """Everything in the table, as a JSON-able document."""
+    def row(r: Row) -> dict[str, Any]:
+        d = asdict(r)
+        d["items_per_s"] = r.items_per_s
+        return d
+
+    def target(t: Target) -> dict[str, Any]:
+        d = asdict(t)
+        d.pop("fmt")
+        d["met"] = t.met
+        d["miss"] = t.miss
+        return d
+
+    return {
+        "machine": machine,
+        "mode": mode,
+        "repeat": repeat,
+        "duration_s": round(duration_s, 1),
+        "benchmarks": {
+            name: {
+                "seconds": round(r.seconds, 1),
+                "rows": [row(x) for x in r.rows],
+                "targets": [target(t) for t in r.targets],
+                "notes": r.notes,
+            }
+            for name, r in results.items()
+        },
+    }
