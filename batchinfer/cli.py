@@ -31,10 +31,12 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-JobArg = Annotated[Path, typer.Argument(help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False)]
+JobArg = Annotated[
+    Path, typer.Argument(metavar="JOB", help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False)
+]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 

@@ -369,6 +369,10 @@ class InputPlan:
 
     def check(self) -> None:
         """Fail before any worker starts if a path is missing or nothing matches at all."""
+        for kind, named in (("models", self.spec.models), ("side_inputs", self.spec.side_inputs)):
+            for name, path in named.items():
+                if not is_url(path) and not os.path.exists(path):
+                    raise InputError(f"{kind}.{name}: {path} does not exist", hint="paths are relative to the job spec's folder")
         for lister in self.listers:
             lister.check()
         if not any(next(self._table_files(i), None) for i in range(len(self.listers))):

@@ -72,18 +72,54 @@ def output_folder(spec: JobSpec, override: str | None) -> Path:
     return path.absolute()
 
 
-def fingerprint(spec: JobSpec, entry: EntryScript) -> str:
-    """A hash of what decides the job's rows: the spec (minus run-time settings) and the code."""
+def _input_roots(spec: JobSpec) -> set[str]:
+    """Local folders that hold inputs (not code): the fingerprint does not walk them."""
+    roots = set()
+    for spec_input in spec.inputs:
+        for path in spec_input.path:
+            if not is_url(path):
+                static = path.split("*")[0].split("?")[0].split("[")[0]
+                roots.add(os.path.normpath(static if os.path.isdir(static) else os.path.dirname(static)))
+    return roots
+
+
+def _stat_line(path: str) -> str:
+    try:
+        if os.path.isdir(path):
+            stats = [os.stat(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs]
+            return f"{path}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}\n"
+        stat = os.stat(path)
+        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n"
+    except OSError:
+        return f"{path}:missing\n"
+
+
+def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
+    """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
+    and the other Python files of ``source_directory``, and the files named in models and side_inputs.
+
+    Data files under ``source_directory`` (its inputs, the output folder, logs) are not part of it,
+    so running a job from its own folder, or redirecting stderr there, does not change its identity.
+    """
     digest = hashlib.sha256()
     digest.update(json.dumps(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED), sort_keys=True).encode())
     digest.update(Path(entry.path).read_bytes())
+    skip = _input_roots(spec) | {str(output)}
     for root, dirs, files in os.walk(entry.source_directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        dirs[:] = sorted(
+            d for d in dirs
+            if not d.startswith(".") and d != "__pycache__" and os.path.join(root, d) not in skip
+            and not os.path.exists(os.path.join(root, d, STATE_DIR))  # another job's output folder
+        )
         for name in sorted(files):
-            if name.startswith(".") or name.endswith(".pyc"):
-                continue
-            stat = os.stat(os.path.join(root, name))
-            digest.update(f"{os.path.relpath(os.path.join(root, name), entry.source_directory)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, entry.source_directory).encode())
+                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    for named in (spec.models, spec.side_inputs):
+        for name, path in sorted(named.items()):
+            digest.update(name.encode())
+            digest.update((path if is_url(path) else _stat_line(path)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -159,7 +195,7 @@ def prepare_output(
         return None
     if restart:
         _clear(folder, spec)
-    elif old is not None and summary.get("status") in FINISHED:
+    elif old is not None and summary.get("status") in FINISHED and summary.get("complete", True):
         if not spec.allow_reuse:
             _clear(folder, spec)
         elif plan is not None and summary.get("inputs_digest") != inputs_digest(plan.mini_batches()):
@@ -196,6 +232,8 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerCon
         row_format=spec.append_row_format if spec.output_action == "append_row" else None,
         row_header=spec.append_row_dataframe_header,
         storage_options=tuple(i.storage_options for i in spec.inputs),
+        scratch_dir=str(folder / STATE_DIR / "tmp"),
+        processes_per_node=spec.process_count_per_node,
         coordinator_pid=os.getpid(),
     )
 
@@ -275,9 +313,10 @@ def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
     """Where to look first when the job failed: the file that holds the first error."""
     if summary["status"] != "failed":
         return None
-    if summary.get("first_error"):
-        return f"see {folder / 'logs' / 'errors.jsonl'} (every failed try, with tracebacks)"
-    return f"see {folder / 'logs' / 'worker-0.log'} and {folder / 'logs' / 'job.log'}"
+    if summary.get("items_failed"):
+        where = f"see {folder / 'logs' / 'errors.jsonl'} (every failed try, with tracebacks)"
+        return where + "; once fixed, run again with --retry-failed (just the failed items) or --restart"
+    return f"see {folder / 'logs' / 'worker-0.log'} and {folder / 'logs' / 'job.log'}; once fixed, run again to continue"
 
 
 def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None) -> JobResult:
@@ -290,7 +329,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
     folder = _stream_folder(spec, options) if to_stdout else output_folder(spec, options.output)
     reused = prepare_output(
-        folder, spec, fingerprint(spec, entry), options.restart or to_stdout, plan, options.retry_failed
+        folder, spec, fingerprint(spec, entry, folder), options.restart or to_stdout, plan, options.retry_failed
     )
     if reused is not None:
         return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
@@ -343,6 +382,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     except JobFailedError as exc:  # init() kept failing: no worker can run the script
         progress = scheduler.progress
         progress.stop_reason = exc.message
+        progress.first_error = progress.first_error or exc.message
     except OutputClosed:
         progress = scheduler.progress
         pipe_closed = True
@@ -360,6 +400,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             journal.close()
             log.removeHandler(handler)
     reporter.stop(progress)
+    shutil.rmtree(folder / STATE_DIR / "tmp", ignore_errors=True)  # killed workers' private folders
     if pipe_closed:
         status, reason, code = "interrupted", "stdout was closed by its reader", ExitCode.PIPE_CLOSED
     else:
@@ -382,6 +423,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
         elapsed,
         {
             "exit_code": int(code),
+            "complete": scheduler.complete() and not pipe_closed,
             "job": spec.name,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "output_dir": str(folder),
@@ -403,7 +445,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     summary["look_at"] = _failure_hint(summary, folder)
     write_json_atomic(folder / "summary.json", summary)
     status_file.update(progress, state=status, force=True)
-    log.info("job %s %s: %s", spec.name, status, reason or "")
+    log.info("job %s %s%s", spec.name, status, f": {reason}" if reason else "")
     log.removeHandler(handler)
     handler.close()
     return JobResult(summary, folder, code)

@@ -199,7 +199,9 @@ class Reporter:
             return
         out = self.stream
         status = summary.get("status")
-        head = "reused the finished job in" if reused else "job"
+        if status == "succeeded" and summary.get("items_failed"):
+            status = "succeeded, its failed items within the thresholds"
+        head = "reused the finished job" if reused else "job"
         out.write(
             f"batchinfer: {head} {summary.get('job')} {status}: "
             f"{summary.get('items_succeeded')}/{summary.get('items_total')} items succeeded, "

@@ -36,7 +36,8 @@ class WorkerConfig:
     row_format: str | None  # None: summary_only, rows are counted, not serialised
     row_header: bool
     storage_options: tuple[dict[str, Any], ...]  # per input, by MiniBatch.input_index
-    node_id: str = "local-0"
+    scratch_dir: str = ""  # workers' private folders go here; the coordinator removes it at the end
+    processes_per_node: int = 1  # worker i runs on node i // processes_per_node
     coordinator_pid: int = 0
 
 

@@ -253,6 +253,7 @@ class Scheduler:
     def run(self) -> Progress:
         """Dispatch, collect and commit until done, stopped by a threshold, or interrupted."""
         p = self.progress
+        self._check_thresholds()  # a resumed job may be over a threshold already
         while True:
             if p.stop_reason:
                 break  # a threshold was exceeded: let no more rows in
@@ -465,6 +466,10 @@ class Scheduler:
                 )
         if p.stop_reason:
             log.error("stopping: %s", p.stop_reason)
+
+    def complete(self) -> bool:
+        """Every mini-batch was listed and settled: running the job again would add nothing."""
+        return self.progress.listing_done and not self.roots and not self.stop_requested
 
     def final_status(self) -> tuple[str, str | None]:
         """(status, reason) once :meth:`run` returned: succeeded, failed or interrupted."""

@@ -358,6 +358,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             child = target.get(part)
             if isinstance(child, list) and len(child) == 1 and isinstance(child[0], dict):
                 child = child[0]  # inputs.path on a one-input list
+            if part == "inputs" and (isinstance(child, str) or (isinstance(child, list) and all(isinstance(c, str) for c in child))):
+                child = {"path": child}  # the short form 'inputs: data/'
             child = dict(child) if isinstance(child, dict) else {}
             target[part] = child
             target = child
@@ -423,7 +425,9 @@ def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobS
     try:
         spec = JobSpec.model_validate(data, context=context)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        # an unknown key (a typo) explains the other errors it causes (a 'required' key missing)
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         message, hint = _describe(first, JobSpec)
         more = exc.error_count() - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

@@ -208,7 +208,8 @@ def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> N
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_coordinator(os.getppid(), config.coordinator_pid)
     _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
-    scratch = tempfile.mkdtemp(prefix=f"batchinfer-{config.job_name}-w{index}-")
+    os.makedirs(config.scratch_dir or tempfile.gettempdir(), exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f"worker-{index}-", dir=config.scratch_dir or None)
     try:
         _serve(index, conn, config, scratch)
     finally:
@@ -235,19 +236,21 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
             log_dir=config.log_dir,
             working_dir=scratch,
             worker_name=f"worker-{index}",
-            node_id=config.node_id,
+            node_id=f"local-{index // config.processes_per_node}",
         )
     )
     log.info("worker %d (pid %d) loading %s", index, os.getpid(), config.entry_path)
+    step = "importing the entry script"
     try:
         script = _load_script(config)
-        if hasattr(script, "init"):
-            script.init()
         if not callable(getattr(script, "run", None)):
             raise TypeError(f"{config.entry_path} defines no callable run()")
+        if hasattr(script, "init"):
+            step = "init()"
+            script.init()
     except BaseException as exc:  # noqa: BLE001 - init() may even call sys.exit()
-        log.exception("init() failed")
-        conn.send(InitFailed(index, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        log.exception("%s failed", step)
+        conn.send(InitFailed(index, f"{step} raised {type(exc).__name__}: {exc}", traceback.format_exc()))
         return
     init_seconds = time.perf_counter() - started
     conn.send(Ready(index, os.getpid(), init_seconds, _rss()))

@@ -60,6 +60,10 @@ class Context:
     repeat: int
     python: str = sys.executable
     verbose: bool = True
+    pythonpath: str | None = None  # a batchinfer snapshot to run instead of the installed one
+    wait_quiet_s: float = 0.0  # before each run, wait up to this long for other processes to go quiet
+    noisy_cores: float = 0.25  # a run during which others used more than this many cores is noisy
+    redo_noisy: int = 0  # redo a noisy run up to this many times
     _runs: int = 0
 
     @property
@@ -92,6 +96,8 @@ class Context:
         """The environment for a measured process."""
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.pythonpath, env.get("PYTHONPATH")]))
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -110,6 +116,7 @@ class ProcResult:
     returncode: int
     processes_seen: int
     leftovers: int  # descendants still alive after the exit, killed by us
+    background_cores: float  # CPU used meanwhile by processes outside the measured tree, in cores
     stdout_path: Path
     stderr_path: Path
     extra: dict[str, float] = field(default_factory=dict)  # benchmark-specific numbers
@@ -132,6 +139,7 @@ class RssSampler(threading.Thread):
         self.peak_tree = 0
         self.peak_root = 0
         self.seen: dict[int, psutil.Process] = {pid: self.root}
+        self.cpu_by_pid: dict[int, float] = {}  # latest user+system seconds of each process seen
         self._stop_event = threading.Event()
 
     def sample(self) -> None:
@@ -145,8 +153,10 @@ class RssSampler(threading.Thread):
             self.seen.setdefault(proc.pid, proc)
             try:
                 rss = proc.memory_info().rss
+                times = proc.cpu_times()
             except psutil.Error:
                 continue
+            self.cpu_by_pid[proc.pid] = times.user + times.system
             total += rss
             if proc.pid == self.root.pid:
                 self.peak_root = max(self.peak_root, rss)
@@ -186,6 +196,17 @@ def _reap_leftovers(sampler: RssSampler) -> int:
     return len(still)
 
 
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores, everything but idle and iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
 def run_process(
     cmd: Sequence[str],
     *,
@@ -198,7 +219,9 @@ def run_process(
     """Run ``cmd`` as a whole process; time it and sample the RSS of its process tree."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / f"{label}.stdout", log_dir / f"{label}.stderr"
+    me = psutil.Process()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy0, mine0 = _busy_seconds(), _cpu_seconds(me)
         start_epoch = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd)
@@ -219,6 +242,8 @@ def run_process(
             wall = time.perf_counter() - t0
             if sampler is not None:
                 sampler.stop()
+            busy = _busy_seconds() - busy0 - (_cpu_seconds(me) - mine0)
+    tree_cpu = sum(sampler.cpu_by_pid.values()) if sampler else 0.0
     leftovers = _reap_leftovers(sampler) if sampler else 0
     return ProcResult(
         wall_s=wall,
@@ -228,6 +253,7 @@ def run_process(
         returncode=returncode,
         processes_seen=len(sampler.seen) if sampler else 1,
         leftovers=leftovers,
+        background_cores=max(0.0, busy - tree_cpu) / wall if wall > 0 else 0.0,
         stdout_path=out_path,
         stderr_path=err_path,
     )
@@ -292,6 +318,31 @@ def run_batchinfer(
     return result, summary
 
 
+def run_reference(
+    ctx: Context,
+    label: str,
+    build: Callable[[Path, Path], Sequence[str]],
+    expected_lines: int | None,
+    *,
+    env: dict[str, str] | None = None,
+    after: Callable[[ProcResult, Path], None] | None = None,
+) -> ProcResult:
+    """Run a reference program as a whole process in a fresh folder; check its exit code and lines.
+
+    ``build(output_file, run_dir)`` returns the command; ``after(result, run_dir)`` may add extras.
+    """
+    run_dir = ctx.fresh_dir(label)
+    out = run_dir / "out.txt"
+    result = run_process(build(out, run_dir), log_dir=run_dir, label=label, env=env or ctx.env(), cwd=run_dir)
+    check_ok(result, label)
+    if expected_lines is not None:
+        expect_lines(out, expected_lines, label)
+    if after is not None:
+        after(result, run_dir)
+    out.unlink(missing_ok=True)
+    return result
+
+
 # --------------------------------------------------------------------------- Ray
 
 
@@ -331,17 +382,53 @@ def ray_env(ctx: Context) -> dict[str, str]:
 # --------------------------------------------------------------------------- repeating
 
 
+def background_load(window: float = 0.25) -> float:
+    """Cores used by other processes (everything but this one) over ``window`` seconds."""
+    me = psutil.Process()
+    busy0, mine0 = _busy_seconds(), _cpu_seconds(me)
+    time.sleep(window)
+    return max(0.0, _busy_seconds() - busy0 - (_cpu_seconds(me) - mine0)) / window
+
+
+def wait_for_quiet(ctx: Context) -> None:
+    """Wait (up to ``ctx.wait_quiet_s``) until other processes use less than ``ctx.noisy_cores``."""
+    if ctx.wait_quiet_s <= 0:
+        return
+    deadline = time.monotonic() + ctx.wait_quiet_s
+    load = background_load()
+    if load < ctx.noisy_cores:
+        return
+    ctx.log(f"    waiting for other processes to go quiet (using {load:.2f} cores)")
+    while time.monotonic() < deadline:
+        load = background_load(0.5)
+        if load < ctx.noisy_cores:
+            return
+    ctx.log(f"    still {load:.2f} cores busy after {ctx.wait_quiet_s:g}s; measuring anyway")
+
+
 def measure(ctx: Context, tools: Sequence[tuple[str, Callable[[], ProcResult]]], repeat: int | None = None
             ) -> dict[str, list[ProcResult]]:
-    """Run every tool ``repeat`` times, interleaved; return the runs per tool."""
+    """Run every tool ``repeat`` times, interleaved; return the runs per tool.
+
+    With ``ctx.wait_quiet_s``, each run first waits for a quiet machine; with
+    ``ctx.redo_noisy``, a run during which other processes used more than
+    ``ctx.noisy_cores`` is done again (at most that many times; the last one counts).
+    """
     repeat = repeat or ctx.repeat
     runs: dict[str, list[ProcResult]] = {name: [] for name, _ in tools}
     for r in range(repeat):
         for name, fn in tools:
-            result = fn()
+            for attempt in range(ctx.redo_noisy + 1):
+                wait_for_quiet(ctx)
+                result = fn()
+                if result.background_cores <= ctx.noisy_cores or attempt == ctx.redo_noisy:
+                    break
+                ctx.log(f"    {name}: run {r + 1}/{repeat} was noisy ({result.background_cores:.2f} cores "
+                        f"used by other processes, {result.wall_s:.2f}s); again")
             runs[name].append(result)
             ctx.log(f"    {name}: run {r + 1}/{repeat}: {result.wall_s:.2f}s, "
-                    f"peak RSS {result.peak_rss_tree / MB:.0f} MB")
+                    f"peak RSS {result.peak_rss_tree / MB:.0f} MB, background load {result.background_cores:.2f} cores"
+                    + (f", {result.leftovers} leftover processes killed" if result.leftovers else ""))
     return runs
 
 
@@ -381,15 +468,20 @@ class Row:
         return self.items / self.wall_s if self.wall_s else None
 
     @classmethod
-    def from_runs(cls, benchmark: str, tool: str, items: int, runs: Sequence[ProcResult], **kw: Any) -> Row:
-        """A row from measured runs: median wall, median peak RSS of the tree."""
-        return cls(
+    def from_runs(cls, benchmark: str, tool: str, items: int, runs: Sequence[ProcResult], *,
+                  wall_key: str = "wall_s", **kw: Any) -> Row:
+        """A row from measured runs: median wall (or another per-run time), median peak RSS of the tree."""
+        walls = [r.wall_s if wall_key == "wall_s" else r.extra[wall_key] for r in runs]
+        row = cls(
             benchmark, tool, items,
-            wall_s=median_of(runs, "wall_s"),
+            wall_s=median(walls),
             peak_rss_mb=median_of(runs, "peak_rss_tree") / MB,
-            walls=[round(r.wall_s, 4) for r in runs],
+            walls=[round(w, 4) for w in walls],
             **kw,
         )
+        row.extra.setdefault("background_cores", [round(r.background_cores, 3) for r in runs])
+        row.extra.setdefault("leftover_processes", sum(r.leftovers for r in runs))
+        return row
 
 
 @dataclass
@@ -520,6 +612,13 @@ def format_report(results: dict[str, BenchResult], machine: dict[str, Any], mode
         out.append("Targets:")
         out.extend("  " + t.line() for t in targets)
     notes = [(name, n) for name, r in results.items() for n in r.notes]
+    for name, r in results.items():
+        loads = [x for row in r.rows for x in row.extra.get("background_cores", [])]
+        leftovers = sum(row.extra.get("leftover_processes", 0) for row in r.rows)
+        if loads:
+            notes.append((name, f"background load (CPU of processes outside the measured tree) per run: median "
+                                f"{median(loads):.2f} cores, max {max(loads):.2f}"
+                                + (f"; {leftovers} leftover processes killed" if leftovers else "; no leftover processes")))
     if notes:
         out.append("")
         out.append("Notes:")

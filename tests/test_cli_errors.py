@@ -39,6 +39,7 @@ GOOD = f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs:\n  pa
         (GOOD.replace("path: data", "path: nowhere"), ["input", "nowhere does not exist"]),
         (GOOD.replace(str(SCRIPTS), "/no/such/folder"), ["source_directory /no/such/folder does not exist"]),
         (GOOD + "backend: ray\n", ["backend 'ray' is not available yet"]),
+        (GOOD + "models: {clf: nosuch.bin}\n", ["models.clf:", "nosuch.bin does not exist"]),
     ],
 )
 def test_bad_job_is_one_line_and_exit_2(batchinfer, spec, tmp_path, text, fragments):

@@ -100,6 +100,7 @@ def test_init_that_hangs_is_treated_as_a_failed_init(job, text_files):
     run = job("init_hangs.py", inputs={"path": str(data)}, process_count_per_node=1, run_invocation_timeout=1)
     assert run.code == 1
     assert "init() did not finish within 1s" in run.stderr
+    assert not (run.output_dir / ".batchinfer" / "tmp").exists()  # the killed worker's folder is gone too
 
 
 def test_worker_killed_mid_run_is_replaced_and_rows_appear_once(job, tmp_path, text_files):

@@ -81,7 +81,8 @@ def test_arguments_environment_models_and_side_inputs(tmp_path, job, text_files)
     assert seen["model_dir"] == str(tmp_path)
     assert seen["lookup"] == "table"
     assert seen["output_dir"] == seen["bi_output"] == str(run.output_dir)
-    assert seen["cwd"] != str(tmp_path) and "batchinfer-" in seen["cwd"]  # a private temp folder
+    assert seen["cwd"].startswith(str(run.output_dir / ".batchinfer" / "tmp" / "worker-0-"))  # a private folder
+    assert not (run.output_dir / ".batchinfer" / "tmp").exists()  # removed at the end
     assert seen["path0"].endswith("tests/scripts")
     assert "scored 3 files" in run.log("worker-0.log")
 
@@ -169,10 +170,42 @@ def test_numpy_and_tuple_results_count(job, text_files):
 
 def test_node_count_multiplies_workers(job, text_files):
     data = text_files(8)
-    run = job("echo_names.py", inputs={"path": str(data)}, node_count=2, process_count_per_node=1, mini_batch_size=1)
+    run = job("node_ids.py", inputs={"path": str(data)}, node_count=2, process_count_per_node=1, mini_batch_size=1)
     assert run.code == 0, run.stderr
     assert run.summary["workers"] == 2
     assert (run.output_dir / "logs" / "worker-1.log").exists()
+    assert {row.split()[1] for row in run.rows()} == {"local-0", "local-1"}  # one id per node
+
+
+def test_rerun_from_the_jobs_own_folder_is_reused(tmp_path, batchinfer, text_files):
+    """The default output (./outputs/<name>) and a stderr log inside source_directory do not change the job."""
+    text_files(5)
+    (tmp_path / "score.py").write_text((SCRIPTS / "echo_names.py").read_text())
+    (tmp_path / "job.yaml").write_text("entry_script: score.py\ninputs: {path: data}\n")
+    first = batchinfer("run", "job.yaml", cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    (tmp_path / "run.log").write_text(first.stderr)
+    again = batchinfer("run", "job.yaml", cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    assert "reused the finished job" in again.stderr
+
+
+def test_a_failed_job_continues_once_the_cause_is_fixed(tmp_path, batchinfer, text_files):
+    data = text_files(6)
+    (tmp_path / "score.py").write_text(
+        "import os\n\ndef init():\n    open(os.environ['NEEDED'])\n\n"
+        "def run(mini_batch):\n    return [os.path.basename(p) for p in mini_batch]\n"
+    )
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"entry_script: score.py\ninputs: {{path: {data}}}\nprocess_count_per_node: 1\n"
+                    f"environment_variables: {{NEEDED: {tmp_path / 'needed.txt'}}}\n")
+    out = tmp_path / "out"
+    failed = batchinfer("run", str(spec), "--output", str(out))
+    assert failed.code == 1 and "No such file or directory" in failed.stderr
+    (tmp_path / "needed.txt").write_text("now it exists")
+    fixed = batchinfer("run", str(spec), "--output", str(out), output=out)
+    assert fixed.code == 0, fixed.stderr
+    assert "reused" not in fixed.stderr and len(fixed.rows()) == 6
 
 
 def test_default_output_folder_is_outputs_slash_name(tmp_path, batchinfer, text_files):

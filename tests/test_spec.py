@@ -119,6 +119,7 @@ def test_tabular_default_batch_is_one_megabyte(tmp_path):
     [
         (MINIMAL + "mini_batch_sise: 4\n", ["unknown key 'mini_batch_sise'", "did you mean 'mini_batch_size'"]),
         (MINIMAL + "  storage_option: {}\n", ["unknown key 'inputs.storage_option'", "did you mean 'storage_options'"]),
+        ("entry_script: s.py\ninputs: {pth: data}\n", ["unknown key 'inputs.pth'", "did you mean 'path'"]),
         ("inputs: {path: d}\n", ["'entry_script' is required"]),
         ("entry_script: s.py\n", ["'inputs' is required"]),
         (MINIMAL + "name: Bad_Name\n", ["not a valid job name"]),
@@ -182,6 +183,8 @@ def test_overrides(tmp_path):
     assert spec.ordered and spec.arguments == ["--a", "1"]
     with pytest.raises(SpecError, match="did you mean 'ordered'"):
         load_spec(path, ["orderd=true"])
+    short = load_spec(write(tmp_path, "entry_script: s.py\ninputs: data\n", "short.yaml"), ["inputs.type=tabular"])
+    assert short.inputs[0].type == "tabular" and short.inputs[0].path == [str(tmp_path / "data")]
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         load_spec(path, ["ordered"])
 

@@ -257,13 +257,13 @@ class LocalExecutor:
         """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
         self.init_failures_in_a_row += 1
         self.last_init_error = message
-        log.error("worker %d: init() failed: %s\n%s", slot.index, message, details)
+        log.error("worker %d failed to start: %s\n%s", slot.index, message, details)
         self._retire(slot)
         self.orphans.extendleft(reversed([batch for batch, _ in slot.assigned]))
         if self.init_failures_in_a_row >= 3 * self.count:
             self.kill_all()
             raise JobFailedError(
-                f"init() failed {self.init_failures_in_a_row} times in a row: {message}",
+                f"workers failed to start {self.init_failures_in_a_row} times in a row: {message}",
                 hint=f"see {self.config.log_dir}/worker-*.log",
             )
         self._spawn(slot.index)
