@@ -44,6 +44,10 @@ from batchinfer.protocol import (
 from batchinfer.readers import read_mini_batch
 
 COMPAT_DIR = Path(__file__).parent / "_compat"
+# thread pools of numeric libraries: by default each worker gets its share of the cores, so N workers
+# running a model each do not fight over the CPUs with N x cores threads (set any of them to override)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+                    "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 PARENT_CHECK_S = 0.5
 ALLOWED_TYPES = "a list, tuple, numpy array or pandas DataFrame with one element per item processed"
 
@@ -220,6 +224,9 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
     started = time.perf_counter()
     os.chdir(scratch)
     model_dir = _model_dir(config.models, scratch)
+    share = str(max(1, (os.cpu_count() or 1) // config.processes_per_node))
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, share)  # the user's environment and environment_variables win
     os.environ.update(config.environment_variables)
     if model_dir:
         os.environ["AZUREML_MODEL_DIR"] = model_dir

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -85,6 +86,8 @@ def test_arguments_environment_models_and_side_inputs(tmp_path, job, text_files)
     assert not (run.output_dir / ".batchinfer" / "tmp").exists()  # removed at the end
     assert seen["path0"].endswith("tests/scripts")
     assert "scored 3 files" in run.log("worker-0.log")
+    if "OMP_NUM_THREADS" not in os.environ and "TF_NUM_INTRAOP_THREADS" not in os.environ:
+        assert seen["omp"] == seen["tf_intra"] == str(os.cpu_count())  # one process per node: all the cores
 
 
 def test_environment_variable_expansion_from_the_shell(tmp_path, job, text_files, batchinfer):

@@ -19,6 +19,8 @@ def run(mini_batch):
         "cwd": os.getcwd(),
         "path0": sys.path[0],
         "node": batchinfer.node_id(),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+        "tf_intra": os.environ.get("TF_NUM_INTRAOP_THREADS"),
     }
     batchinfer.logger().info("scored %d files", len(mini_batch))
     return [json.dumps(seen)] * len(mini_batch)
