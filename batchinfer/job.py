@@ -7,8 +7,6 @@ returns the summary (with its exit code) otherwise.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -16,7 +14,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +22,8 @@ from typing import Any
 
 from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
-from batchinfer.errors import ExitCode, JobFailedError, OutputError, UsageError
+from batchinfer.errors import ExitCode, JobFailedError, UsageError
 from batchinfer.inputs import InputPlan
-from batchinfer.inputs import MiniBatch
 from batchinfer.output import (
     STATE_DIR,
     Journal,
@@ -40,15 +37,9 @@ from batchinfer.output import (
 )
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
+from batchinfer.resume import DigestingStream, fingerprint, inputs_digest, output_folder, prepare_output
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
-from batchinfer.spec import JobSpec, is_url
-
-# keys that do not change which rows a job produces: changing them keeps resume possible
-NOT_FINGERPRINTED = {
-    "output", "node_count", "process_count_per_node", "backend", "ray_address",
-    "logging_level", "allow_reuse", "run_invocation_timeout",
-}
-FINISHED = ("succeeded", "failed")
+from batchinfer.spec import JobSpec
 
 log = logging.getLogger("batchinfer")
 
@@ -61,159 +52,6 @@ class JobResult:
     output_dir: Path
     exit_code: ExitCode
     reused: bool = False
-
-
-def output_folder(spec: JobSpec, override: str | None) -> Path:
-    """The output folder: ``--output``, else the spec's ``output``, else ``./outputs/<name>``."""
-    raw = override or (spec.output.path if spec.output else None)
-    if raw and is_url(raw):
-        raise OutputError(f"output {raw!r}: remote output folders are not supported yet", hint="use a local folder")
-    path = Path(raw) if raw else Path("outputs") / spec.name
-    return path.absolute()
-
-
-def _input_roots(spec: JobSpec) -> set[str]:
-    """Local folders that hold inputs (not code): the fingerprint does not walk them."""
-    roots = set()
-    for spec_input in spec.inputs:
-        for path in spec_input.path:
-            if not is_url(path):
-                static = path.split("*")[0].split("?")[0].split("[")[0]
-                roots.add(os.path.normpath(static if os.path.isdir(static) else os.path.dirname(static)))
-    return roots
-
-
-def _stat_line(path: str) -> str:
-    try:
-        if os.path.isdir(path):
-            stats = [os.stat(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs]
-            return f"{path}:{sum(s.st_size for s in stats)}:{max((s.st_mtime_ns for s in stats), default=0)}\n"
-        stat = os.stat(path)
-        return f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n"
-    except OSError:
-        return f"{path}:missing\n"
-
-
-def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
-    """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
-    and the other Python files of ``source_directory``, and the files named in models and side_inputs.
-
-    Data files under ``source_directory`` (its inputs, the output folder, logs) are not part of it,
-    so running a job from its own folder, or redirecting stderr there, does not change its identity.
-    """
-    digest = hashlib.sha256()
-    digest.update(json.dumps(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED), sort_keys=True).encode())
-    digest.update(Path(entry.path).read_bytes())
-    skip = _input_roots(spec) | {str(output)}
-    for root, dirs, files in os.walk(entry.source_directory):
-        dirs[:] = sorted(
-            d for d in dirs
-            if not d.startswith(".") and d != "__pycache__" and os.path.join(root, d) not in skip
-            and not os.path.exists(os.path.join(root, d, STATE_DIR))  # another job's output folder
-        )
-        for name in sorted(files):
-            if name.endswith(".py"):
-                path = os.path.join(root, name)
-                digest.update(os.path.relpath(path, entry.source_directory).encode())
-                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    for named in (spec.models, spec.side_inputs):
-        for name, path in sorted(named.items()):
-            digest.update(name.encode())
-            digest.update((path if is_url(path) else _stat_line(path)).encode())
-    return digest.hexdigest()[:16]
-
-
-def _clear(folder: Path, spec: JobSpec) -> None:
-    """Remove what an earlier run of a job left in ``folder`` (not the script's own files)."""
-    for name in (spec.append_row_file_name, "summary.json"):
-        (folder / name).unlink(missing_ok=True)
-    for name in (STATE_DIR, "logs"):
-        shutil.rmtree(folder / name, ignore_errors=True)
-
-
-def inputs_digest(batches: Iterable[MiniBatch]) -> str:
-    """One hash over the digests of every listed mini-batch: the job's input listing."""
-    digest = hashlib.blake2b(digest_size=16)
-    for batch in batches:
-        digest.update(batch.digest.encode())
-    return digest.hexdigest()
-
-
-class DigestingStream:
-    """Passes listed mini-batches through, hashing them on the way (no second listing needed)."""
-
-    def __init__(self, batches: Iterator[MiniBatch]) -> None:
-        self._batches = batches
-        self._digest = hashlib.blake2b(digest_size=16)
-        self.done = False
-
-    def __iter__(self) -> DigestingStream:
-        return self
-
-    def __next__(self) -> MiniBatch:
-        try:
-            batch = next(self._batches)
-        except StopIteration:
-            self.done = True
-            raise
-        self._digest.update(batch.digest.encode())
-        return batch
-
-    @property
-    def digest(self) -> str | None:
-        """The listing's hash, once it has been listed to the end."""
-        return self._digest.hexdigest() if self.done else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def prepare_output(
-    folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False
-) -> dict[str, Any] | None:
-    """Make the folder ready; return the finished job's summary when it can be reused as is."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output {folder} is a file, not a folder", hint="give --output a folder path")
-    state = folder / STATE_DIR / "job.json"
-    old = _read_json(state) if state.exists() else None
-    summary = _read_json(folder / "summary.json")
-    if old is not None and old.get("fingerprint") != print_ and not restart:
-        raise OutputError(
-            f"output {folder} holds a different job (its spec, script or code changed since it ran there)",
-            hint="use --restart to start over in that folder, or choose another --output",
-        )
-    if retry_failed:
-        if old is None or summary.get("status") not in FINISHED:
-            raise OutputError(
-                f"--retry-failed needs a finished job in {folder}",
-                hint="run the job to the end first; --retry-failed then runs only its failed items again",
-            )
-        return None
-    if restart:
-        _clear(folder, spec)
-    elif old is not None and summary.get("status") in FINISHED and summary.get("complete", True):
-        if not spec.allow_reuse:
-            _clear(folder, spec)
-        elif plan is not None and summary.get("inputs_digest") != inputs_digest(plan.mini_batches()):
-            raise OutputError(
-                f"the inputs changed since the job in {folder} finished",
-                hint="use --restart to score them again in that folder, or choose another --output",
-            )
-        else:
-            return summary
-    elif old is None and (folder / spec.append_row_file_name).exists():
-        raise OutputError(
-            f"output {folder} already holds {spec.append_row_file_name} from something other than this job",
-            hint="use --restart to replace it, or choose another --output",
-        )
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    (folder / STATE_DIR).mkdir(exist_ok=True)
-    write_json_atomic(state, {"fingerprint": print_, "name": spec.name, "version": __version__})
-    return None
 
 
 def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerConfig:

@@ -6,16 +6,17 @@ import os
 import pickle
 
 import pytest
+from conftest import SCRIPTS
 
 from batchinfer import inputs as inputs_module
+from batchinfer.entry import check_entry_script
 from batchinfer.executors.local import PREFETCH, LocalExecutor
 from batchinfer.inputs import InputPlan, _glob_regex
-from batchinfer.job import _worker_config, prepare_output
+from batchinfer.job import _worker_config
 from batchinfer.output import Journal, RowSink
-from batchinfer.entry import check_entry_script
+from batchinfer.resume import prepare_output
 from batchinfer.scheduler import Scheduler, TryLog
 from batchinfer.spec import load_spec
-from conftest import SCRIPTS
 
 
 def spec_for(tmp_path, path: str, **extra):
