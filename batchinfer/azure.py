@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from batchinfer.errors import SpecError
+from batchinfer.protocol import OUTPUT_DIR_PLACEHOLDER
 
 # ParallelRunStep / parallel job driver flags given among the script's arguments
 DRIVER_FLAGS = {
@@ -40,7 +41,6 @@ KNOWN_KEYS = IGNORED_KEYS | {
     "error_threshold", "logging_level", "resources", "max_concurrency_per_instance", "retry_settings",
     "environment_variables", "partition_keys",
 }
-OUTPUT_DIR_PLACEHOLDER = "{batchinfer.output_dir}"  # ${{outputs.x}} in arguments; the worker puts the folder in
 BINDING = re.compile(r"\$\{\{\s*(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 

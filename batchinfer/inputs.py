@@ -17,13 +17,14 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
+from batchinfer.protocol import MiniBatch, Partition, TableSlice
 from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
 
 FORMAT_BY_EXTENSION = {
@@ -38,83 +39,6 @@ FORMAT_BY_EXTENSION = {
 COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 GLOB_CHARS = re.compile(r"[*?\[]")
 SCAN_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True)
-class TableSlice:
-    """Part of one table file: a byte range (CSV/JSONL) or row groups and a row window (Parquet)."""
-
-    path: str
-    format: str
-    byte_range: tuple[int, int] | None = None  # [start, end) of data lines; None = whole file
-    header_end: int = 0  # CSV: the header line is bytes [0, header_end)
-    row_groups: tuple[int, ...] | None = None  # Parquet: None = all row groups
-    row_window: tuple[int, int] | None = None  # rows [lo, hi) of what the above selects
-    compression: str | None = None
-
-    def label(self) -> str:
-        """How a person names this slice, e.g. in failed_items.txt."""
-        parts = [self.path]
-        if self.byte_range is not None:
-            parts.append(f"bytes {self.byte_range[0]}-{self.byte_range[1]}")
-        if self.row_groups is not None:
-            groups = self.row_groups
-            shown = f"{groups[0]}" if len(groups) == 1 else f"{groups[0]}-{groups[-1]}"
-            parts.append(f"row groups {shown}")
-        if self.row_window is not None:
-            parts.append(f"rows {self.row_window[0]}-{self.row_window[1]}")
-        return " ".join(parts)
-
-
-@dataclass(frozen=True)
-class Partition:
-    """All rows, across the input files, whose ``partition_keys`` columns equal ``values``."""
-
-    files: tuple[tuple[str, str], ...]  # (path, format)
-    values: dict[str, Any] = field(hash=False)
-
-    def label(self) -> str:
-        """How a person names this partition."""
-        return ", ".join(f"{k}={v}" for k, v in self.values.items())
-
-
-@dataclass(frozen=True)
-class MiniBatch:
-    """What a worker is sent: an id, the input it came from, and the items (descriptors only).
-
-    ``part`` is set on the pieces of a mini-batch being bisected to isolate a failure:
-    items ``[lo, hi)`` of the whole mini-batch (files, or rows of a table slice).
-    ``digest`` identifies the listed inputs behind it (paths, sizes, modification times),
-    so a resumed job notices inputs that changed under it.
-    """
-
-    id: int
-    input_index: int
-    files: tuple[str, ...] = ()
-    table: TableSlice | Partition | None = None
-    known_items: int | None = None  # None: a CSV/JSONL slice, counted by the worker
-    part: tuple[int, int] | None = None
-    digest: str = ""
-
-    def item_labels(self) -> list[str]:
-        """One label per item the user can recognise (files) or one per slice (tables)."""
-        return list(self.files) if self.table is None else [self.table.label()]
-
-    def sub(self, lo: int, hi: int) -> MiniBatch:
-        """Items ``[lo, hi)`` of this (whole) mini-batch, as a mini-batch of its own."""
-        assert self.part is None, "parts are always cut from the whole mini-batch"
-        if self.table is None:
-            return replace(self, files=self.files[lo:hi], known_items=hi - lo, part=(lo, hi))
-        assert isinstance(self.table, TableSlice)
-        base = self.table.row_window[0] if self.table.row_window else 0
-        table = replace(self.table, row_window=(base + lo, base + hi))
-        return replace(self, table=table, known_items=hi - lo, part=(lo, hi))
-
-    def splittable(self) -> bool:
-        """Whether this mini-batch can be cut into parts (not a partition, not a compressed file)."""
-        if self.table is None:
-            return True
-        return isinstance(self.table, TableSlice) and self.table.compression is None
 
 
 @dataclass(frozen=True)

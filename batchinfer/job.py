@@ -14,7 +14,6 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,6 @@ from batchinfer.inputs import InputPlan
 from batchinfer.output import (
     STATE_DIR,
     Journal,
-    JournalEntry,
     Key,
     NullSink,
     OutputClosed,
@@ -94,19 +92,6 @@ def _write_failed_items(folder: Path, journal: Journal) -> int:
     return len(lines)
 
 
-def tally(entries: Iterable[JournalEntry]) -> dict[str, int]:
-    """Exact counts from the journal, over every run of the job (resumes and retries included)."""
-    counts = {"items_succeeded": 0, "items_failed": 0}
-    ok_by_id: dict[int, bool] = {}
-    for entry in entries:
-        counts["items_succeeded"] += entry.succeeded
-        counts["items_failed"] += entry.failed
-        ok_by_id[entry.id] = ok_by_id.get(entry.id, True) and entry.ok
-    counts["mini_batches_succeeded"] = sum(ok_by_id.values())
-    counts["mini_batches_failed"] = len(ok_by_id) - counts["mini_batches_succeeded"]
-    return counts
-
-
 def _key_order(key: Key) -> tuple[int, tuple[int, int]]:
     return key[0], key[1] or (0, 0)
 
@@ -161,6 +146,9 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
+    from batchinfer.executors.local import LocalExecutor, warm_up
+
+    warm_up()
     entry = check_entry_script(spec)
     plan = InputPlan(spec)
     plan.check()
@@ -174,7 +162,8 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
 
     (folder / "logs" / "readme.txt").write_text(LOGS_README)
     handler = _job_log(folder, spec.logging_level)
-    journal = Journal(folder / STATE_DIR)
+    row_file = folder / spec.append_row_file_name
+    journal = Journal(folder / STATE_DIR, row_file if not to_stdout and spec.append_row_format != "parquet" else None)
     if to_stdout:
         sink: Any = StreamSink(sys.stdout.buffer, journal)
     elif spec.output_action == "append_row":
@@ -195,11 +184,9 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
         reporter.update(p)
         status_file.update(p)
 
-    from batchinfer.executors.local import LocalExecutor
-
     executor = LocalExecutor(_worker_config(spec, entry, folder), spec.worker_count, spec.run_invocation_timeout, on_ready)
     listing = DigestingStream(plan.mini_batches())
-    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal.entries, on_progress, options.retry_failed)
+    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
     received: list[int] = []
     pipe_closed = False
 
@@ -249,13 +236,13 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     if status == "interrupted":
         sink.close()
     else:
-        sink.finish(sorted(journal.entries, key=_key_order))
+        sink.finish()
     journal.close()
     failed_items = _write_failed_items(folder, journal)
     elapsed = time.monotonic() - started
     summary = summary_of(
         progress,
-        tally(journal.entries.values()),
+        journal.counts(),
         status,
         reason,
         elapsed,

@@ -1,9 +1,11 @@
 """Row formats, the output file with its journal, and the summary.
 
-Exactly-once rests on one rule: a mini-batch's rows are appended and flushed
+Exactly-once rests on one rule: a mini-batch's rows are appended to the output
 first, *then* a journal line records the mini-batch with the output's length
-after it. On reopening, the output is cut back to the last journaled length,
-so a row is either committed (journaled) or gone, never half there or twice.
+after it; buffers are flushed output first (after each round of outcomes, not
+per mini-batch). On reopening, journal lines that point past the output's end
+are dropped (their rows never reached the disk) and the output is cut back to
+the last journaled length: a row is either committed or gone, never twice.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,62 +136,105 @@ class JournalEntry:
         return self.id, tuple(self.part) if self.part else None
 
 
-class Journal:
-    """Append-only record of finished mini-batches, flushed at once and fsync'ed at most once a second."""
+# what a journal line may leave out: most mini-batches are whole, tried once, and fully scored
+_DEFAULTS = {"part": None, "root_items": None, "failed": 0, "tries": 1, "ok": True, "kind": None,
+             "failed_items": [], "retry": None}
 
-    def __init__(self, state_dir: Path) -> None:
+
+def _line(entry: JournalEntry) -> bytes:
+    """One compact JSON line: keys at their default value are left out (the hot path)."""
+    data = {"id": entry.id, "digest": entry.digest, "end": entry.end, "items": entry.items,
+            "succeeded": entry.succeeded}
+    for key, default in _DEFAULTS.items():
+        value = getattr(entry, key)
+        if value != default and not (key == "root_items" and entry.part is None):  # only parts need it
+            data[key] = value
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+class Journal:
+    """Append-only record of finished mini-batches, flushed with the output, fsync'ed once a second.
+
+    Memory does not grow with the job: what is kept is what a later step needs: the entries
+    that are not plain successes (failed ones, parts of bisected mini-batches: few), counts of
+    the plain ones, and, when resuming, the id, input digest and size of each plain entry read
+    from disk (to skip those mini-batches and to notice changed inputs).
+    """
+
+    def __init__(self, state_dir: Path, output: Path | None = None) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.path = state_dir / JOURNAL
-        self.entries: dict[Key, JournalEntry] = {}
+        self.entries: dict[Key, JournalEntry] = {}  # the latest entry per key, except plain successes
+        self.done: dict[int, tuple[str, int]] = {}  # plain successes read from disk: id -> (digest, items)
+        self.plain = {"count": 0, "succeeded": 0, "failed": 0, "tries": 0}
+        self.end = 0  # the output length covered by the journal
         if self.path.exists():
-            self._load()
+            limit = output.stat().st_size if output is not None and output.exists() else None
+            self._load(limit)
         self._file = open(self.path, "ab")
         self._last_sync = time.monotonic()
 
-    def _load(self) -> None:
+    def _load(self, limit: int | None) -> None:
+        """Read the journal; stop at a torn line, or at rows the output does not hold."""
         data = self.path.read_bytes()
         good = 0
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break  # a torn last line: the mini-batch was not committed
             try:
-                entry = JournalEntry(**json.loads(line))
+                entry = JournalEntry(**{**_DEFAULTS, "failed_items": [], **json.loads(line)})
             except (ValueError, TypeError):
                 break
-            self.entries[entry.key] = entry
+            if limit is not None and entry.end > limit:
+                break  # its rows never reached the disk (a power cut): that and what follows is redone
+            self._remember(entry, loaded=True)
             good += len(line)
         if good < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(good)
 
-    def forget_beyond(self, size: int) -> None:
-        """Drop entries whose rows end past ``size`` (the output lost them, e.g. in a power cut)."""
-        lost = [key for key, entry in self.entries.items() if entry.end > size]
-        if not lost:
-            return
-        for key in lost:
-            del self.entries[key]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(asdict(e), separators=(",", ":")) + "\n" for e in self.entries.values()))
-        os.replace(tmp, self.path)
-        self._file.close()
-        self._file = open(self.path, "ab")
-
-    @property
-    def committed_end(self) -> int:
-        """The output length covered by the journal (0 when nothing is committed)."""
-        return max((e.end for e in self.entries.values()), default=0)
+    def _remember(self, entry: JournalEntry, loaded: bool) -> None:
+        self.end = max(self.end, entry.end)
+        if entry.ok and entry.part is None:
+            self.entries.pop(entry.key, None)  # --retry-failed: the failed entry is replaced
+            for key, value in (("count", 1), ("succeeded", entry.succeeded), ("failed", entry.failed),
+                               ("tries", entry.tries)):
+                self.plain[key] += value
+            if loaded:
+                self.done[entry.id] = (entry.digest, entry.items)
+        else:
+            self.entries[entry.key] = entry
 
     def append(self, entry: JournalEntry) -> None:
-        """Record ``entry`` (its rows must already be flushed to the output)."""
-        self._file.write((json.dumps(asdict(entry), separators=(",", ":")) + "\n").encode())
+        """Record ``entry`` (after its rows were written to the output; see :meth:`flush`)."""
+        self._file.write(_line(entry))
+        self._remember(entry, loaded=False)
+
+    def counts(self) -> dict[str, int]:
+        """Exact counts over every run of the job (resumes and retries included)."""
+        succeeded, failed = self.plain["succeeded"], self.plain["failed"]
+        ok_by_id: dict[int, bool] = {}
+        for entry in self.entries.values():
+            succeeded += entry.succeeded
+            failed += entry.failed
+            ok_by_id[entry.id] = ok_by_id.get(entry.id, True) and entry.ok
+        ok_ids = sum(ok_by_id.values())
+        return {
+            "items_succeeded": succeeded,
+            "items_failed": failed,
+            "mini_batches_succeeded": self.plain["count"] + ok_ids,
+            "mini_batches_failed": len(ok_by_id) - ok_ids,
+        }
+
+    def flush(self) -> None:
+        """Hand what was appended to the OS (after the output's own flush); fsync once a second."""
         self._file.flush()
-        self.entries[entry.key] = entry
         if time.monotonic() - self._last_sync >= FSYNC_INTERVAL_S:
             self.sync()
 
     def sync(self) -> None:
         """Force what was written to disk."""
+        self._file.flush()
         os.fsync(self._file.fileno())
         self._last_sync = time.monotonic()
 
@@ -229,15 +273,14 @@ class RowSink:
         if not self.path.exists():
             self.path.touch()
         self._file = open(self.path, "r+b")
-        journal.forget_beyond(os.fstat(self._file.fileno()).st_size)
-        end = journal.committed_end
+        end = journal.end
         # cut off anything a crash left after the last committed mini-batch
         self._file.truncate(end)
         self._file.seek(end)
         self.has_header = end > 0
 
     def commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None:
-        """Write one mini-batch's rows, flush them, then journal the mini-batch."""
+        """Write one mini-batch's rows, then journal the mini-batch (both flushed by :meth:`flush`)."""
         if self._file is None:
             if rows:
                 part = self.parts / _part_name(entry.key)
@@ -250,25 +293,29 @@ class RowSink:
                 self.has_header = True
             if rows:
                 self._file.write(rows)
-                self._file.flush()
             entry.end = self._file.tell()
         self.journal.append(entry)
 
-    def finish(self, order: Iterable[Key]) -> None:
-        """Flush and close; for Parquet, assemble the parts (in ``order``) into one file."""
+    def flush(self) -> None:
+        """The output first, then the journal: the journal never gets ahead of the rows."""
         if self._file is not None:
+            self._file.flush()
+        self.journal.flush()
+
+    def finish(self) -> None:
+        """Flush and close; for Parquet, assemble the parts (in input order) into one file."""
+        if self._file is not None:
+            self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+            self.journal.sync()
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         writer = None
         tmp = self.path.with_name(self.path.name + ".tmp")
-        for key in order:
-            part = self.parts / _part_name(key)
-            if not part.exists():
-                continue
+        for part in sorted(self.parts.glob("*.arrow")):  # names sort in input order
             with pa.ipc.open_stream(part.read_bytes()) as reader:
                 table = reader.read_all()
             if writer is None:
@@ -306,21 +353,28 @@ class StreamSink:
         data = rows
         if header and not self.has_header and rows:
             data, self.has_header = header + rows, True
+        if data:
+            self._guarded(self.stream.write, data)
+        self.written += len(data)
+        entry.end = self.written
+        self.journal.append(entry)
+
+    def flush(self) -> None:
+        """Push the rows to the reader, then the journal."""
+        self._guarded(self.stream.flush)
+        self.journal.flush()
+
+    def _guarded(self, call: Any, *args: Any) -> None:
         try:
-            if data:
-                self.stream.write(data)
-                self.stream.flush()
+            call(*args)
         except (BrokenPipeError, ValueError) as exc:
             # later writes (and the interpreter's last flush) must not fail again
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self.stream.fileno())
             os.close(devnull)
             raise OutputClosed() from exc
-        self.written += len(data)
-        entry.end = self.written
-        self.journal.append(entry)
 
-    def finish(self, order: Iterable[Key]) -> None:
+    def finish(self) -> None:
         """Nothing to assemble."""
 
     def close(self) -> None:
@@ -337,7 +391,11 @@ class NullSink:
         """Journal the mini-batch; its rows (if any) are only counted."""
         self.journal.append(entry)
 
-    def finish(self, order: Iterable[Key]) -> None:
+    def flush(self) -> None:
+        """Flush the journal."""
+        self.journal.flush()
+
+    def finish(self) -> None:
         """Nothing to assemble."""
 
     def close(self) -> None:

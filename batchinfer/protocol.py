@@ -1,13 +1,14 @@
-"""What crosses between the coordinator and a worker: the worker's settings and each try's outcome.
+"""What crosses between the coordinator and a worker: settings, mini-batch descriptors, outcomes.
 
-Both are small picklable dataclasses: a :class:`WorkerConfig` once per worker,
-a :class:`~batchinfer.inputs.MiniBatch` descriptor per task, and an
+All are small picklable dataclasses: a :class:`WorkerConfig` once per worker,
+a :class:`MiniBatch` descriptor per task (made by ``inputs.py``), and an
 :class:`Outcome` back, carrying the rows already serialised by the worker.
+This module imports nothing heavy: every worker imports it at start-up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # kinds of failed try, as written to logs/errors.jsonl
@@ -16,6 +17,88 @@ TIMEOUT = "timeout"
 WORKER_DIED = "worker_died"
 SHORT_RETURN = "short_return"
 WRONG_TYPE = "wrong_type"
+
+# ${{outputs.x}} in an Azure job's arguments: the worker puts the output folder there
+OUTPUT_DIR_PLACEHOLDER = "{batchinfer.output_dir}"
+
+
+@dataclass(slots=True)
+class TableSlice:
+    """Part of one table file: a byte range (CSV/JSONL) or row groups and a row window (Parquet)."""
+
+    path: str
+    format: str
+    byte_range: tuple[int, int] | None = None  # [start, end) of data lines; None = whole file
+    header_end: int = 0  # CSV: the header line is bytes [0, header_end)
+    row_groups: tuple[int, ...] | None = None  # Parquet: None = all row groups
+    row_window: tuple[int, int] | None = None  # rows [lo, hi) of what the above selects
+    compression: str | None = None
+
+    def label(self) -> str:
+        """How a person names this slice, e.g. in failed_items.txt."""
+        parts = [self.path]
+        if self.byte_range is not None:
+            parts.append(f"bytes {self.byte_range[0]}-{self.byte_range[1]}")
+        if self.row_groups is not None:
+            groups = self.row_groups
+            shown = f"{groups[0]}" if len(groups) == 1 else f"{groups[0]}-{groups[-1]}"
+            parts.append(f"row groups {shown}")
+        if self.row_window is not None:
+            parts.append(f"rows {self.row_window[0]}-{self.row_window[1]}")
+        return " ".join(parts)
+
+
+@dataclass(slots=True)
+class Partition:
+    """All rows, across the input files, whose ``partition_keys`` columns equal ``values``."""
+
+    files: tuple[tuple[str, str], ...]  # (path, format)
+    values: dict[str, Any]
+
+    def label(self) -> str:
+        """How a person names this partition."""
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+@dataclass(slots=True)
+class MiniBatch:
+    """What a worker is sent: an id, the input it came from, and the items (descriptors only).
+
+    ``part`` is set on the pieces of a mini-batch being bisected to isolate a failure:
+    items ``[lo, hi)`` of the whole mini-batch (files, or rows of a table slice).
+    ``digest`` identifies the listed inputs behind it (paths, sizes, modification times),
+    so a resumed job notices inputs that changed under it.
+    """
+
+    id: int
+    input_index: int
+    files: tuple[str, ...] = ()
+    table: TableSlice | Partition | None = None
+    known_items: int | None = None  # None: a CSV/JSONL slice, counted by the worker
+    part: tuple[int, int] | None = None
+    digest: str = ""
+
+    def item_labels(self) -> list[str]:
+        """One label per item the user can recognise (files) or one per slice (tables)."""
+        return list(self.files) if self.table is None else [self.table.label()]
+
+    def sub(self, lo: int, hi: int) -> MiniBatch:
+        """Items ``[lo, hi)`` of this (whole) mini-batch, as a mini-batch of its own."""
+        assert self.part is None, "parts are always cut from the whole mini-batch"
+        if self.table is None:
+            return replace(self, files=self.files[lo:hi], known_items=hi - lo, part=(lo, hi))
+        assert isinstance(self.table, TableSlice)
+        base = self.table.row_window[0] if self.table.row_window else 0
+        table = replace(self.table, row_window=(base + lo, base + hi))
+        return replace(self, table=table, known_items=hi - lo, part=(lo, hi))
+
+    def splittable(self) -> bool:
+        """Whether this mini-batch can be cut into parts (not a partition, not a compressed file)."""
+        if self.table is None:
+            return True
+        return isinstance(self.table, TableSlice) and self.table.compression is None
+
+
 
 
 @dataclass(frozen=True)
@@ -41,7 +124,7 @@ class WorkerConfig:
     coordinator_pid: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """The result of one try of one mini-batch, from a worker or from the executor's watchdog."""
 

@@ -11,10 +11,21 @@ import io
 import os
 from typing import Any
 
-import fsspec
+from batchinfer.protocol import MiniBatch, Partition, TableSlice
 
-from batchinfer.inputs import MiniBatch, Partition, TableSlice
-from batchinfer.spec import is_url
+
+def is_url(path: str) -> bool:
+    """True for fsspec URLs (the same rule as the spec's)."""
+    return "://" in path and not path.startswith("file://")
+
+
+def _open(path: str, storage_options: dict[str, Any], compression: str | None = None):
+    """Open a file for reading: plain open() for local files, fsspec for URLs and compression."""
+    if not is_url(path) and compression is None:
+        return open(path, "rb")
+    import fsspec
+
+    return fsspec.open(path, "rb", compression=compression, **storage_options).open()
 
 
 def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], folder: str) -> list[str]:
@@ -24,6 +35,8 @@ def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], folder:
         if not is_url(path):
             local.append(path)
             continue
+        import fsspec
+
         fs, remote = fsspec.core.url_to_fs(path, **storage_options)
         target = os.path.join(folder, f"{i:06d}-{os.path.basename(remote.rstrip('/'))}")
         fs.get(remote, target)
@@ -39,7 +52,7 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any]):
     """A CSV or JSON-lines slice: the header line plus the slice's byte range."""
     import pandas as pd
 
-    with fsspec.open(table.path, "rb", compression=table.compression, **storage_options) as f:
+    with _open(table.path, storage_options, table.compression) as f:
         if table.byte_range is None:
             data = f.read()
         else:
@@ -55,7 +68,7 @@ def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
     """A Parquet slice: the named row groups, then the row window inside them."""
     import pyarrow.parquet as pq
 
-    with fsspec.open(table.path, "rb", **storage_options) as f:
+    with _open(table.path, storage_options) as f:
         parquet = pq.ParquetFile(f)
         groups = table.row_groups if table.row_groups is not None else range(parquet.num_row_groups)
         arrow = parquet.read_row_groups(list(groups))
@@ -81,7 +94,7 @@ def read_columns(path: str, fmt: str, columns: list[str], storage_options: dict[
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        with fsspec.open(path, "rb", **storage_options) as f:
+        with _open(path, storage_options) as f:
             names = pq.ParquetFile(f).schema_arrow.names
             for column in columns:
                 if column not in names:

@@ -29,13 +29,16 @@ from typing import Any, Protocol
 
 from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
-from batchinfer.output import JournalEntry
+from batchinfer.output import Journal, JournalEntry
 from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
 from batchinfer.spec import JobSpec
 
 POLL_S = 0.2
 ORDERED_WINDOW_PER_WORKER = 64  # ordered: at most this many uncommitted mini-batches per worker
 GRACE_S = 5.0  # on Ctrl-C: how long in-flight mini-batches may finish and commit
+# rows and journal lines are flushed when the loop goes idle or every FLUSH_S: not once per
+# mini-batch, which costs two system calls each; a crash only loses unflushed (uncommitted) work
+FLUSH_S = 0.02
 
 log = logging.getLogger("batchinfer.scheduler")
 
@@ -55,6 +58,7 @@ class Sink(Protocol):
     """Where committed mini-batches go (rows + journal)."""
 
     def commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None: ...
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -147,6 +151,9 @@ class TryLog:
         new = not (log_dir / "processed_mini_batches.csv").exists()
         self._tries_file = open(log_dir / "processed_mini_batches.csv", "a", newline="", encoding="utf-8")
         self.tries = csv.writer(self._tries_file)
+        self._flushed = time.monotonic()
+        self._second = -1
+        self._prefix = ""
         if new:
             self.tries.writerow(self.COLUMNS)
 
@@ -155,13 +162,12 @@ class TryLog:
         items = outcome.items if outcome.items is not None else batch.known_items
         failed = (items or 0) - outcome.succeeded if outcome.ok else items
         status = "ok" if outcome.ok and not outcome.kind else (outcome.kind or "failed")
-        start = datetime.fromtimestamp(outcome.started, timezone.utc).isoformat(timespec="milliseconds")
+        start = self._iso(outcome.started)
         part = f"{batch.part[0]}-{batch.part[1]}" if batch.part else ""
         self.tries.writerow(
             [outcome.batch_id, part, try_number, outcome.worker, start, f"{outcome.seconds:.3f}", items,
              outcome.succeeded, failed, status]
         )
-        self._tries_file.flush()
         if outcome.kind:
             record = {
                 "time": start,
@@ -176,6 +182,21 @@ class TryLog:
             }
             self.errors.write(json.dumps(record) + "\n")
             self.errors.flush()
+
+    def _iso(self, timestamp: float) -> str:
+        """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second (hot path)."""
+        second = int(timestamp)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((timestamp - second) * 1000):03d}+00:00"
+
+    def flush(self, every: float = 0.0) -> None:
+        """Flush processed_mini_batches.csv (at most once per ``every`` seconds)."""
+        now = time.monotonic()
+        if now - self._flushed >= every:
+            self._tries_file.flush()
+            self._flushed = now
 
     def close(self) -> None:
         """Flush and close both files."""
@@ -198,7 +219,7 @@ class Scheduler:
         executor: Executor,
         sink: Sink,
         try_log: TryLog,
-        journal: dict[Key, JournalEntry],
+        journal: Journal,
         on_progress: Callable[[Progress], None] = lambda p: None,
         retry_failed: bool = False,
     ) -> None:
@@ -207,7 +228,7 @@ class Scheduler:
         self.executor = executor
         self.sink = sink
         self.try_log = try_log
-        self.journal = journal  # the live journal: (id, part) -> entry, updated by sink.commit
+        self.journal = journal  # the live journal, appended to by sink.commit
         self.on_progress = on_progress
         self.retry_failed = retry_failed
         self.isolate = spec.isolate_failures and not retry_failed
@@ -219,13 +240,14 @@ class Scheduler:
         self.unknown_items = 0  # listed mini-batches whose item count is not known yet
         self.stop_requested = 0  # 1: stop gracefully, 2: stop now
         self._stopping_since: float | None = None
-        self.by_id: dict[int, list[JournalEntry]] = {}
-        for entry in journal.values():
+        self._flushed = time.monotonic()
+        self.by_id: dict[int, list[JournalEntry]] = {}  # failed or partial mini-batches of earlier runs
+        for entry in journal.entries.values():
             self.by_id.setdefault(entry.id, []).append(entry)
         p = self.progress
-        for entry in journal.values():
-            p.tries += entry.tries
-            self._count_entry(entry, +1)
+        counts = journal.counts()
+        p.items_succeeded, p.items_failed = counts["items_succeeded"], counts["items_failed"]
+        p.tries = journal.plain["tries"] + sum(e.tries for e in journal.entries.values())
         if retry_failed:
             self._queue_failed()
 
@@ -266,10 +288,17 @@ class Scheduler:
                 self._dispatch()
                 if p.listing_done and not self.in_flight and not self.ready:
                     break
-            for outcome in self.executor.poll(POLL_S):
+            outcomes = self.executor.poll(POLL_S)
+            for outcome in outcomes:
                 self._on_outcome(outcome)
+            now = time.monotonic()
+            if not outcomes or now - self._flushed >= FLUSH_S:
+                self.sink.flush()  # output first, then journal: see output.py
+                self._flushed = now
+            self.try_log.flush(every=1.0)
             p.busy_workers = self.executor.busy
             self.on_progress(p)
+        self.sink.flush()
         p.busy_workers = 0
         self.on_progress(p)
         return p
@@ -305,13 +334,17 @@ class Scheduler:
     def _admit(self, batch: MiniBatch) -> None:
         """Queue a listed mini-batch, or what the journal says is left of it."""
         p = self.progress
+        done = self.journal.done.get(batch.id)
+        if done is not None:  # scored whole in an earlier run
+            if done[0] != batch.digest:
+                self._inputs_changed(batch)
+            p.resumed_mini_batches += 1
+            p.items_total += done[1]
+            self._count_root(failed=False)
+            return
         entries = self.by_id.get(batch.id, [])
         if any(e.digest != batch.digest for e in entries):
-            raise InputError(
-                f"the inputs changed since this job started in this output folder "
-                f"(mini-batch {batch.id}: {batch.item_labels()[0]})",
-                hint="restore the inputs, or use --restart to start over",
-            )
+            self._inputs_changed(batch)
         items = batch.known_items if batch.known_items is not None else next(
             (e.root_items for e in entries if e.root_items is not None), None
         )
@@ -321,6 +354,19 @@ class Scheduler:
             p.items_total += sum(e.items for e in entries)
             self._count_root(failed=not all(e.ok for e in entries))
             return
+        self._queue(batch, entries, items, gaps)
+
+    def _inputs_changed(self, batch: MiniBatch) -> None:
+        raise InputError(
+            f"the inputs changed since this job started in this output folder "
+            f"(mini-batch {batch.id}: {batch.item_labels()[0]})",
+            hint="restore the inputs, or use --restart to start over",
+        )
+
+    def _queue(self, batch: MiniBatch, entries: list[JournalEntry], items: int | None,
+               gaps: list[tuple[int, int]] | None) -> None:
+        """Queue the whole mini-batch, or the parts of it that earlier runs left undone."""
+        p = self.progress
         root = _Root(batch, items=None, failed=not all(e.ok for e in entries))
         self.roots[batch.id] = root
         self.unknown_items += 1
@@ -338,16 +384,17 @@ class Scheduler:
 
     def _queue_failed(self) -> None:
         """--retry-failed: queue every failed mini-batch (or part) of the journal again."""
-        for entry in list(self.journal.values()):
+        for entry in list(self.journal.entries.values()):
             if entry.ok or not entry.retry:
                 continue
             batch = decode_batch(entry.retry)
             root = self.roots.setdefault(batch.id, _Root(batch, items=entry.root_items))
             root.open_parts += 1
             self.ready.append(_Task(batch, batch, self.spec.run_max_try))
+        counts = self.journal.counts()
         self.progress.listing_done = True
-        self.progress.mini_batches_total = len(self.by_id)
-        self.progress.items_total = sum(e.items for e in self.journal.values())
+        self.progress.mini_batches_total = counts["mini_batches_succeeded"] + counts["mini_batches_failed"]
+        self.progress.items_total = counts["items_succeeded"] + counts["items_failed"]
 
     # ------------------------------------------------------------- outcomes
 
@@ -439,7 +486,7 @@ class Scheduler:
     def _commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None:
         if self.progress.stop_reason:
             return  # over a threshold: no more rows in
-        previous = self.journal.get(entry.key)
+        previous = self.journal.entries.get(entry.key)
         self.sink.commit(entry, rows, header)
         if previous is not None:  # --retry-failed replaces the failed entry
             self._count_entry(previous, -1)

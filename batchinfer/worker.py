@@ -25,19 +25,21 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 from batchinfer import _runtime
-from batchinfer.azure import OUTPUT_DIR_PLACEHOLDER
-from batchinfer.inputs import MiniBatch, Partition
 from batchinfer.output import format_rows, result_length
 from batchinfer.protocol import (
     EXCEPTION,
+    OUTPUT_DIR_PLACEHOLDER,
     SHORT_RETURN,
     WRONG_TYPE,
     InitFailed,
+    MiniBatch,
     Outcome,
+    Partition,
     Ready,
     WorkerConfig,
 )
@@ -262,13 +264,17 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
     init_seconds = time.perf_counter() - started
     conn.send(Ready(index, os.getpid(), init_seconds, _rss()))
     log.info("init() done in %.2fs", init_seconds)
+    queue: deque[MiniBatch] = deque()
     while True:
-        try:
-            batch = conn.recv()
-        except (EOFError, OSError):
-            break
-        if batch is None:
-            break
+        if not queue:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message is None:
+                break
+            queue.extend(message if isinstance(message, list) else (message,))
+        batch = queue.popleft()
         outcome = run_one(script, batch, config, index, scratch)
         log.debug("mini-batch %s%s: %s items, %s succeeded, %.3fs", batch.id, batch.part or "", outcome.items,
                   outcome.succeeded, outcome.seconds)

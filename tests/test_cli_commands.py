@@ -106,7 +106,8 @@ def test_closed_pipe_ends_the_job_quietly(tmp_path, text_files, run_marker):
         capture_output=True, text=True, timeout=60, env={**os.environ, MARKER: run_marker},
     )
     assert time.monotonic() - started < 30
-    assert proc.stdout.splitlines() == ["f000.txt 0", "f001.txt 1", "f002.txt 2"]
+    rows = proc.stdout.splitlines()
+    assert len(rows) == 3 and all(row == f"{row.split()[0]} {int(row[1:4])}" for row in rows)  # in completion order
     assert proc.returncode == 141  # like any program whose reader went away
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
     # the run_marker fixture then checks that no worker outlived the job

@@ -10,7 +10,7 @@ from conftest import SCRIPTS
 
 from batchinfer import inputs as inputs_module
 from batchinfer.entry import check_entry_script
-from batchinfer.executors.local import PREFETCH, LocalExecutor
+from batchinfer.executors.local import MAX_PREFETCH, LocalExecutor
 from batchinfer.inputs import InputPlan, _glob_regex
 from batchinfer.job import _worker_config
 from batchinfer.output import Journal, RowSink
@@ -80,7 +80,7 @@ def test_glob_patterns(pattern, path, matches):
     assert bool(_glob_regex(pattern).match(path)) is matches
 
 
-def test_the_pool_never_holds_more_than_two_mini_batches_per_worker(tmp_path):
+def test_the_pool_holds_a_bounded_number_of_mini_batches(tmp_path):
     make_tree(tmp_path / "data", folders=1, per_folder=300)
     spec = spec_for(tmp_path, "data", mini_batch_size=1, process_count_per_node=2)
     entry = check_entry_script(spec)
@@ -102,13 +102,13 @@ def test_the_pool_never_holds_more_than_two_mini_batches_per_worker(tmp_path):
         nonlocal high_water
         high_water = max(high_water, pulled - progress.mini_batches_done)
 
-    scheduler = Scheduler(spec, counted(), executor, sink, TryLog(out / "logs"), {}, watch)
+    scheduler = Scheduler(spec, counted(), executor, sink, TryLog(out / "logs"), journal, watch)
     executor.start()
     try:
         progress = scheduler.run()
     finally:
         executor.stop()
-    sink.finish([])
+    sink.finish()
     assert progress.mini_batches_done == 300
-    assert high_water <= spec.worker_count * (1 + PREFETCH)
+    assert high_water <= spec.worker_count * (1 + MAX_PREFETCH)
     assert len((out / "parallel_run_step.txt").read_text().splitlines()) == 300

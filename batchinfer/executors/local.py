@@ -8,10 +8,13 @@ Data flow (one coordinator, N worker processes, one duplex pipe each):
                                       |  so a dead worker is seen at once; a watchdog kills a
                                       |  worker whose run() or init() outlives the timeout.
 
-Each worker holds at most ``1 + PREFETCH`` mini-batches: the one it runs and the
-next one, already in its pipe, so it never waits for the coordinator between
-two mini-batches. A worker that dies loses only the mini-batch it was running
-(reported as a failed try); the queued one goes to another worker untried.
+Each worker holds the mini-batch it runs plus a few queued behind it, already in
+its pipe, so it never waits for the coordinator between two mini-batches: one
+when mini-batches are slow, more (up to ``MAX_PREFETCH``, about ``QUEUE_S``
+seconds of work) when they take microseconds, so that the pipe round trip is
+paid once per several mini-batches. Mini-batches given to one worker in one
+round go in one message. A worker that dies loses only the mini-batch it was
+running (reported as a failed try); the queued ones go to other workers untried.
 
 Unlike ``concurrent.futures.ProcessPoolExecutor``, one dead worker never breaks the pool.
 """
@@ -20,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
+import selectors
 import signal
 import sys
 import time
@@ -37,9 +40,12 @@ from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.worker import worker_main
 
-# One mini-batch queued behind the running one: enough to hide the round trip to the
-# coordinator, small enough that a dead worker strands at most one untried mini-batch.
-PREFETCH = 1
+# Queued mini-batches per worker behind the running one: enough to hide the round trip to
+# the coordinator (about QUEUE_S seconds of work), at most MAX_PREFETCH so that little is
+# stranded on a dead worker and the last mini-batches still spread over all workers.
+MIN_PREFETCH = 1
+MAX_PREFETCH = 32
+QUEUE_S = 0.01
 STACK_DUMP_WAIT_S = 0.3
 STOP_WAIT_S = 10.0
 
@@ -53,6 +59,18 @@ def _context() -> multiprocessing.context.BaseContext:
         ctx.set_forkserver_preload(["batchinfer.worker"])
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def warm_up() -> None:
+    """Start the fork server now, so that its start-up overlaps the coordinator's own checks.
+
+    Starting it costs a Python start and an import of the worker module (~0.2 s); done here,
+    the first worker forks from a server that is already up.
+    """
+    if _context().get_start_method() == "forkserver":
+        import multiprocessing.forkserver
+
+        multiprocessing.forkserver.ensure_running()
 
 
 def describe_exit(code: int | None) -> str:
@@ -93,10 +111,11 @@ class _Slot:
     assigned: deque = field(default_factory=deque)  # (MiniBatch, sent_at)
     head_started: float | None = None  # when the running mini-batch (assigned[0]) started
     broken: bool = False  # its pipe is closed: it died, and its sentinel will say so
+    outbox: list = field(default_factory=list)  # assigned this round, sent together by flush()
 
-    def room(self) -> int:
+    def room(self, prefetch: int) -> int:
         """How many more mini-batches this worker takes now."""
-        return 0 if self.broken else 1 + PREFETCH - len(self.assigned)
+        return 0 if self.broken else 1 + prefetch - len(self.assigned)
 
     def run_deadline(self, timeout: float) -> float:
         """When the current run() (or init()) times out."""
@@ -125,6 +144,9 @@ class LocalExecutor:
         self.orphans: deque[MiniBatch] = deque()  # queued on a dead worker, never started
         self.init_failures_in_a_row = 0
         self.last_init_error = ""
+        self.prefetch = MIN_PREFETCH
+        self._mean_s: float | None = None  # running mean of run() times, for the prefetch depth
+        self._selector = selectors.DefaultSelector()
         self._ctx = _context()
 
     # ------------------------------------------------------------- lifecycle
@@ -144,7 +166,10 @@ class LocalExecutor:
         )
         process.start()
         child.close()
-        self.slots[index] = _Slot(index, process, parent, time.monotonic())
+        slot = self.slots[index] = _Slot(index, process, parent, time.monotonic())
+        # one selector for the whole run: a worker's pipe and its exit are watched together
+        self._selector.register(parent, selectors.EVENT_READ, ("pipe", slot))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, ("exit", slot))
         log.debug("worker %d started (pid %s)", index, process.pid)
 
     def stop(self) -> None:
@@ -162,6 +187,7 @@ class LocalExecutor:
     def kill_all(self) -> None:
         """Kill every worker at once (and whatever they started)."""
         for slot in list(self.slots.values()):
+            self._forget(slot)
             if slot.process.is_alive():
                 kill_tree(slot.process.pid)
             slot.process.join(1)
@@ -177,7 +203,7 @@ class LocalExecutor:
 
     def free_slots(self) -> int:
         """How many more mini-batches the pool takes now (orphans go first)."""
-        room = sum(s.room() for s in self.slots.values())
+        room = sum(s.room(self.prefetch) for s in self.slots.values())
         return max(0, room - len(self.orphans))
 
     def submit(self, batch: MiniBatch) -> None:
@@ -185,26 +211,36 @@ class LocalExecutor:
         self._send(batch)
 
     def _send(self, batch: MiniBatch) -> None:
-        """Send to the least loaded worker; a worker found dead keeps nothing (the batch waits)."""
-        while True:
-            open_slots = [s for s in self.slots.values() if s.room() > 0]
-            if not open_slots:
-                self.orphans.appendleft(batch)
-                return
-            slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
-            try:
-                slot.conn.send(batch)
-            except OSError:  # died since the last poll: its sentinel reports it on the next one
-                slot.broken = True
-                continue
-            now = time.monotonic()
-            if not slot.assigned and slot.ready_at is not None:
-                slot.head_started = now
-            slot.assigned.append((batch, now))
+        """Assign to the least loaded worker; :meth:`_flush_outboxes` sends it."""
+        open_slots = [s for s in self.slots.values() if s.room(self.prefetch) > 0]
+        if not open_slots:
+            self.orphans.appendleft(batch)
             return
+        slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
+        now = time.monotonic()
+        if not slot.assigned and slot.ready_at is not None:
+            slot.head_started = now
+        slot.assigned.append((batch, now))
+        slot.outbox.append(batch)
+
+    def _flush_outboxes(self) -> None:
+        """One message per worker for all it was given this round."""
+        for slot in self.slots.values():
+            if not slot.outbox:
+                continue
+            batches, slot.outbox = slot.outbox, []
+            try:
+                slot.conn.send(batches if len(batches) > 1 else batches[0])
+            except OSError:  # died since the last poll: its sentinel reports it; these never left
+                slot.broken = True
+                for _ in batches:
+                    slot.assigned.pop()
+                if not slot.assigned:
+                    slot.head_started = None
+                self.orphans.extendleft(reversed(batches))
 
     def _flush_orphans(self) -> None:
-        while self.orphans and any(s.room() > 0 for s in self.slots.values()):
+        while self.orphans and any(s.room(self.prefetch) > 0 for s in self.slots.values()):
             self._send(self.orphans.popleft())
 
     # ------------------------------------------------------------- events
@@ -212,22 +248,33 @@ class LocalExecutor:
     def poll(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` seconds for outcomes; handle deaths and timeouts on the way."""
         self._flush_orphans()
+        self._flush_outboxes()
         outcomes: list[Outcome] = []
         now = time.monotonic()
         next_deadline = min((s.run_deadline(self.timeout) for s in self.slots.values()), default=now + timeout)
         wait_for = max(0.0, min(timeout, next_deadline - now))
-        conns = {s.conn: s for s in self.slots.values()}
-        sentinels = {s.process.sentinel: s for s in self.slots.values()}
-        ready = multiprocessing.connection.wait([*conns, *sentinels], timeout=wait_for)
-        for obj in ready:
-            if obj in conns:
-                self._drain(conns[obj], outcomes)
-        for obj in ready:
-            if obj in sentinels and self.slots.get(sentinels[obj].index) is sentinels[obj]:
-                self._on_death(sentinels[obj], outcomes)
+        ready = [key.data for key, _ in self._selector.select(wait_for)]
+        for what, slot in ready:
+            if what == "pipe" and self.slots.get(slot.index) is slot:
+                self._drain(slot, outcomes)
+        for what, slot in ready:
+            if what == "exit" and self.slots.get(slot.index) is slot:
+                self._on_death(slot, outcomes)
         self._watchdog(outcomes)
         self._flush_orphans()
+        self._flush_outboxes()
+        self._adapt_prefetch(outcomes)
         return outcomes
+
+    def _adapt_prefetch(self, outcomes: list[Outcome]) -> None:
+        """Queue about QUEUE_S seconds of work per worker, judged from recent run() times."""
+        for outcome in outcomes:
+            if outcome.ok:
+                mean = self._mean_s
+                self._mean_s = outcome.seconds if mean is None else 0.9 * mean + 0.1 * outcome.seconds
+        if self._mean_s is not None:
+            wanted = int(QUEUE_S / max(self._mean_s, 1e-6))
+            self.prefetch = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
 
     def _drain(self, slot: _Slot, outcomes: list[Outcome]) -> None:
         while True:
@@ -268,7 +315,15 @@ class LocalExecutor:
             )
         self._spawn(slot.index)
 
+    def _forget(self, slot: _Slot) -> None:
+        for obj in (slot.conn, slot.process.sentinel):
+            try:
+                self._selector.unregister(obj)
+            except (KeyError, ValueError):
+                pass
+
     def _retire(self, slot: _Slot) -> None:
+        self._forget(slot)
         del self.slots[slot.index]
         if slot.process.is_alive():
             kill_tree(slot.process.pid)
