@@ -143,6 +143,10 @@ _DEFAULTS = {"part": None, "root_items": None, "failed": 0, "tries": 1, "ok": Tr
 
 def _line(entry: JournalEntry) -> bytes:
     """One compact JSON line: keys at their default value are left out (the hot path)."""
+    if entry.ok and entry.part is None and entry.tries == 1 and not entry.failed and entry.kind is None:
+        # the common case, written without the json module (ints and a hex digest need no escaping)
+        return (f'{{"id":{entry.id},"digest":"{entry.digest}","end":{entry.end},"items":{entry.items},'
+                f'"succeeded":{entry.succeeded}}}\n').encode()
     data = {"id": entry.id, "digest": entry.digest, "end": entry.end, "items": entry.items,
             "succeeded": entry.succeeded}
     for key, default in _DEFAULTS.items():

@@ -334,6 +334,9 @@ class Scheduler:
     def _admit(self, batch: MiniBatch) -> None:
         """Queue a listed mini-batch, or what the journal says is left of it."""
         p = self.progress
+        if not self.journal.done and not self.by_id:  # a fresh job: nothing to look up
+            self._queue(batch, [], batch.known_items, None)
+            return
         done = self.journal.done.get(batch.id)
         if done is not None:  # scored whole in an earlier run
             if done[0] != batch.digest:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
 import selectors
 import signal
 import sys
@@ -112,6 +113,7 @@ class _Slot:
     head_started: float | None = None  # when the running mini-batch (assigned[0]) started
     broken: bool = False  # its pipe is closed: it died, and its sentinel will say so
     outbox: list = field(default_factory=list)  # assigned this round, sent together by flush()
+    poller: Any = None  # a select.poll() on its pipe, made on first use
 
     def room(self, prefetch: int) -> int:
         """How many more mini-batches this worker takes now."""
@@ -277,9 +279,13 @@ class LocalExecutor:
             self.prefetch = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
 
     def _drain(self, slot: _Slot, outcomes: list[Outcome]) -> None:
+        # Connection.poll() builds a new selector per call; a poll object kept per worker does not
+        if slot.poller is None:
+            slot.poller = select.poll()
+            slot.poller.register(slot.conn.fileno(), select.POLLIN)
         while True:
             try:
-                if not slot.conn.poll():
+                if not slot.poller.poll(0):
                     return
                 message = slot.conn.recv()
             except (EOFError, OSError):
