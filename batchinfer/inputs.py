@@ -85,22 +85,31 @@ def _glob_regex(pattern: str) -> re.Pattern:
 
 
 def _walk_local(root: str, depth: int | None) -> Iterator[dict]:
-    """A local folder walk that reads names only (no stat) before yielding its first file."""
+    """A local folder walk: names only (no stat) are read and sorted before the first file is
+    yielded, and each name is let go once yielded, so a folder of 200,000 files costs its
+    names, once."""
+    names: list[str] = []
+    folders: set[str] = set()
     try:
         with os.scandir(root) as scan:
-            entries = sorted(scan, key=lambda e: e.name)
+            for entry in scan:
+                if entry.name[0] != ".":
+                    names.append(entry.name)
+                    if entry.is_dir():
+                        folders.add(entry.name)
     except (FileNotFoundError, NotADirectoryError):
         return
     except PermissionError as exc:
         raise InputError(f"cannot list {root}: {exc}", hint="check the folder's permissions") from None
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
+    names.sort(reverse=True)  # popped from the end: in order, and freed as we go
+    prefix = root if root.endswith("/") else root + "/"
+    while names:
+        name = names.pop()
+        if name in folders:
             if depth is None or depth > 1:
-                yield from _walk_local(entry.path, None if depth is None else depth - 1)
+                yield from _walk_local(prefix + name, None if depth is None else depth - 1)
         else:
-            yield {"name": entry.path, "type": "file", "entry": entry}
+            yield {"name": prefix + name, "type": "file", "local": True}
 
 
 class Lister:
@@ -162,8 +171,11 @@ class Lister:
             else:
                 entries = iter([fs.info(root)]) if fs.exists(root) else iter(())
             for entry in entries:
-                if "entry" in entry:  # local: stat only now, one file at a time
-                    stat = entry["entry"].stat()
+                if "local" in entry:  # stat only now, one file at a time
+                    try:
+                        stat = os.stat(entry["name"])
+                    except FileNotFoundError:
+                        continue  # removed while we listed
                     yield FoundFile(entry["name"], stat.st_size, stat.st_mtime)
                     continue
                 name = fs.unstrip_protocol(entry["name"]) if url else entry["name"]
