@@ -2,7 +2,7 @@
 
 A worker talks to its executor over one duplex connection:
 
-    executor --MiniBatch--> worker          (at most two queued: one running, one next)
+    executor --MiniBatch or [MiniBatch]--> worker   (a few queued: see executors/local.py)
     executor <--Ready | InitFailed--        (once, after init())
     executor <--Outcome--                   (one per MiniBatch, rows already serialised)
     executor --None-->                      (stop: shutdown() is called, the process exits)
