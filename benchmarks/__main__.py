@@ -1,7 +1,8 @@
 """``python -m benchmarks``: run the benchmark suite and print one table (see ``benchmarks/__init__.py``).
 
     python -m benchmarks [--quick] [--only NAME ...] [--repeat N] [--json PATH]
-                         [--workdir DIR] [--keep] [--batchinfer-ref REV]
+                         [--workdir DIR] [--keep] [--batchinfer-ref REV] [--[no-]ray]
+                         [--wait-quiet S] [--redo-noisy N]
 
 Data, outputs and logs go to a new temporary folder that is removed at the
 end (``--keep`` keeps it; ``--workdir`` uses a given folder and keeps it, and
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks import NAMES
-from benchmarks._harness import REPO, BenchResult, BenchmarkError, Context, format_report, machine_info, report_json
+from benchmarks._harness import REPO, BenchmarkError, BenchResult, Context, format_report, machine_info, report_json
 
 
 def _git(*args: str) -> str:
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="use (and keep) this folder for data and outputs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--batchinfer-ref", metavar="REV", help="benchmark batchinfer/ as committed at REV")
+    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the Ray Data reference of the mnist benchmark (default: in the full run only)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="before each run, wait up to S seconds for other processes to go quiet (default 0)")
     parser.add_argument("--redo-noisy", type=int, default=0, metavar="N",
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="batchinfer-bench-"))
     ctx = Context(workdir=workdir, quick=args.quick, repeat=args.repeat, wait_quiet_s=args.wait_quiet,
-                  redo_noisy=args.redo_noisy)
+                  redo_noisy=args.redo_noisy, ray=args.ray)
     ctx.pythonpath, source = _snapshot(args.batchinfer_ref, workdir)
     _compile(Path(ctx.pythonpath), ctx.scripts)
     ctx.log(f"workdir {workdir}; batchinfer: {source}")
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = result
             ctx.log(f"{name}: done in {result.seconds:.0f}s")
     finally:
+        ctx.cleanup()
         if not (args.workdir or args.keep):
             shutil.rmtree(workdir, ignore_errors=True)
         elif results:

@@ -27,6 +27,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -64,7 +65,10 @@ class Context:
     wait_quiet_s: float = 0.0  # before each run, wait up to this long for other processes to go quiet
     noisy_cores: float = 0.25  # a run during which others used more than this many cores is noisy
     redo_noisy: int = 0  # redo a noisy run up to this many times
+    ray: bool | None = None  # run the Ray Data reference (None: in the full run only)
     _runs: int = 0
+    _runs_root: Path | None = None
+    _short_tmps: list[Path] = field(default_factory=list)
 
     @property
     def scripts(self) -> Path:
@@ -80,12 +84,32 @@ class Context:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
+    @property
+    def runs_root(self) -> Path:
+        """This invocation's folder for run outputs and logs (a reused workdir keeps older ones apart)."""
+        if self._runs_root is None:
+            self._runs_root = self.workdir / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            self._runs_root.mkdir(parents=True)
+        return self._runs_root
+
     def fresh_dir(self, name: str) -> Path:
-        """A new, empty folder under ``workdir/runs`` (one per measured run)."""
+        """A new, empty folder under :attr:`runs_root` (one per measured run)."""
         self._runs += 1
-        p = self.workdir / "runs" / f"{self._runs:04d}-{name}"
+        p = self.runs_root / f"{self._runs:04d}-{name}"
         p.mkdir(parents=True)
         return p
+
+    def short_tmp(self) -> Path:
+        """A new folder with a short path (Ray's AF_UNIX sockets live under it: 107 bytes at most)."""
+        p = Path(tempfile.mkdtemp(prefix="bir-", dir="/tmp"))
+        self._short_tmps.append(p)
+        return p
+
+    def cleanup(self) -> None:
+        """Remove the short temporary folders."""
+        for p in self._short_tmps:
+            shutil.rmtree(p, ignore_errors=True)
+        self._short_tmps.clear()
 
     def log(self, message: str) -> None:
         """Progress on stderr (the table goes to stdout)."""
@@ -173,27 +197,27 @@ class RssSampler(threading.Thread):
         self.join()
 
 
+def _running(proc: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphaned zombie waits for PID 1 to reap it, which may be slow)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _reap_leftovers(sampler: RssSampler) -> int:
     """Wait a little for descendants that outlived the root, then kill them by pid."""
-    alive = []
-    for pid, proc in sampler.seen.items():
-        if pid == sampler.root.pid:
-            continue
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(proc)
-        except psutil.Error:
-            pass
-    if not alive:
-        return 0
-    _, still = psutil.wait_procs(alive, timeout=LEFTOVER_WAIT_S)
-    for proc in still:
+    alive = [proc for pid, proc in sampler.seen.items() if pid != sampler.root.pid and _running(proc)]
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [proc for proc in alive if _running(proc)]
+    for proc in alive:
         try:
             proc.kill()  # psutil checks the pid still names the same process (creation time)
         except psutil.Error:
             pass
-    psutil.wait_procs(still, timeout=2)
-    return len(still)
+    return len(alive)
 
 
 def _busy_seconds() -> float:
@@ -352,7 +376,7 @@ def netns_available() -> bool:
         return False
     try:
         return subprocess.run(
-            ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=10
+            ["unshare", "--net", "sh", "-c", "ip link set lo up"], capture_output=True, timeout=10, check=False
         ).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False

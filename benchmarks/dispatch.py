@@ -4,9 +4,9 @@
 100 and 1. Reference: ``scripts/pool_ref.py``, a hand-written spawn
 ``multiprocessing.Pool(2)`` with ``imap_unordered`` (chunksize 1) over the same
 mini-batches (lists of 100 or 1 path), returning the names and writing the
-same lines to a file, run as a whole process. A 2-file job of each tool gives
-the fixed cost (interpreter start, workers, exit), so the per-mini-batch rate
-can also be given without it ("marginal").
+same lines to a file, run as a whole process. In the full run, a 2-file job
+of each tool gives the fixed cost (interpreter start, workers, exit), so the
+per-mini-batch rate can also be given without it ("marginal").
 
 Targets: batchinfer's wall <= 1.05 x the pool's (each size); >= 10,000
 mini-batches/s with size 1.
@@ -17,7 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks._harness import (
-    BenchResult, Context, Row, Target, measure, run_batchinfer, run_reference, write_job,
+    BenchResult,
+    Context,
+    Row,
+    Target,
+    measure,
+    run_batchinfer,
+    run_reference,
+    write_job,
 )
 
 NAME = "dispatch"
@@ -73,19 +80,21 @@ def run(ctx: Context) -> BenchResult:
     count = FILES_QUICK if ctx.quick else FILES
     ctx.log(f"{NAME}: making {count:,} tiny files")
     folder = make_tiny_files(ctx, count)
-    small = make_tiny_files(ctx, 2)
 
     tools = []
     for size in SIZES:
         tools.append((f"pool-{size}", pool_tool(ctx, folder, size, count, f"pool-{size}")))
         tools.append((f"bi-{size}", bi_tool(ctx, job_for(ctx, folder, size, f"dispatch-{size}"), f"bi-{size}", count)))
-    tools.append(("pool-fixed", pool_tool(ctx, small, 1, 2, "pool-fixed")))
-    tools.append(("bi-fixed", bi_tool(ctx, job_for(ctx, small, 1, "dispatch-fixed"), "bi-fixed", 2)))
+    if not ctx.quick:
+        small = make_tiny_files(ctx, 2)
+        tools.append(("pool-fixed", pool_tool(ctx, small, 1, 2, "pool-fixed")))
+        tools.append(("bi-fixed", bi_tool(ctx, job_for(ctx, small, 1, "dispatch-fixed"), "bi-fixed", 2)))
     ctx.log(f"{NAME}: measuring")
     runs = measure(ctx, tools)
 
     result = BenchResult()
-    fixed = {tool: Row.from_runs(NAME, tool, 2, runs[f"{tool}-fixed"]).wall_s for tool in ("pool", "bi")}
+    fixed = {tool: Row.from_runs(NAME, tool, 2, runs[f"{tool}-fixed"]).wall_s
+             for tool in ("pool", "bi") if f"{tool}-fixed" in runs}
     for size in SIZES:
         batches = -(-count // size)
         pool = Row.from_runs(NAME, f"pool(2) spawn, size {size} (ref)", count, runs[f"pool-{size}"], ratio=1.0)
@@ -93,7 +102,7 @@ def run(ctx: Context) -> BenchResult:
         bi.ratio = pool.wall_s / bi.wall_s
         for row, tool in ((pool, "pool"), (bi, "bi")):
             per_s = batches / row.wall_s
-            marginal = (batches - 2) / (row.wall_s - fixed[tool]) if row.wall_s > fixed[tool] else None
+            marginal = (batches - 2) / (row.wall_s - fixed[tool]) if row.wall_s > fixed.get(tool, row.wall_s) else None
             row.extra.update(mini_batches=batches, mini_batches_per_s=per_s, marginal_mini_batches_per_s=marginal)
             row.note = f"{batches:,} mini-batches, {per_s:,.0f} mb/s" + (
                 f" ({marginal:,.0f} mb/s marginal)" if marginal else "")
@@ -103,12 +112,14 @@ def run(ctx: Context) -> BenchResult:
         if size == 1:
             result.targets.append(Target(NAME, "batchinfer mini-batches/s (end to end), mini_batch_size 1",
                                          bi.extra["mini_batches_per_s"], 10_000, fmt="{:,.0f}"))
-            if bi.extra["marginal_mini_batches_per_s"]:
+            if bi.extra["marginal_mini_batches_per_s"] and pool.extra["marginal_mini_batches_per_s"]:
                 result.notes.append(
                     f"marginal rate (fixed cost of a 2-file job taken off), size 1: batchinfer "
                     f"{bi.extra['marginal_mini_batches_per_s']:,.0f} mb/s, pool "
                     f"{pool.extra['marginal_mini_batches_per_s']:,.0f} mb/s")
     for tool, label in (("pool", "pool(2) spawn, 2-file job"), ("bi", "batchinfer, 2-file job")):
+        if tool not in fixed:
+            continue
         row = Row.from_runs(NAME, label, 2, runs[f"{tool}-fixed"], note="fixed cost: start, workers, exit")
         result.rows.append(row)
     return result

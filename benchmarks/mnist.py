@@ -7,13 +7,15 @@ names. batchinfer runs the sample entry script
 
 - ``mnist_bare.py``: the bare batched loop in ONE process (load the model,
   decode PNGs with PIL, ``model(batch, training=False)`` per 256); the ceiling
-  is that throughput x 2 cores. (Also a 256-image run of it: its fixed cost,
-  for a ceiling that does not halve start-up, "fixed + work / 2".)
+  is that throughput x 2 cores. (Full run: also a 256-image run of it, its
+  fixed cost, for a ceiling that does not halve start-up: "fixed + work / 2".)
 - ``mnist_ray.py``: Ray Data ``read_images`` + ``map_batches`` on an actor pool
   of 2 (``num_cpus=0.5``), batch 256; its wall is process start to the last
-  row written (its exit, after ``ray.shutdown()``, is in the notes). The full
-  run also measures Ray Data ``from_items`` of the paths (PIL decoding in the
-  actors).
+  row written (its exit, after ``ray.shutdown()``, is in the notes). Also Ray
+  Data ``from_items`` of the paths (PIL decoding in the actors). Ray costs
+  ~18 s per run whatever the size (``ray.init`` ~4 s, actors importing
+  TensorFlow ~10 s, shutdown ~1.5 s), so ``--quick`` leaves Ray out unless
+  given ``--ray`` (then only ``from_items``, the faster variant here).
 
 Also reported: batchinfer's ``worker_rss_mb_max`` (worker RSS after
 ``init()``) and ``init_s_max`` from summary.json.
@@ -28,8 +30,20 @@ import subprocess
 from pathlib import Path
 
 from benchmarks._harness import (
-    REPO, BenchResult, Context, ProcResult, Row, Target, measure, median_of, netns_available, ray_command,
-    ray_env, run_batchinfer, run_reference, write_job,
+    REPO,
+    BenchResult,
+    Context,
+    ProcResult,
+    Row,
+    Target,
+    measure,
+    median_of,
+    netns_available,
+    ray_command,
+    ray_env,
+    run_batchinfer,
+    run_reference,
+    write_job,
 )
 
 NAME = "mnist"
@@ -67,7 +81,6 @@ def run(ctx: Context) -> BenchResult:
     count = IMAGES_QUICK if ctx.quick else IMAGES
     ctx.log(f"{NAME}: making {count:,} PNGs")
     folder = make_images(ctx, count)
-    small = make_images(ctx, BATCH)
     job = write_job(ctx.workdir / "jobs" / "mnist.yaml", {
         "name": "mnist-bench",
         "entry_script": "digit_identification.py",
@@ -80,7 +93,6 @@ def run(ctx: Context) -> BenchResult:
     })
     bare_script = str(ctx.scripts / "mnist_bare.py")
     ray_script = str(ctx.scripts / "mnist_ray.py")
-    isolate = netns_available()
 
     def bare(images: Path, n: int, label: str):
         return lambda: run_reference(
@@ -90,38 +102,58 @@ def run(ctx: Context) -> BenchResult:
         def after(result: ProcResult, run_dir: Path) -> None:
             done = float((run_dir / "done.txt").read_text())
             result.extra["to_last_row_s"] = done - result.start_epoch
+            for line in result.stderr_path.read_text(errors="replace").splitlines():  # "phase NAME: 1.23s"
+                if line.startswith("phase ") and line.endswith("s") and ": " in line:
+                    name, _, value = line[len("phase "):].rpartition(": ")
+                    result.extra[f"phase {name}"] = float(value[:-1])
 
         def build(out: Path, run_dir: Path) -> list[str]:
+            temp = ctx.short_tmp()  # Ray's socket paths must stay under 107 bytes
             return ray_command([ctx.python, ray_script, str(MODEL), str(folder), str(out), str(run_dir / "done.txt"),
-                                "--source", source, "--temp-dir", str(run_dir / "ray"), "--batch", str(BATCH)], isolate)
+                                "--source", source, "--temp-dir", str(temp), "--batch", str(BATCH)], isolate)
 
-        return lambda: run_reference(ctx, f"ray-{source}", build, count, env=ray_env(ctx), after=after)
+        def one_run() -> ProcResult:
+            try:
+                return run_reference(ctx, f"ray-{source}", build, count, env=ray_env(ctx), after=after)
+            finally:
+                ctx.cleanup()
+
+        return one_run
 
     def batchinfer() -> ProcResult:
         return run_batchinfer(ctx, job, "mnist-bi", count)[0]
 
-    ray_sources = ["read_images"] if ctx.quick else ["read_images", "from_items"]
-    ctx.log(f"{NAME}: warming up (importing keras and ray once, untimed)")
-    _warm_up(ctx, "import keras")
-    _warm_up(ctx, "import ray, ray.data")
+    with_ray = (not ctx.quick) if ctx.ray is None else ctx.ray
+    ray_sources = [] if not with_ray else ["from_items"] if ctx.quick else ["read_images", "from_items"]
+    isolate = bool(ray_sources) and netns_available()
     tools = [("bare", bare(folder, count, "mnist-bare")), ("batchinfer", batchinfer)]
     tools += [(f"ray-{s}", ray(s)) for s in ray_sources]
-    tools.append(("bare-fixed", bare(small, BATCH, "mnist-bare-fixed")))
-    ctx.log(f"{NAME}: measuring (Ray {'in a loopback-only network namespace' if isolate else 'on 127.0.0.1'})")
+    if not ctx.quick:
+        ctx.log(f"{NAME}: warming up (importing keras and ray once, untimed)")
+        _warm_up(ctx, "import keras")
+        if ray_sources:
+            _warm_up(ctx, "import ray, ray.data")
+        tools.append(("bare-fixed", bare(make_images(ctx, BATCH), BATCH, "mnist-bare-fixed")))
+    if ray_sources:
+        ctx.log(f"{NAME}: Ray runs {'in a loopback-only network namespace' if isolate else 'on 127.0.0.1'}")
+    ctx.log(f"{NAME}: measuring")
     runs = measure(ctx, tools)
 
     result = BenchResult()
     bare_row = Row.from_runs(NAME, "bare loop, one process", count, runs["bare"])
-    fixed = median_of(runs["bare-fixed"], "wall_s")
     ceiling = Row(NAME, "ceiling: bare x 2 cores (ref)", count, bare_row.wall_s / 2, ratio=1.0, computed=True)
-    amdahl_wall = fixed + (bare_row.wall_s - fixed) / 2
-    amdahl = Row(NAME, "bare: fixed + work / 2", count, amdahl_wall, computed=True,
-                 note=f"fixed = bare on {BATCH} images: {fixed:.2f}s")
+    result.rows += [bare_row, ceiling]
+    amdahl_wall = None
+    if "bare-fixed" in runs:
+        fixed = median_of(runs["bare-fixed"], "wall_s")
+        amdahl_wall = fixed + (bare_row.wall_s - fixed) / 2
+        result.rows.append(Row(NAME, "bare: fixed + work / 2", count, amdahl_wall, computed=True,
+                               note=f"fixed = bare on {BATCH} images: {fixed:.2f}s"))
     bi = Row.from_runs(NAME, "batchinfer, mini_batch_size 256", count, runs["batchinfer"])
     rss, init = median_of(runs["batchinfer"], "worker_rss_mb_max"), median_of(runs["batchinfer"], "init_s_max")
     bi.extra.update(worker_rss_mb_max=rss, init_s_max=init)
     bi.note = f"worker RSS after init() {rss:.0f} MB, init() {init:.2f}s (summary.json, max over workers)"
-    result.rows += [bare_row, ceiling, amdahl, bi]
+    result.rows.append(bi)
     ray_rows = []
     for source in ray_sources:
         ray_runs = runs[f"ray-{source}"]
@@ -130,6 +162,10 @@ def run(ctx: Context) -> BenchResult:
         row.extra["exit_wall_s"] = exit_wall
         row.note = f"wall to last row; process exit at {exit_wall:.2f}s"
         ray_rows.append(row)
+        phases = ["ray.init", "first batch", "last row written", "ray.shutdown"]
+        if all(f"phase {p}" in r.extra for r in ray_runs for p in phases):
+            result.notes.append(f"Ray Data {source}, seconds after the script started (median): " + ", ".join(
+                f"{p} {median_of(ray_runs, f'phase {p}'):.1f}" for p in phases))
     result.rows += ray_rows
     for row in result.rows:
         if row is not ceiling:
@@ -138,12 +174,16 @@ def run(ctx: Context) -> BenchResult:
     for row in ray_rows:
         result.targets.append(Target(NAME, f"batchinfer speed-up over {row.tool} (Ray wall / batchinfer wall)",
                                      row.wall_s / bi.wall_s, 1.0))
-    result.notes.append(f"batchinfer throughput / (fixed + work / 2): {amdahl_wall / bi.wall_s:.2f} "
-                        f"(a ceiling that does not halve the bare loop's start-up)")
+    if amdahl_wall:
+        result.notes.append(f"batchinfer throughput / (fixed + work / 2): {amdahl_wall / bi.wall_s:.2f} "
+                            f"(a ceiling that does not halve the bare loop's start-up)")
     result.notes.append(f"batchinfer per worker: RSS after init() {rss:.0f} MB (worker_rss_mb_max), "
                         f"init() {init:.2f}s (init_s_max); medians over runs "
                         f"{[r.extra['worker_rss_mb_max'] for r in runs['batchinfer']]} MB, "
                         f"{[r.extra['init_s_max'] for r in runs['batchinfer']]} s")
-    result.notes.append("Ray ran " + ("inside `unshare --net` (loopback only)" if isolate else "on 127.0.0.1")
-                        + f"; Ray Data source: {', '.join(ray_sources)}")
+    if ray_sources:
+        result.notes.append("Ray ran " + ("inside `unshare --net` (loopback only)" if isolate else "on 127.0.0.1")
+                            + f"; Ray Data source: {', '.join(ray_sources)}")
+    else:
+        result.notes.append("Ray Data reference not run (--quick leaves it out: ~18 s per run; add --ray)")
     return result

@@ -12,10 +12,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
+import keras
 import numpy as np
 from PIL import Image
-
-import keras
 
 
 def read_digit(path):

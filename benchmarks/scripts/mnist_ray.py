@@ -20,14 +20,16 @@ with only loopback where it can).
 
 import argparse
 import os
+import sys
 import time
+
+T0 = time.time()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import numpy as np
-
 import ray
 
 
@@ -60,6 +62,11 @@ class Predictor:
         return {"line": np.array([f"{n}: {d}" for n, d in zip(names, digits)])}
 
 
+def phase(name):
+    """Log when a phase ends (seconds since this script started) to stderr, for the report."""
+    print(f"phase {name}: {time.time() - T0:.2f}s", file=sys.stderr, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
@@ -70,7 +77,7 @@ def main():
     parser.add_argument("--temp-dir", required=True)
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-
+    phase("import ray")
     ray.init(
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
@@ -78,6 +85,7 @@ def main():
         _temp_dir=args.temp_dir,
         log_to_driver=False,
     )
+    phase("ray.init")
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
         if args.source == "read_images":
@@ -94,12 +102,16 @@ def main():
             num_cpus=0.5,
         )
         with open(args.output, "w", encoding="utf-8") as out:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for i, batch in enumerate(ds.iter_batches(batch_size=None, batch_format="numpy")):
+                if i == 0:
+                    phase("first batch")
                 out.write("".join(f"{line}\n" for line in batch["line"]))
         with open(args.done_file, "w") as f:
             f.write(repr(time.time()))
+        phase("last row written")
     finally:
         ray.shutdown()
+        phase("ray.shutdown")
 
 
 if __name__ == "__main__":

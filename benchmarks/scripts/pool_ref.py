@@ -50,12 +50,10 @@ def main():
     with open(args.output, "w", encoding="utf-8") as out:
         if args.processes == 0:
             results = map(fn, batches)
-            for result in results:
-                out.write("".join(f"{x}\n" for x in result))
+            out.writelines("".join(f"{x}\n" for x in result) for result in results)
         else:
             with multiprocessing.get_context("spawn").Pool(args.processes) as pool:
-                for result in pool.imap_unordered(fn, batches, chunksize=1):
-                    out.write("".join(f"{x}\n" for x in result))
+                out.writelines("".join(f"{x}\n" for x in result) for result in pool.imap_unordered(fn, batches, chunksize=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-
 from tabular_score import score, to_lines
 
 
