@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from typing import Any
 
 from batchinfer.protocol import MiniBatch, Partition, TableSlice
@@ -28,15 +29,18 @@ def _open(path: str, storage_options: dict[str, Any], compression: str | None = 
     return fsspec.open(path, "rb", compression=compression, **storage_options).open()
 
 
-def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], folder: str) -> list[str]:
-    """Local paths for ``paths``: local files as they are, URLs downloaded into ``folder``."""
+def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], make_folder: Callable[[], str]) -> list[str]:
+    """Local paths for ``paths``: local files as they are, URLs downloaded into a folder that
+    ``make_folder()`` creates only when there is something to download."""
     local = []
+    folder = None
     for i, path in enumerate(paths):
         if not is_url(path):
             local.append(path)
             continue
         import fsspec
 
+        folder = folder or make_folder()
         fs, remote = fsspec.core.url_to_fs(path, **storage_options)
         target = os.path.join(folder, f"{i:06d}-{os.path.basename(remote.rstrip('/'))}")
         fs.get(remote, target)
@@ -126,10 +130,10 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def read_mini_batch(batch: MiniBatch, storage_options: dict[str, Any], folder: str):
+def read_mini_batch(batch: MiniBatch, storage_options: dict[str, Any], make_folder: Callable[[], str]):
     """What ``run()`` receives for ``batch``: a list of local paths or a DataFrame."""
     if batch.table is None:
-        return fetch_files(batch.files, storage_options, folder)
+        return fetch_files(batch.files, storage_options, make_folder)
     if isinstance(batch.table, Partition):
         return read_partition(batch.table, storage_options)
     return read_table(batch.table, storage_options)

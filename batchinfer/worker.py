@@ -155,10 +155,15 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
     """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned."""
     started = time.time()
     items = batch.known_items
-    folder = tempfile.mkdtemp(prefix=f"mb{batch.id}-", dir=scratch)
+    downloads: list[str] = []  # a folder for remote files, made only when some must be fetched
+
+    def make_folder() -> str:
+        downloads.append(tempfile.mkdtemp(prefix=f"mb{batch.id}-", dir=scratch))
+        return downloads[-1]
+
     try:
         try:
-            data = read_mini_batch(batch, config.storage_options[batch.input_index], folder)
+            data = read_mini_batch(batch, config.storage_options[batch.input_index], make_folder)
         except Exception as exc:
             return _failure(batch, index, EXCEPTION, f"cannot read the mini-batch: {exc}", started, items)
         items = len(data)
@@ -205,7 +210,8 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
             )
         return outcome
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        for folder in downloads:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> None:
