@@ -302,6 +302,7 @@ class InputPlan:
         self.spec = spec
         self.listers = [Lister(i) for i in spec.inputs]
         self.files_seen = 0
+        self._started: dict[int, Iterator[FoundFile]] = {}  # listings begun by check()
 
     def check(self) -> None:
         """Fail before any worker starts if a path is missing or nothing matches at all."""
@@ -311,7 +312,7 @@ class InputPlan:
                     raise InputError(f"{kind}.{name}: {path} does not exist", hint="paths are relative to the job spec's folder")
         for lister in self.listers:
             lister.check()
-        if not any(next(self._table_files(i), None) for i in range(len(self.listers))):
+        if not any(self._peek(i) for i in range(len(self.listers))):
             patterns = ", ".join(p for i in self.spec.inputs for p in i.path)
             what = "files" if self.spec.input_type == "file" else "CSV, Parquet or JSON-lines files"
             raise InputError(
@@ -326,10 +327,20 @@ class InputPlan:
             if self.spec.input_type == "file" or _table_format(found.path, declared)[0]:
                 yield found
 
+    def _peek(self, index: int) -> bool:
+        """Whether input ``index`` has a file; the listing started here is kept for :meth:`files`,
+        so a big folder is not listed twice before the first mini-batch."""
+        listing = self._table_files(index)
+        first = next(listing, None)
+        if first is None:
+            return False
+        self._started[index] = itertools.chain([first], listing)
+        return True
+
     def files(self) -> Iterator[tuple[int, FoundFile]]:
         """Every input file with the index of the input it belongs to."""
         for index in range(len(self.listers)):
-            for found in self._table_files(index):
+            for found in self._started.pop(index, None) or self._table_files(index):
                 self.files_seen += 1
                 yield index, found
 
