@@ -62,11 +62,3 @@ class JobFailedError(BatchInferError):
     """The job ran but failed: a threshold was exceeded, no item succeeded, or init() kept failing."""
 
     exit_code = ExitCode.JOB_FAILED
-
-
-class JobInterrupted(BatchInferError):
-    """The job was stopped by a signal; what was committed stays, and a rerun resumes."""
-
-    def __init__(self, message: str, exit_code: ExitCode) -> None:
-        super().__init__(message, hint="run the same command again to resume")
-        self.exit_code = exit_code

@@ -54,7 +54,6 @@ class JobResult:
 
 def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerConfig:
     return WorkerConfig(
-        job_name=spec.name,
         entry_path=entry.path,
         source_directory=entry.source_directory,
         run_takes_context=entry.run_takes_context,

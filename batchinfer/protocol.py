@@ -105,7 +105,6 @@ class MiniBatch:
 class WorkerConfig:
     """Everything a worker process needs to load and run the entry script."""
 
-    job_name: str
     entry_path: str
     source_directory: str
     run_takes_context: bool

@@ -145,7 +145,6 @@ class LocalExecutor:
         self.slots: dict[int, _Slot] = {}
         self.orphans: deque[MiniBatch] = deque()  # queued on a dead worker, never started
         self.init_failures_in_a_row = 0
-        self.last_init_error = ""
         self.prefetch = MIN_PREFETCH
         self._mean_s: float | None = None  # running mean of run() times, for the prefetch depth
         self._selector = selectors.DefaultSelector()
@@ -309,7 +308,6 @@ class LocalExecutor:
     def _init_failed(self, slot: _Slot, message: str, details: str = "") -> None:
         """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
         self.init_failures_in_a_row += 1
-        self.last_init_error = message
         log.error("worker %d failed to start: %s\n%s", slot.index, message, details)
         self._retire(slot)
         self.orphans.extendleft(reversed([batch for batch, _ in slot.assigned]))
