@@ -136,6 +136,9 @@ def run(
         reporter.final(result.summary, reused=result.reused)
         if as_json:
             _print_json(result.summary)
+    if result.kept_logs:  # even with --quiet: it is left on disk for the user to look at, then remove
+        sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "
+                         "something failed; remove it when done\n")
     raise typer.Exit(int(result.exit_code))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
-from batchinfer.errors import ExitCode, JobFailedError, UsageError
+from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, UsageError
 from batchinfer.inputs import InputPlan
 from batchinfer.output import (
     STATE_DIR,
@@ -35,9 +35,18 @@ from batchinfer.output import (
 )
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
-from batchinfer.resume import DigestingStream, fingerprint, inputs_digest, output_folder, prepare_output
+from batchinfer.resume import (
+    DigestingStream,
+    fingerprint,
+    inputs_digest,
+    open_output,
+    output_errors,
+    output_folder,
+    prepare_output,
+)
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec
+from batchinfer.statefiles import private_umask, seal
 
 log = logging.getLogger("batchinfer")
 
@@ -50,6 +59,7 @@ class JobResult:
     output_dir: Path
     exit_code: ExitCode
     reused: bool = False
+    kept_logs: Path | None = None  # --output - without --logs: the temporary folder, kept because something failed
 
 
 def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerConfig:
@@ -145,32 +155,76 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
-    from batchinfer.executors.local import LocalExecutor, warm_up
+    from batchinfer.executors.local import warm_up
 
     warm_up()
     entry = check_entry_script(spec)
     plan = InputPlan(spec)
     plan.check()
     to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
-    folder = _stream_folder(spec, options) if to_stdout else output_folder(spec, options.output)
-    reused = prepare_output(
-        folder, spec, fingerprint(spec, entry, folder), options.restart or to_stdout, plan, options.retry_failed
-    )
-    if reused is not None:
-        return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
-
-    (folder / "logs" / "readme.txt").write_text(LOGS_README)
-    handler = _job_log(folder, spec.logging_level)
-    row_file = folder / spec.append_row_file_name
-    journal = Journal(folder / STATE_DIR, row_file if not to_stdout and spec.append_row_format != "parquet" else None)
     if to_stdout:
-        sink: Any = StreamSink(sys.stdout.buffer, journal)
-    elif spec.output_action == "append_row":
-        sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
+        with output_errors(Path(options.logs or tempfile.gettempdir())):
+            folder = _stream_folder(spec, options)
     else:
-        sink = NullSink(journal)
-    try_log = TryLog(folder / "logs")
-    status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
+        folder = output_folder(spec, options.output)
+    if not to_stdout or options.logs:
+        return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started)
+    # --output - without --logs: a temporary folder, kept only when something in it is worth a look
+    try:
+        result = _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started)
+    except BatchInferError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    clean = result.exit_code == ExitCode.OK and not result.summary["items_failed"]
+    if clean or result.exit_code == ExitCode.PIPE_CLOSED:  # a stream is never resumed: nothing there is needed again
+        shutil.rmtree(folder, ignore_errors=True)
+        result.summary["log_dir"] = None
+    else:
+        result.kept_logs = folder
+    return result
+
+
+def _run_locked(
+    spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
+    to_stdout: bool, started: float,
+) -> JobResult:
+    """Lock the output folder, prepare it, and run (or reuse) the job; the lock is held until the summary is written."""
+    lock = open_output(folder)
+    try:
+        reused = prepare_output(
+            folder, spec, fingerprint(spec, entry, folder), options.restart or to_stdout, plan, options.retry_failed,
+            to_stdout,
+        )
+        if reused is not None:
+            return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
+        return _run(spec, reporter, options, entry, plan, folder, to_stdout, started)
+    finally:
+        lock.release()
+
+
+def _run(
+    spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
+    to_stdout: bool, started: float,
+) -> JobResult:
+    """The run itself, in a prepared and locked output folder."""
+    from batchinfer.executors.local import LocalExecutor
+
+    with output_errors(folder):
+        (folder / "logs" / "readme.txt").write_text(LOGS_README)
+        handler = _job_log(folder, spec.logging_level)
+        row_file = folder / spec.append_row_file_name
+        with private_umask():  # .batchinfer/ is the owner's only
+            journal = Journal(
+                folder / STATE_DIR, row_file if not to_stdout and spec.append_row_format != "parquet" else None
+            )
+        if to_stdout:
+            sink: Any = StreamSink(sys.stdout.buffer, journal)
+        elif spec.output_action == "append_row":
+            sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
+        else:
+            sink = NullSink(journal)
+        try_log = TryLog(folder / "logs")
+        status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
     init_times: list[float] = []
     worker_rss: list[int] = []
 
@@ -269,6 +323,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     summary["look_at"] = _failure_hint(summary, folder)
     write_json_atomic(folder / "summary.json", summary)
     status_file.update(progress, state=status, force=True)
+    seal(folder / STATE_DIR)
     log.info("job %s %s%s", spec.name, status, f": {reason}" if reason else "")
     log.removeHandler(handler)
     handler.close()

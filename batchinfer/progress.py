@@ -5,7 +5,6 @@ stdout is reserved for data, so every console here is a stderr console.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,7 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from batchinfer.errors import OutputError
+from batchinfer.lock import LOCK_FILE, LockHolder, lock_state
+from batchinfer.manifest import MANIFEST
+from batchinfer.output import STATE_DIR
 from batchinfer.scheduler import Progress
+from batchinfer.statefiles import JOB_FILE, read_job_file, read_status_doc, read_summary, shown, write_private_json
 
 DEFAULT_INTERVAL_S = 30.0
 STATUS_INTERVAL_S = 1.0
@@ -39,9 +43,7 @@ class StatusFile:
         self._last = now
         doc = {**self.base, "state": state, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "elapsed_s": round(now - self.started, 1), **asdict(p), "items_done": p.items_done}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(doc))
-        os.replace(tmp, self.path)
+        write_private_json(self.path, doc)
 
 
 def _alive(pid: int) -> bool:
@@ -55,38 +57,50 @@ def _alive(pid: int) -> bool:
 
 
 def read_status(folder: Path) -> dict[str, Any]:
-    """What ``batchinfer status`` shows: running (with live counts), finished, or stopped."""
-    state_dir = folder / ".batchinfer"
-    if not (state_dir / "job.json").exists():
-        from batchinfer.errors import OutputError
+    """What ``batchinfer status`` shows: running (who holds the folder, live counts), finished, or stopped.
 
-        raise OutputError(f"{folder} holds no batchinfer job", hint="give the output folder of a job")
-    live = _load(state_dir / STATUS_FILE)
-    summary = _load(folder / "summary.json")
-    if live.get("state") == "running" and _alive(int(live.get("pid", 0))):
-        return {**live, "state": "running"}
+    A run is running while it holds the folder's lock. Every file read here is validated: a damaged
+    one is treated as absent, so ``status`` always answers.
+    """
+    state_dir = folder / STATE_DIR
+    if not (state_dir / JOB_FILE).exists() and not (state_dir / MANIFEST).exists():
+        raise OutputError(f"{shown(folder)} holds no batchinfer job", hint="give the output folder of a job")
+    job = read_job_file(state_dir / JOB_FILE, damaged_ok=True)
+    live = read_status_doc(state_dir / STATUS_FILE) or {}
+    summary = read_summary(folder / "summary.json")
+    if (state_dir / LOCK_FILE).exists():
+        held, holder = lock_state(state_dir)
+    else:  # written by batchinfer 0.1.0, which had no lock: trust the live file's pid
+        held, holder = live.get("state") == "running" and _alive(live["pid"]), None
+    if held:
+        if holder is not None and live.get("pid") != holder.pid:
+            live = {}  # the previous run's counts: this run has not written its own yet
+        doc = {"job": job.name if job else folder.name, **live, "state": "running"}
+        if holder is not None:
+            doc.update(pid=holder.pid, lock=holder.model_dump())
+        return doc
     if summary and (not live or summary.get("finished_at", "") >= live.get("started_at", "")):
         return {**summary, "state": summary.get("status")}
-    return {**live, "state": "stopped", "hint": "the job stopped without finishing; run it again to resume"}
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+    base = live or {"job": job.name if job else folder.name}
+    return {**base, "state": "stopped", "hint": "the job stopped without finishing; run it again to resume"}
 
 
 def status_line(doc: dict[str, Any]) -> str:
     """One line describing a job's state, for ``batchinfer status``."""
     state = doc.get("state")
     if state == "running":
+        lock = doc.get("lock")
+        who = LockHolder.model_validate(lock).describe() if lock else f"pid {doc.get('pid', '?')}"
+        if "mini_batches_done" not in doc:
+            return f"{doc.get('job')}: running ({who}): starting"
         total = doc["mini_batches_total"] if doc.get("listing_done") else f"{doc.get('mini_batches_total')}+"
         rate = doc["items_done"] / doc["elapsed_s"] if doc.get("elapsed_s") else 0
-        return (f"{doc.get('job')}: running (pid {doc.get('pid')}): {doc.get('mini_batches_done')}/{total} mini-batches, "
+        return (f"{doc.get('job')}: running ({who}): {doc.get('mini_batches_done')}/{total} mini-batches, "
                 f"{doc.get('items_done')} items ({doc.get('items_failed')} failed), {rate:.0f} items/s, "
                 f"{doc.get('busy_workers')}/{doc.get('workers')} workers busy, {doc.get('elapsed_s')}s")
     if state == "stopped":
+        if "mini_batches_done" not in doc:
+            return f"{doc.get('job')}: stopped before its first mini-batch; run it again to resume"
         return (f"{doc.get('job')}: stopped after {doc.get('mini_batches_done')} mini-batches "
                 f"({doc.get('items_done')} items); run it again to resume")
     return (f"{doc.get('job')}: {state}: {doc.get('items_succeeded')}/{doc.get('items_total')} items succeeded, "
@@ -214,7 +228,10 @@ class Reporter:
             out.write(f"batchinfer: first error: {summary['first_error']}\n")
         if summary.get("output_file") not in (None, "-"):
             out.write(f"batchinfer: output: {summary['output_file']}\n")
-        out.write(f"batchinfer: logs: {summary.get('log_dir')}")
+        if summary.get("log_dir") is None:  # --output - without --logs, and nothing failed
+            out.write("batchinfer: logs: removed with their temporary folder (use --logs DIR to keep them)")
+        else:
+            out.write(f"batchinfer: logs: {summary.get('log_dir')}")
         if summary.get("items_failed"):
             out.write(" (errors.jsonl lists each failed try, failed_items.txt the failed items)")
         out.write("\n")

@@ -3,14 +3,16 @@
 A job that ran in a folder leaves ``.batchinfer/job.json`` (its fingerprint)
 and ``summary.json``; the next ``batchinfer run`` on that folder reuses a
 finished job, resumes an unfinished one, and refuses (exit 2) a different one.
+The folder is locked (:mod:`batchinfer.lock`) before anything in it changes,
+and only what batchinfer wrote there is ever removed (:mod:`batchinfer.manifest`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,20 @@ from batchinfer import __version__
 from batchinfer.entry import EntryScript
 from batchinfer.errors import OutputError
 from batchinfer.inputs import InputPlan, MiniBatch
-from batchinfer.output import STATE_DIR, write_json_atomic
+from batchinfer.lock import OutputLock
+from batchinfer.manifest import Manifest, check_folder, names_for
+from batchinfer.output import STATE_DIR
 from batchinfer.spec import JobSpec, is_url
+from batchinfer.statefiles import (
+    JOB_FILE,
+    JOB_FORMAT,
+    private_dir,
+    read_job_file,
+    read_summary,
+    seal,
+    shown,
+    write_private_json,
+)
 
 # keys that do not change which rows a job produces: changing them keeps resume possible
 NOT_FINGERPRINTED = {
@@ -90,14 +104,6 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _clear(folder: Path, spec: JobSpec) -> None:
-    """Remove what an earlier run of a job left in ``folder`` (not the script's own files)."""
-    for name in (spec.append_row_file_name, "summary.json"):
-        (folder / name).unlink(missing_ok=True)
-    for name in (STATE_DIR, "logs"):
-        shutil.rmtree(folder / name, ignore_errors=True)
-
-
 def inputs_digest(batches: Iterable[MiniBatch]) -> str:
     """One hash over the digests of every listed mini-batch: the job's input listing."""
     digest = hashlib.blake2b(digest_size=16)
@@ -132,52 +138,78 @@ class DigestingStream:
         return self._digest.hexdigest() if self.done else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def output_errors(folder: Path) -> Iterator[None]:
+    """Turn an OSError met while preparing ``folder`` (read-only, a file in the path, no space,
+    a name too long) into one line naming the folder."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        yield
+    except OSError as exc:
+        where = f" ({shown(exc.filename)})" if exc.filename and str(exc.filename) != str(folder) else ""
+        raise OutputError(
+            f"cannot use output folder {shown(folder)}: {exc.strerror or shown(exc)}{where}",
+            hint="choose a folder you can write to with --output: check its permissions, the free space, "
+            "and that no part of its path is a file",
+        ) from None
+
+
+def open_output(folder: Path) -> OutputLock:
+    """Check that ``folder`` may be used, then lock it: nothing in it is changed before the lock is held."""
+    with output_errors(folder):
+        check_folder(folder)
+        return OutputLock.acquire(folder)
 
 
 def prepare_output(
-    folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False
+    folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False,
+    to_stdout: bool = False,
 ) -> dict[str, Any] | None:
-    """Make the folder ready; return the finished job's summary when it can be reused as is."""
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"output {folder} is a file, not a folder", hint="give --output a folder path")
-    state = folder / STATE_DIR / "job.json"
-    old = _read_json(state) if state.exists() else None
-    summary = _read_json(folder / "summary.json")
-    if old is not None and old.get("fingerprint") != print_ and not restart:
+    """Make the folder ready (its lock held, see :func:`open_output`); return the finished job's
+    summary when it can be reused as is.
+
+    Only what batchinfer wrote is removed (``--restart``, ``allow_reuse: false``) or overwritten:
+    see :mod:`batchinfer.manifest`.
+    """
+    with output_errors(folder):
+        return _prepare(folder, spec, print_, restart, plan, retry_failed, to_stdout)
+
+
+def _prepare(
+    folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None, retry_failed: bool,
+    to_stdout: bool,
+) -> dict[str, Any] | None:
+    state = folder / STATE_DIR
+    job_file = state / JOB_FILE
+    old = read_job_file(job_file, damaged_ok=restart)
+    legacy = os.path.lexists(job_file) and (old is None or old.format < JOB_FORMAT)
+    summary = read_summary(folder / "summary.json") if old is not None else None
+    finished = summary is not None and summary["status"] in FINISHED
+    if old is not None and old.fingerprint != print_ and not restart:
         raise OutputError(
-            f"output {folder} holds a different job (its spec, script or code changed since it ran there)",
+            f"output {shown(folder)} holds a different job (its spec, script or code changed since it ran there)",
             hint="use --restart to start over in that folder, or choose another --output",
         )
-    if retry_failed:
-        if old is None or summary.get("status") not in FINISHED:
-            raise OutputError(
-                f"--retry-failed needs a finished job in {folder}",
-                hint="run the job to the end first; --retry-failed then runs only its failed items again",
-            )
-        return None
+    if retry_failed and not finished:
+        raise OutputError(
+            f"--retry-failed needs a finished job in {shown(folder)}",
+            hint="run the job to the end first; --retry-failed then runs only its failed items again",
+        )
+    private_dir(state)  # made by open_output already; here too for callers that prepare without a lock
+    manifest = Manifest.load(folder, spec, legacy)
     if restart:
-        _clear(folder, spec)
-    elif old is not None and summary.get("status") in FINISHED and summary.get("complete", True):
+        manifest.clear()
+    elif not retry_failed and finished and summary is not None and summary.get("complete", True):
         if not spec.allow_reuse:
-            _clear(folder, spec)
+            manifest.clear()
         elif plan is not None and summary.get("inputs_digest") != inputs_digest(plan.mini_batches()):
             raise OutputError(
-                f"the inputs changed since the job in {folder} finished",
+                f"the inputs changed since the job in {shown(folder)} finished",
                 hint="use --restart to score them again in that folder, or choose another --output",
             )
         else:
             return summary
-    elif old is None and (folder / spec.append_row_file_name).exists():
-        raise OutputError(
-            f"output {folder} already holds {spec.append_row_file_name} from something other than this job",
-            hint="use --restart to replace it, or choose another --output",
-        )
-    (folder / "logs").mkdir(parents=True, exist_ok=True)
-    (folder / STATE_DIR).mkdir(exist_ok=True)
-    write_json_atomic(state, {"fingerprint": print_, "name": spec.name, "version": __version__})
+    manifest.claim(names_for(spec, to_stdout))
+    seal(state)
+    (folder / "logs").mkdir(exist_ok=True)
+    write_private_json(job_file, {"format": JOB_FORMAT, "fingerprint": print_, "name": spec.name, "version": __version__})
     return None

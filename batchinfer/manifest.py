@@ -1,0 +1,181 @@
+"""What batchinfer wrote in an output folder: the only files it may ever remove or overwrite.
+
+The output folder is shared with the user and the entry script (a ``summary_only`` script
+writes its results beside batchinfer's). ``.batchinfer/manifest.json`` lists the names that
+batchinfer claimed there. A name is claimed before its file is first created, and only when
+nothing is there under that name yet; a name held by a file batchinfer did not write is a
+conflict (exit 2), never overwritten. ``--restart`` and ``allow_reuse: false`` remove the
+claimed files and nothing else. Folders are never removed, except batchinfer's own scratch
+trees under ``.batchinfer/`` (Parquet parts, workers' temporary files).
+
+A folder written by batchinfer 0.1.0 has no manifest: its claims are the names that version
+wrote, where they exist.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+
+from batchinfer.errors import OutputError
+from batchinfer.spec import JobSpec
+from batchinfer.output import STATE_DIR
+from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, shown, why_invalid, write_private_json
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+SUMMARY = "summary.json"
+LOG_FILES = ("job.log", "errors.jsonl", "processed_mini_batches.csv", "failed_items.txt", "readme.txt")
+STATE_FILES = (JOB_FILE, "journal.jsonl", "status.json", "lock", MANIFEST)
+TREES = (f"{STATE_DIR}/parts", f"{STATE_DIR}/tmp")
+# created before the manifest can name them (the lock comes first of all), and kept when clearing:
+# job.json is replaced rather than removed, so the folder never stops being batchinfer's
+KEPT = {f"{STATE_DIR}/lock", f"{STATE_DIR}/{MANIFEST}", f"{STATE_DIR}/{JOB_FILE}"}
+_PLAIN = r"(?!\.\.?(?:/|$))[^/\x00]+"  # one path component, not . or ..
+_CLAIMABLE = re.compile(rf"^({_PLAIN}|logs/{_PLAIN}|{re.escape(STATE_DIR)}/{_PLAIN})$")
+_WORKER_LOG = re.compile(r"^worker-\d+\.log$")
+
+
+def names_for(spec: JobSpec, to_stdout: bool) -> set[str]:
+    """Every file a run of ``spec`` may write in its output folder (relative paths)."""
+    names = {SUMMARY, SUMMARY + ".tmp"}
+    if spec.output_action == "append_row" and not to_stdout:
+        names |= {spec.append_row_file_name, spec.append_row_file_name + ".tmp"}
+    names |= {f"logs/{name}" for name in LOG_FILES}
+    names |= {f"logs/worker-{i}.log" for i in range(spec.worker_count)}
+    names |= {f"{STATE_DIR}/{name}" for name in STATE_FILES}
+    names |= {f"{STATE_DIR}/{name}.tmp" for name in (JOB_FILE, "status.json", MANIFEST)}
+    return names
+
+
+class _ManifestFile(ReadBack):
+    format: int = Field(ge=1)
+    files: list[str] = Field(max_length=1_000_000)
+    trees: list[str] = Field(max_length=len(TREES))
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+@dataclass
+class Manifest:
+    """The names batchinfer claimed in one output folder (files, and scratch trees)."""
+
+    folder: Path
+    files: set[str] = field(default_factory=set)
+    trees: set[str] = field(default_factory=set)
+
+    @property
+    def path(self) -> Path:
+        """``.batchinfer/manifest.json``."""
+        return self.folder / STATE_DIR / MANIFEST
+
+    @classmethod
+    def load(cls, folder: Path, spec: JobSpec, legacy: bool) -> Manifest:
+        """Read the manifest (validated: a forged one must not make batchinfer remove other files);
+        without one, ``legacy`` (a 0.1.0 folder) claims what that version wrote, else just the lock."""
+        path = folder / STATE_DIR / MANIFEST
+        try:
+            doc = _ManifestFile.model_validate(read_json(path))
+        except FileNotFoundError:
+            return cls._legacy(folder, spec) if legacy else cls(folder, {f"{STATE_DIR}/lock"})
+        except (OSError, ValueError) as exc:
+            raise _damaged(path, why_invalid(exc)) from None
+        if doc.format > MANIFEST_FORMAT:
+            raise OutputError(
+                f"{shown(path)} was written by a newer batchinfer (format {doc.format})",
+                hint="use that version of batchinfer, or choose another --output",
+            )
+        bad = [name for name in doc.files if not _CLAIMABLE.match(name)] + [t for t in doc.trees if t not in TREES]
+        if bad:
+            raise _damaged(path, f"{shown(bad[0])} is not a name batchinfer writes")
+        return cls(folder, set(doc.files), set(doc.trees))
+
+    @classmethod
+    def _legacy(cls, folder: Path, spec: JobSpec) -> Manifest:
+        names = names_for(spec, to_stdout=False)
+        try:
+            names |= {f"logs/{e.name}" for e in os.scandir(folder / "logs") if _WORKER_LOG.match(e.name)}
+        except OSError:
+            pass
+        files = {name for name in names if _exists(folder / name)} | {f"{STATE_DIR}/lock"}
+        return cls(folder, files, {tree for tree in TREES if _exists(folder / tree)})
+
+    def save(self) -> None:
+        """Write the manifest (owner-only, atomically)."""
+        self.files.add(f"{STATE_DIR}/{MANIFEST}")
+        write_private_json(self.path, {"format": MANIFEST_FORMAT, "files": sorted(self.files), "trees": sorted(self.trees)})
+
+    def clear(self) -> None:
+        """Remove every claimed file and scratch tree (not the lock, manifest and job.json): start over."""
+        for name in sorted(self.files - KEPT):
+            _remove_file(self.folder / name)
+        for tree in sorted(self.trees):
+            path = self.folder / tree
+            if _exists(path) and stat.S_ISDIR(os.lstat(path).st_mode):
+                shutil.rmtree(path)
+            else:
+                _remove_file(path)
+        self.files &= KEPT
+        self.trees.clear()
+        self.save()
+
+    def claim(self, names: set[str], trees: tuple[str, ...] = TREES) -> None:
+        """Claim ``names`` before writing them; a name already held by a file batchinfer did not write
+        is an :class:`OutputError` (that file is left as it is)."""
+        new_files, new_trees = names - self.files, set(trees) - self.trees
+        taken = sorted(name for name in new_files | new_trees if _exists(self.folder / name))
+        if taken:
+            more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            raise OutputError(
+                f"output {shown(self.folder)} holds {shown(taken[0])}{more}, which batchinfer did not write "
+                "and will not overwrite",
+                hint="move it out of that folder, or choose another --output",
+            )
+        self.files |= new_files
+        self.trees |= new_trees
+        self.save()
+
+
+def _remove_file(path: Path) -> None:
+    """Remove a claimed file; a folder put there since is not batchinfer's, and stays."""
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _damaged(path: Path, why: str) -> OutputError:
+    return OutputError(
+        f"{shown(path)} is damaged ({shown(why)})",
+        hint="it lists the files batchinfer may remove there; choose another --output, "
+        "or remove that folder yourself",
+    )
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse, before anything is changed, a path that is a file and a non-empty folder that is
+    not an output folder of batchinfer's (one holding nothing but ``.batchinfer/`` is)."""
+    if _exists(folder) and not folder.is_dir():
+        raise OutputError(f"output {shown(folder)} is a file, not a folder", hint="give --output a folder path")
+    if not folder.exists():
+        return
+    state = folder / STATE_DIR
+    if _exists(state / JOB_FILE) or _exists(state / MANIFEST):
+        return
+    with os.scandir(folder) as entries:
+        other = next((entry.name for entry in entries if entry.name != STATE_DIR), None)
+    if other is not None:
+        raise OutputError(
+            f"output {shown(folder)} is not empty (it holds {shown(other)}) and is not a batchinfer output folder",
+            hint="choose a new or empty folder with --output: batchinfer writes only where it can tell its files "
+            "from yours",
+        )
