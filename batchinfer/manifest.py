@@ -111,7 +111,8 @@ class Manifest:
     def save(self) -> None:
         """Write the manifest (owner-only, atomically)."""
         self.files.add(f"{STATE_DIR}/{MANIFEST}")
-        write_private_json(self.path, {"format": MANIFEST_FORMAT, "files": sorted(self.files), "trees": sorted(self.trees)})
+        doc = {"format": MANIFEST_FORMAT, "files": sorted(self.files), "trees": sorted(self.trees)}
+        write_private_json(self.path, doc)
 
     def clear(self) -> None:
         """Remove every claimed file and scratch tree (not the lock, manifest and job.json): start over."""
@@ -127,11 +128,10 @@ class Manifest:
         self.trees.clear()
         self.save()
 
-    def claim(self, names: set[str], trees: tuple[str, ...] = TREES) -> None:
-        """Claim ``names`` before writing them; a name already held by a file batchinfer did not write
-        is an :class:`OutputError` (that file is left as it is)."""
-        new_files, new_trees = names - self.files, set(trees) - self.trees
-        taken = sorted(name for name in new_files | new_trees if _exists(self.folder / name))
+    def check(self, names: set[str]) -> None:
+        """Refuse (before anything is removed) names held by files that batchinfer did not write."""
+        new = (names | set(TREES)) - self.files - self.trees
+        taken = sorted(name for name in new if _exists(self.folder / name))
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
             raise OutputError(
@@ -139,8 +139,12 @@ class Manifest:
                 "and will not overwrite",
                 hint="move it out of that folder, or choose another --output",
             )
-        self.files |= new_files
-        self.trees |= new_trees
+
+    def claim(self, names: set[str]) -> None:
+        """Claim ``names`` (and the scratch trees) before writing them: see :meth:`check`."""
+        self.check(names)
+        self.files |= names
+        self.trees |= set(TREES)
         self.save()
 
 

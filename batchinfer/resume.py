@@ -147,7 +147,7 @@ def output_errors(folder: Path) -> Iterator[None]:
     except OSError as exc:
         where = f" ({shown(exc.filename)})" if exc.filename and str(exc.filename) != str(folder) else ""
         raise OutputError(
-            f"cannot use output folder {shown(folder)}: {exc.strerror or shown(exc)}{where}",
+            f"output {shown(folder)} cannot be used: {exc.strerror or shown(exc)}{where}",
             hint="choose a folder you can write to with --output: check its permissions, the free space, "
             "and that no part of its path is a file",
         ) from None
@@ -196,6 +196,8 @@ def _prepare(
         )
     private_dir(state)  # made by open_output already; here too for callers that prepare without a lock
     manifest = Manifest.load(folder, spec, legacy)
+    names = names_for(spec, to_stdout)
+    manifest.check(names)  # before clearing: a refused run leaves the folder as it was
     if restart:
         manifest.clear()
     elif not retry_failed and finished and summary is not None and summary.get("complete", True):
@@ -208,8 +210,9 @@ def _prepare(
             )
         else:
             return summary
-    manifest.claim(names_for(spec, to_stdout))
+    manifest.claim(names)
     seal(state)
     (folder / "logs").mkdir(exist_ok=True)
-    write_private_json(job_file, {"format": JOB_FORMAT, "fingerprint": print_, "name": spec.name, "version": __version__})
+    job = {"format": JOB_FORMAT, "fingerprint": print_, "name": spec.name, "version": __version__}
+    write_private_json(job_file, job)
     return None
