@@ -46,7 +46,8 @@ from batchinfer.resume import (
 )
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec
-from batchinfer.statefiles import private_umask, seal
+from batchinfer.manifest import seal_state
+from batchinfer.statefiles import private_umask
 
 log = logging.getLogger("batchinfer")
 
@@ -323,7 +324,7 @@ def _run(
     summary["look_at"] = _failure_hint(summary, folder)
     write_json_atomic(folder / "summary.json", summary)
     status_file.update(progress, state=status, force=True)
-    seal(folder / STATE_DIR)
+    seal_state(folder)
     log.info("job %s %s%s", spec.name, status, f": {reason}" if reason else "")
     log.removeHandler(handler)
     handler.close()

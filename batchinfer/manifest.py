@@ -14,6 +14,7 @@ wrote, where they exist.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from pydantic import Field
 from batchinfer.errors import OutputError
 from batchinfer.spec import JobSpec
 from batchinfer.output import STATE_DIR
-from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, shown, why_invalid, write_private_json
+from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, seal, shown, why_invalid, write_private_json
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -183,3 +184,11 @@ def check_folder(folder: Path) -> None:
             hint="choose a new or empty folder with --output: batchinfer writes only where it can tell its files "
             "from yours",
         )
+
+
+def seal_state(folder: Path) -> None:
+    """Make batchinfer's files under ``.batchinfer/`` owner-only (not files the user put there)."""
+    state = folder / STATE_DIR
+    seal([state / name for name in STATE_FILES] + [folder / tree for tree in TREES])
+    with contextlib.suppress(OSError):
+        state.chmod(0o700)

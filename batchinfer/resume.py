@@ -22,7 +22,7 @@ from batchinfer.entry import EntryScript
 from batchinfer.errors import OutputError
 from batchinfer.inputs import InputPlan, MiniBatch
 from batchinfer.lock import OutputLock
-from batchinfer.manifest import Manifest, check_folder, names_for
+from batchinfer.manifest import Manifest, check_folder, names_for, seal_state
 from batchinfer.output import STATE_DIR
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import (
@@ -31,7 +31,6 @@ from batchinfer.statefiles import (
     private_dir,
     read_job_file,
     read_summary,
-    seal,
     shown,
     write_private_json,
 )
@@ -211,7 +210,7 @@ def _prepare(
         else:
             return summary
     manifest.claim(names)
-    seal(state)
+    seal_state(folder)
     (folder / "logs").mkdir(exist_ok=True)
     job = {"format": JOB_FORMAT, "fingerprint": print_, "name": spec.name, "version": __version__}
     write_private_json(job_file, job)

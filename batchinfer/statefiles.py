@@ -67,21 +67,29 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def seal(state_dir: Path) -> None:
-    """Make everything under ``state_dir`` owner-only (files 0600, folders 0700), symlinks untouched.
+def seal(paths: list[Path]) -> None:
+    """Make ``paths`` owner-only: files 0600, folders 0700 with everything in them; symlinks untouched.
 
     For files that other parts create with the umask's mode (journal, Parquet parts): run when
     the folder is prepared and when the job ends, so even a killed run's files get sealed next time.
     """
-    for root, dirs, files in os.walk(state_dir):
-        for name, mode in [(d, 0o700) for d in dirs] + [(f, 0o600) for f in files]:
-            path = os.path.join(root, name)
-            with contextlib.suppress(OSError):
-                info = os.lstat(path)
-                if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
-                    os.chmod(path, mode)
-    with contextlib.suppress(OSError):
-        os.chmod(state_dir, 0o700)
+    for top in paths:
+        if top.is_symlink() or not top.is_dir():
+            _chmod(top, 0o600)
+            continue
+        _chmod(top, 0o700)
+        for root, dirs, files in os.walk(top):
+            for name in dirs:
+                _chmod(Path(root, name), 0o700)
+            for name in files:
+                _chmod(Path(root, name), 0o600)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    with contextlib.suppress(OSError):  # gone meanwhile, or not ours to change: nothing to seal
+        info = os.lstat(path)
+        if not stat.S_ISLNK(info.st_mode) and stat.S_IMODE(info.st_mode) != mode:
+            os.chmod(path, mode)
 
 
 # ---------------------------------------------------------------- reading back

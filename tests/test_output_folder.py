@@ -103,7 +103,7 @@ def held_run(tmp_path, data, run_marker):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", str(out), *args],
                 env={**os.environ, MARKER: run_marker, "HOLD_MARKER": str(marker), "HOLD_RELEASE": str(release)},
-                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True, cwd=tmp_path,
             )
         held = Held(proc, spec, out, release, stderr)
         started.append(held)
@@ -533,7 +533,7 @@ def test_state_files_are_readable_by_the_owner_only(tmp_path, data, run_marker, 
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", str(out)],
-        env={**os.environ, MARKER: run_marker}, capture_output=True, text=True, timeout=180,
+        env={**os.environ, MARKER: run_marker}, capture_output=True, text=True, timeout=180, cwd=tmp_path,
         preexec_fn=lambda: os.umask(umask),
     )
     assert proc.returncode == 0, proc.stderr
@@ -568,7 +568,7 @@ def test_the_temporary_folder_of_output_dash_is_removed_unless_something_failed(
     if how in ("SIGTERM", "SIGINT", "head"):
         marker, release = tmp_path / "held", tmp_path / "release"
         proc = subprocess.Popen(command, env={**env, "HOLD_MARKER": str(marker), "HOLD_RELEASE": str(release)},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, cwd=tmp_path)
         try:
             wait_until(marker.exists, proc, "run() on f010-hold.txt")
             if how == "head":  # like '| head -1': read a row, go away, then let the held mini-batch commit
@@ -584,7 +584,7 @@ def test_the_temporary_folder_of_output_dash_is_removed_unless_something_failed(
                 proc.kill()
         returncode = proc.returncode
     else:
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
         returncode, stderr = done.returncode, done.stderr
     assert returncode == code, stderr
     assert "Traceback" not in stderr
