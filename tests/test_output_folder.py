@@ -153,6 +153,18 @@ def test_status_names_the_run_that_holds_the_folder(held_run, batchinfer):
     assert batchinfer("status", str(held.out)).stdout.startswith("job: succeeded: 11/11 items succeeded")
 
 
+@pytest.mark.parametrize("content", [b"{", b'{"pid": "x", "host": 5}', b"\x00" * 100, b""])
+def test_a_held_folder_with_a_forged_lock_file_is_still_held(held_run, batchinfer, content):
+    """The content is only for the message: a forged one changes the message, never who may run."""
+    held = held_run()
+    (held.out / ".batchinfer" / "lock").write_bytes(content)
+    second = batchinfer("run", str(held.spec), "--output", str(held.out))
+    assert_one_line_error(second, "is in use by another batchinfer run (its lock file does not say which)")
+    status = batchinfer("status", str(held.out))
+    assert status.code == 0 and status.stdout.startswith("job: running (pid "), status.stdout + status.stderr
+    assert held.release() == 0
+
+
 def test_only_the_coordinator_holds_the_lock(held_run, run_marker):
     """Workers, the fork server and the resource tracker must not inherit it, or a killed
     coordinator's lock would live on in them."""
