@@ -25,6 +25,8 @@ from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
 from batchinfer.protocol import MiniBatch, Partition, TableSlice
+from batchinfer.readers import separator
+from batchinfer.rowscan import RowEnds
 from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
 
 FORMAT_BY_EXTENSION = {
@@ -38,7 +40,6 @@ FORMAT_BY_EXTENSION = {
 }
 COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 GLOB_CHARS = re.compile(r"[*?\[]")
-SCAN_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -198,59 +199,26 @@ def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
     return None, compression
 
 
-def _line_boundary(f: Any, offset: int, size: int) -> int:
-    """The offset just after the first newline at or after ``offset`` (``size`` if none)."""
-    f.seek(offset)
-    position = offset
-    while position < size:
-        block = f.read(min(SCAN_BLOCK, 1 << 16))
-        if not block:
-            return size
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(block)
-    return size
-
-
 def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize) -> Iterator[TableSlice]:
-    """Cut a CSV/JSONL file into slices on line boundaries (CSV: header kept for each slice)."""
+    """Cut a CSV/TSV/JSON-lines file into slices that start and end where rows end (quote-aware,
+    see ``rowscan.py``); CSV: the header row is kept for each slice."""
     total = found.size if found.size is not None else fs.size(found.path)
     with fs.open(found.path, "rb") as f:
-        header_end = _line_boundary(f, 0, total) if fmt == "csv" else 0
+        rows = RowEnds(f, 0, total, separator(found.path).encode() if fmt == "csv" else None)
+        header_end = rows.skip_rows(1) if fmt == "csv" else 0
         if header_end >= total:
             return  # a header and no rows: nothing to score
-        if size.unit == "bytes":
-            if total - header_end <= size.value:
-                yield TableSlice(found.path, fmt, header_end=header_end)
-                return
-            start = header_end
-            while start < total:
-                end = _line_boundary(f, min(start + size.value, total) - 1, total)
-                yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
-                start = end
+        if size.unit == "bytes" and total - header_end <= size.value:
+            yield TableSlice(found.path, fmt, header_end=header_end)
             return
-        # a row count: find every size.value-th newline
-        f.seek(header_end)
-        start, position, rows = header_end, header_end, 0
-        while True:
-            block = f.read(SCAN_BLOCK)
-            if not block:
-                break
-            index = 0
-            while True:
-                newline = block.find(b"\n", index)
-                if newline < 0:
-                    break
-                rows += 1
-                index = newline + 1
-                if rows == size.value:
-                    end = position + index
-                    yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
-                    start, rows = end, 0
-            position += len(block)
-        if start < total:
-            yield TableSlice(found.path, fmt, byte_range=(start, total), header_end=header_end)
+        start = header_end
+        while start < total:
+            if size.unit == "bytes":
+                end = rows.end_at_or_after(min(start + size.value, total))
+            else:
+                end = rows.skip_rows(size.value)
+            yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
+            start = end
 
 
 def _split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple[TableSlice, int]]:

@@ -48,7 +48,8 @@ def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], make_fo
     return local
 
 
-def _separator(path: str) -> str:
+def separator(path: str) -> str:
+    """The delimiter of a CSV file: a tab for ``.tsv`` files, else a comma."""
     return "\t" if ".tsv" in path.lower() else ","
 
 
@@ -65,7 +66,7 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any]):
             data = header + f.read(table.byte_range[1] - table.byte_range[0])
     if table.format == "jsonl":
         return pd.read_json(io.BytesIO(data), lines=True)
-    return pd.read_csv(io.BytesIO(data), sep=_separator(table.path))
+    return pd.read_csv(io.BytesIO(data), sep=separator(table.path))
 
 
 def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
