@@ -37,7 +37,7 @@ from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.resume import DigestingStream, fingerprint, inputs_digest, output_folder, prepare_output
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
-from batchinfer.spec import JobSpec
+from batchinfer.spec import JobSpec, is_url
 
 log = logging.getLogger("batchinfer")
 
@@ -131,6 +131,19 @@ def _stream_folder(spec: JobSpec, options: RunOptions) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"batchinfer-{spec.name}-"))
 
 
+def excluded_folders(spec: JobSpec, options: RunOptions) -> list[Path]:
+    """Folders that are never inputs: the job's output folder (or --logs folder), wherever it is."""
+    raw = options.output or (spec.output.path if spec.output else None)
+    if raw == "-":
+        return [Path(options.logs).absolute()] if options.logs else []
+    return [] if raw and is_url(raw) else [output_folder(spec, options.output)]
+
+
+def _no_rows_note(paths: list[str]) -> str:
+    shown = ", ".join(os.path.basename(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+    return f"note: {len(paths)} input file{'s hold' if len(paths) > 1 else ' holds'} no rows: {shown}"
+
+
 def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
     """Where to look first when the job failed: the file that holds the first error."""
     if summary["status"] != "failed":
@@ -149,7 +162,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
 
     warm_up()
     entry = check_entry_script(spec)
-    plan = InputPlan(spec)
+    plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     plan.check()
     to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
     folder = _stream_folder(spec, options) if to_stdout else output_folder(spec, options.output)
@@ -224,6 +237,8 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             journal.close()
             log.removeHandler(handler)
     reporter.stop(progress)
+    if plan.files_without_rows:
+        reporter.note(_no_rows_note(list(plan.files_without_rows)))
     shutil.rmtree(folder / STATE_DIR / "tmp", ignore_errors=True)  # killed workers' private folders
     if pipe_closed:
         status, reason, code = "interrupted", "stdout was closed by its reader", ExitCode.PIPE_CLOSED
