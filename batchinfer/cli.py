@@ -180,6 +180,8 @@ def plan(
     except BatchInferError as error:
         fail(error)
         return
+    for line in input_plan.notes():
+        sys.stderr.write(f"batchinfer: {line}\n")
     if as_json:
         _print_json(info)
         return

@@ -114,14 +114,15 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def _walk_local(root: str, depth: int | None, skip: frozenset[str]) -> Iterator[str]:
+def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dict[str, str]) -> Iterator[str]:
     """Every file under a local folder, sorted by name, depth first (without recursion, so any
     depth is fine). Names are read and sorted a folder at a time and let go once yielded, so a
     folder of 200,000 files costs its names, once; only sub-folders are stat'ed.
 
     Not walked: names starting with '.', the folders in ``skip`` (the job's output folder), and
     any sub-folder holding ``.batchinfer/`` (another batchinfer output folder). A folder that
-    leads back to one it is inside (a symbolic link loop) is an error, not an endless walk.
+    leads back to one it is inside (a symbolic link loop) holds nothing that is not listed
+    already: it is not followed, and ``skipped`` says why (the run prints it as a note).
     """
     try:
         top = os.stat(root)
@@ -153,11 +154,9 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str]) -> Iterator[
                              hint="check the folder and its permissions") from None
         key = (info.st_dev, info.st_ino)
         loop = next((f for f, _, k, _, _ in stack if k == key), None)
-        if loop is not None:
-            raise InputError(
-                f"input folder {_shown(path)} leads back to {_shown(loop)} (a symbolic link loop)",
-                hint="remove the link, or name the folders to score in inputs.path",
-            )
+        if loop is not None:  # all it holds is being listed already: following it would never end
+            skipped[path] = f"it leads back to {loop} (a symbolic link loop)"
+            continue
         sub_names, sub_folders = _scan(path, top=False)
         stack.append((path, None if left is None else left - 1, key, sub_names, sub_folders))
 
@@ -172,7 +171,7 @@ def _scan(folder: str, top: bool) -> tuple[list[str], set[str]]:
             for entry in scan:
                 if entry.name[0] != ".":
                     names.append(entry.name)
-                    if entry.is_dir():  # follows symbolic links; False for a dangling or looping one
+                    if _is_folder(entry):
                         folders.add(entry.name)
                 elif not top and entry.name == STATE_DIR and entry.is_dir(follow_symlinks=False):
                     return [], set()
@@ -183,6 +182,15 @@ def _scan(folder: str, top: bool) -> tuple[list[str], set[str]]:
                          hint="check the folder's permissions") from None
     names.sort(reverse=True)  # popped from the end: in order, and freed as we go
     return names, folders
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder, following symbolic links; False for a dangling or looping
+    link (which is then listed as an item whose read says why)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _found_local(path: str) -> FoundFile:
@@ -211,6 +219,7 @@ class Lister:
     def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset()) -> None:
         self.spec = spec
         self.exclude = exclude
+        self.skipped: dict[str, str] = {}  # folders not followed, and why
 
     def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
         try:
@@ -234,7 +243,7 @@ class Lister:
 
     def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[dict]:
         if isinstance(fs, LocalFileSystem):
-            for name in _walk_local(root, depth, self.exclude):
+            for name in _walk_local(root, depth, self.exclude, self.skipped):
                 yield {"name": name, "local": True}
             return
         try:
@@ -429,6 +438,19 @@ class InputPlan:
         for found in self.listers[index].files_of(self.spec.inputs[index].path[entry]):
             if self.spec.input_type == "file" or _table_format(found.path, declared)[0]:
                 yield found
+
+    def notes(self) -> list[str]:
+        """What the user should know about a listing that went through: files without rows,
+        folders not followed (one line each, for stderr)."""
+        lines = []
+        if self.files_without_rows:
+            paths = list(self.files_without_rows)
+            shown = ", ".join(_shown(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+            lines.append(f"note: {len(paths)} input file{'s hold' if len(paths) > 1 else ' holds'} no rows: {shown}")
+        for lister in self.listers:
+            for path, why in lister.skipped.items():
+                lines.append(f"note: input folder {_shown(path)} was not followed: {_shown(why)}")
+        return lines
 
     def files(self) -> Iterator[tuple[int, FoundFile]]:
         """Every input file with the index of the input it belongs to (a listing that

@@ -139,11 +139,6 @@ def excluded_folders(spec: JobSpec, options: RunOptions) -> list[Path]:
     return [] if raw and is_url(raw) else [output_folder(spec, options.output)]
 
 
-def _no_rows_note(paths: list[str]) -> str:
-    shown = ", ".join(os.path.basename(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-    return f"note: {len(paths)} input file{'s hold' if len(paths) > 1 else ' holds'} no rows: {shown}"
-
-
 def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
     """Where to look first when the job failed: the file that holds the first error."""
     if summary["status"] != "failed":
@@ -237,8 +232,8 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             journal.close()
             log.removeHandler(handler)
     reporter.stop(progress)
-    if plan.files_without_rows:
-        reporter.note(_no_rows_note(list(plan.files_without_rows)))
+    for line in plan.notes():  # files without rows, folders not followed
+        reporter.note(line)
     shutil.rmtree(folder / STATE_DIR / "tmp", ignore_errors=True)  # killed workers' private folders
     if pipe_closed:
         status, reason, code = "interrupted", "stdout was closed by its reader", ExitCode.PIPE_CLOSED
