@@ -18,8 +18,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -44,8 +43,7 @@ COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 GLOB_CHARS = re.compile(r"[*?\[]")
 
 
-@dataclass(frozen=True)
-class FoundFile:
+class FoundFile(NamedTuple):
     """A file found by the listing, with what the fingerprint needs.
 
     ``regular`` is False for an entry that is not a regular file (a FIFO, a socket, a device,
@@ -241,10 +239,10 @@ class Lister:
                 hint="check the path or URL, the network and inputs.storage_options",
             ) from None
 
-    def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[dict]:
+    def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[str | dict]:
+        """Files under a folder: local ones as paths, remote ones as fsspec's info dicts."""
         if isinstance(fs, LocalFileSystem):
-            for name in _walk_local(root, depth, self.exclude, self.skipped):
-                yield {"name": name, "local": True}
+            yield from _walk_local(root, depth, self.exclude, self.skipped)  # names: local files
             return
         try:
             entries = self._ask(root, lambda: fs.ls(root, detail=True))
@@ -260,7 +258,7 @@ class Lister:
             else:
                 yield entry
 
-    def _entries(self, path: str) -> Iterator[dict]:
+    def _entries(self, path: str) -> Iterator[str | dict]:
         """What one entry of ``inputs.path`` names: a file, a folder's files, or a glob's matches."""
         fs, root = self._fs(path)
         local = isinstance(fs, LocalFileSystem)
@@ -281,7 +279,7 @@ class Lister:
         if self._ask(path, lambda: fs.exists(root)):
             if self._ask(path, lambda: fs.isdir(root)):
                 return self._walk(fs, root, None)
-            return iter([{"name": root, "local": True} if local else self._ask(path, lambda: fs.info(root))])
+            return iter([root if local else self._ask(path, lambda: fs.info(root))])
         if not GLOB_CHARS.search(root):
             raise InputError(f"input {_shown(path)} does not exist",
                              hint="input paths are relative to the job spec's folder")
@@ -290,15 +288,15 @@ class Lister:
         base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
         depth = None if "**" in root else len(parts) - static
         regex = _glob_regex(root)
-        return (e for e in self._walk(fs, base, depth) if regex.match(e["name"]))
+        return (e for e in self._walk(fs, base, depth) if regex.match(e if isinstance(e, str) else e["name"]))
 
     def files_of(self, path: str) -> Iterator[FoundFile]:
         """Every file one entry of ``inputs.path`` names, lazily, as local paths or full URLs."""
         url = is_url(path)
         fs = None
         for entry in self._entries(path):
-            if "local" in entry:
-                yield _found_local(entry["name"])
+            if isinstance(entry, str):  # a local file, stat'ed only now
+                yield _found_local(entry)
                 continue
             fs = fs or self._fs(path)[0]
             name = entry["name"] if not url or _is_http(entry["name"]) else fs.unstrip_protocol(entry["name"])

@@ -145,3 +145,25 @@ def test_an_unreachable_remote_input_is_one_line(tmp_path, job, batchinfer, comm
     # the reason, not "does not exist" (without aiohttp, fsspec's http needs it: that line instead)
     reason = "Connect call failed" if importlib.util.find_spec("aiohttp") else "aiohttp"
     assert_one_line_error(run, url, reason)
+
+
+# tabular inputs: the coordinator never opens what is not a regular file (a FIFO would block it)
+TABLE_CASES = {
+    "FIFO": (lambda t: os.mkfifo(t / "pipe.csv"), "is a FIFO, not a regular file"),
+    "dangling symbolic link": (lambda t: (t / "gone.csv").symlink_to(t / "nowhere.csv"), "No such file or directory"),
+    "symbolic link to itself": (lambda t: (t / "self.csv").symlink_to(t / "self.csv"), "Too many levels of symbolic links"),
+}
+
+
+@pytest.mark.parametrize("case", list(TABLE_CASES))
+def test_hostile_table_entry_fails_alone(tmp_path, job, case):
+    make, message = TABLE_CASES[case]
+    tables = tmp_path / "t"
+    tables.mkdir()
+    (tables / "a.csv").write_text("id\n" + "".join(f"r{i}\n" for i in range(20)))
+    make(tables)
+    run = job("tabular_ids.py", inputs={"type": "tabular", "path": "t"}, mini_batch_size="40", run_max_try=1)
+    assert run.code == 0, run.stderr
+    assert sorted(row.split()[0] for row in run.rows()) == sorted(f"r{i}" for i in range(20))
+    assert run.summary["items_failed"] == 1
+    assert any(message in e["message"] for e in run.errors()), run.errors()
