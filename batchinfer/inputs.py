@@ -280,14 +280,22 @@ class Lister:
             if self._ask(path, lambda: fs.isdir(root)):
                 return self._walk(fs, root, None)
             return iter([root if local else self._ask(path, lambda: fs.info(root))])
-        if not GLOB_CHARS.search(root):
+        # the glob starts at the first part with a glob character, unless the folder up to there
+        # exists as written (a folder named 'd[1]' is taken literally there too)
+        parts = root.split("/")
+        static = 0
+        while static < len(parts) - 1 and (
+            GLOB_CHARS.search(parts[static]) is None
+            or self._ask(path, lambda: fs.isdir("/".join(parts[: static + 1])))
+        ):
+            static += 1
+        base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
+        rest = "/".join(parts[static:])
+        if not GLOB_CHARS.search(rest):
             raise InputError(f"input {_shown(path)} does not exist",
                              hint="input paths are relative to the job spec's folder")
-        parts = root.split("/")
-        static = next(i for i, p in enumerate(parts) if GLOB_CHARS.search(p))
-        base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
-        depth = None if "**" in root else len(parts) - static
-        regex = _glob_regex(root)
+        depth = None if "**" in rest else len(parts) - static
+        regex = re.compile(re.escape(base.rstrip("/") + "/") + _glob_regex(rest).pattern)
         return (e for e in self._walk(fs, base, depth) if regex.match(e if isinstance(e, str) else e["name"]))
 
     def files_of(self, path: str) -> Iterator[FoundFile]:

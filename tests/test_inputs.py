@@ -128,6 +128,8 @@ def test_the_pool_holds_a_bounded_number_of_mini_batches(tmp_path):
         ("*.txt", ["*.txt"]),
         ("[ab].txt", ["[ab].txt"]),
         ("d[1]", ["d[1]/in.txt"]),  # a folder whose name holds '[' '1' ']'
+        ("d[1]/*.txt", ["d[1]/in.txt"]),  # ... and a glob inside it
+        ("d[0-9]/*.txt", ["d1/other.txt"]),
         ("f[a-c].txt", ["fa.txt", "fb.txt"]),  # does not exist as written: a glob
         ("f*.txt", ["f?.txt", "fa.txt", "fb.txt"]),
         ("f[?].txt", ["f?.txt"]),  # a glob can match a literal '?' with [?]
