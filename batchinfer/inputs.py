@@ -7,6 +7,13 @@ generator: the first mini-batch exists before a big folder is fully listed.
 Order: the paths of ``inputs.path`` in the order given; inside a folder or
 glob, entries sorted by name, depth first. Names starting with ``.`` are
 skipped when walking folders.
+
+What is an input (the README's rules): an entry of ``inputs.path`` that exists
+as written is taken literally; otherwise one with ``*``, ``?`` or ``[`` is a
+glob; an http(s) URL is never a glob. Every entry must match a file. The job's
+output folder, and any other folder holding ``.batchinfer/``, is never walked.
+Every name a folder listing shows becomes an item (or, for a folder, is
+walked): what cannot be read fails as an item with the reason, never vanishes.
 """
 
 from __future__ import annotations
@@ -130,7 +137,7 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
         raise InputError(f"cannot read input folder {_shown(root)}: {exc.strerror}",
                          hint="check the folder and its permissions") from None
     # each level: (folder, its depth left, (device, inode), names still to visit, which are folders)
-    stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, top=True))]
+    stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, None))]
     while stack:
         folder, left, _, names, folders = stack[-1]
         if not names:
@@ -155,13 +162,14 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
         if loop is not None:  # all it holds is being listed already: following it would never end
             skipped[path] = f"it leads back to {loop} (a symbolic link loop)"
             continue
-        sub_names, sub_folders = _scan(path, top=False)
+        sub_names, sub_folders = _scan(path, skipped)
         stack.append((path, None if left is None else left - 1, key, sub_names, sub_folders))
 
 
-def _scan(folder: str, top: bool) -> tuple[list[str], set[str]]:
+def _scan(folder: str, skipped: dict[str, str] | None) -> tuple[list[str], set[str]]:
     """(names to visit, in reverse order so that pop() gives them in order; which are folders).
-    A sub-folder (not ``top``) that holds ``.batchinfer/`` is a batchinfer output folder: empty."""
+    A sub-folder (``skipped`` given: not the top) that holds ``.batchinfer/`` is a batchinfer
+    output folder: nothing in it is an input, and ``skipped`` says so."""
     names: list[str] = []
     folders: set[str] = set()
     try:
@@ -171,7 +179,8 @@ def _scan(folder: str, top: bool) -> tuple[list[str], set[str]]:
                     names.append(entry.name)
                     if _is_folder(entry):
                         folders.add(entry.name)
-                elif not top and entry.name == STATE_DIR and entry.is_dir(follow_symlinks=False):
+                elif skipped is not None and entry.name == STATE_DIR and entry.is_dir(follow_symlinks=False):
+                    skipped[folder] = f"it is a batchinfer output folder (it holds {STATE_DIR}/)"
                     return [], set()
     except (FileNotFoundError, NotADirectoryError):
         return [], set()  # removed while we listed: nothing in it was seen

@@ -245,6 +245,7 @@ def test_an_output_folder_inside_the_input_folder_is_never_an_input(tmp_path, ba
     assert restarted.summary["items_total"] == 5  # not its own logs and rows
     plan = batchinfer("plan", str(tmp_path / "job.yaml"), "--json")
     assert json.loads(plan.stdout)["files"] == 5
+    assert "zz-earlier-run was not followed: it is a batchinfer output folder" in plan.stderr
 
 
 def test_an_input_inside_the_output_folder_is_an_error(tmp_path, batchinfer, text_files):
