@@ -550,8 +550,14 @@ class InputPlan:
                 frame = read_columns(found.path, fmt, keys, self.spec.inputs[index].storage_options)
             except KeyError as exc:
                 raise InputError(
-                    f"partition_keys: column {exc.args[0]!r} is not in {found.path}",
+                    f"partition_keys: column {exc.args[0]!r} is not in {_shown(found.path)}",
                     hint="partition_keys must name columns present in every input file",
+                ) from None
+            except Exception as exc:  # the keys of every file decide the mini-batches: none may be skipped
+                why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                raise InputError(
+                    f"partition_keys: cannot read {_shown(found.path)}: {_shown(why)}",
+                    hint="fix or remove that file; with partition_keys every input file is read before the run",
                 ) from None
             for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
                 values = values if isinstance(values, tuple) else (values,)

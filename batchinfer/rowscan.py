@@ -75,17 +75,20 @@ class RowEnds:
         return self._base + self._pos
 
     def _more(self) -> bool:
-        """Read on (dropping what lies before the current boundary); False at the end of the file.
+        """Read on (keeping only what lies after the current boundary); False at the end of the
+        file. The block is read straight into the new buffer, behind the kept tail (one copy).
         A row longer than a block doubles the read, so a long row is scanned O(its length) times."""
         if self._eof:
             return False
-        block = self._f.read(max(BLOCK, len(self._buf) - self._pos))
-        if not block:
+        tail = len(self._buf) - self._pos
+        buf = bytearray(tail + max(BLOCK, tail))
+        buf[:tail] = memoryview(self._buf)[self._pos :]
+        got = self._f.readinto(memoryview(buf)[tail:])
+        if not got:
             self._eof = True
             return False
-        self._buf = self._buf[self._pos :] + block
-        self._base += self._pos
-        self._pos = 0
+        del buf[tail + got :]
+        self._buf, self._base, self._pos = buf, self._base + self._pos, 0
         return True
 
     def _to_end(self) -> int:

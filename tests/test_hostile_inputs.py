@@ -167,3 +167,15 @@ def test_hostile_table_entry_fails_alone(tmp_path, job, case):
     assert sorted(row.split()[0] for row in run.rows()) == sorted(f"r{i}" for i in range(20))
     assert run.summary["items_failed"] == 1
     assert any(message in e["message"] for e in run.errors()), run.errors()
+
+
+def test_with_partition_keys_an_unreadable_table_is_one_line(tmp_path, job):
+    tables = tmp_path / "t"
+    tables.mkdir()
+    (tables / "a.csv").write_text("id,group\nr1,g1\n")
+    os.mkfifo(tables / "b.csv")
+    run = job("partitions.py", inputs={"type": "tabular", "path": "t"}, partition_keys=["group"])
+    # the keys are read once the workers start (the listing is lazy): the error is the last line
+    assert run.code == 2 and "Traceback" not in run.stderr, run.stderr
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("batchinfer: error: partition_keys: cannot read") and "b.csv' is a FIFO" in last
