@@ -147,11 +147,12 @@ def validate(job: JobArg, set_: SetOpt = None) -> None:
     """Check the spec, that the script compiles and defines run(), and that inputs exist; run nothing."""
     from batchinfer.entry import check_entry_script
     from batchinfer.inputs import InputPlan
+    from batchinfer.job import RunOptions, excluded_folders
 
     try:
         spec = _load(job, list(set_ or []))
         entry = check_entry_script(spec)
-        plan = InputPlan(spec)
+        plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
         plan.check()
     except BatchInferError as error:
         fail(error)
@@ -172,15 +173,18 @@ def plan(
 ) -> None:
     """Show the mini-batches the job would run (lists the inputs; never imports the script)."""
     from batchinfer.inputs import InputPlan, describe
+    from batchinfer.job import RunOptions, excluded_folders
 
     try:
         spec = _load(job, list(set_ or []))
-        input_plan = InputPlan(spec)
+        input_plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
         input_plan.check()
         info = describe(input_plan, first)
     except BatchInferError as error:
         fail(error)
         return
+    for line in input_plan.notes():
+        sys.stderr.write(f"batchinfer: {line}\n")
     if as_json:
         _print_json(info)
         return

@@ -7,6 +7,13 @@ generator: the first mini-batch exists before a big folder is fully listed.
 Order: the paths of ``inputs.path`` in the order given; inside a folder or
 glob, entries sorted by name, depth first. Names starting with ``.`` are
 skipped when walking folders.
+
+What is an input (the README's rules): an entry of ``inputs.path`` that exists
+as written is taken literally; otherwise one with ``*``, ``?`` or ``[`` is a
+glob; an http(s) URL is never a glob. Every entry must match a file. The job's
+output folder, and any other folder holding ``.batchinfer/``, is never walked.
+Every name a folder listing shows becomes an item (or, for a folder, is
+walked): what cannot be read fails as an item with the reason, never vanishes.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ import itertools
 import math
 import os
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
+from batchinfer.output import STATE_DIR
 from batchinfer.protocol import MiniBatch, Partition, TableSlice
+from batchinfer.readers import separator
+from batchinfer.rowscan import RowEnds
 from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
 
 FORMAT_BY_EXTENSION = {
@@ -38,16 +48,37 @@ FORMAT_BY_EXTENSION = {
 }
 COMPRESSION_EXTENSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 GLOB_CHARS = re.compile(r"[*?\[]")
-SCAN_BLOCK = 1 << 20
 
 
-@dataclass(frozen=True)
-class FoundFile:
-    """A file found by the listing, with what the fingerprint needs."""
+class FoundFile(NamedTuple):
+    """A file found by the listing, with what the fingerprint needs.
+
+    ``regular`` is False for an entry that is not a regular file (a FIFO, a socket, a device,
+    a dangling or looping symbolic link, a file removed while listing): it is still an item,
+    never dropped, and its read fails with the reason (see ``readers.py``).
+    """
 
     path: str
     size: int | None
     mtime: float | None
+    regular: bool = True
+
+
+def _shown(path: str) -> str:
+    """An input path or URL as messages show it: on one line and printable (a newline as ``\n``,
+    bytes that are not UTF-8 as ``\xff``). The one place to mask credentials in URLs too."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, from the innermost cause (fsspec wraps network errors in others)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"HTTP {status} {getattr(exc, 'message', '')}".rstrip()
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
@@ -55,6 +86,10 @@ def _mtime(info: dict[str, Any]) -> float | None:
     if value is None:
         return None
     return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def _is_http(path: str) -> bool:
+    return path.lower().startswith(("http://", "https://"))
 
 
 def _glob_regex(pattern: str) -> re.Pattern:
@@ -84,56 +119,144 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def _walk_local(root: str, depth: int | None) -> Iterator[dict]:
-    """A local folder walk: names only (no stat) are read and sorted before the first file is
-    yielded, and each name is let go once yielded, so a folder of 200,000 files costs its
-    names, once."""
+def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dict[str, str]) -> Iterator[str]:
+    """Every file under a local folder, sorted by name, depth first (without recursion, so any
+    depth is fine). Names are read and sorted a folder at a time and let go once yielded, so a
+    folder of 200,000 files costs its names, once; only sub-folders are stat'ed.
+
+    Not walked: names starting with '.', the folders in ``skip`` (the job's output folder), and
+    any sub-folder holding ``.batchinfer/`` (another batchinfer output folder). A folder that
+    leads back to one it is inside (a symbolic link loop) holds nothing that is not listed
+    already: it is not followed, and ``skipped`` says why (the run prints it as a note).
+    """
+    try:
+        top = os.stat(root)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"cannot read input folder {_shown(root)}: {exc.strerror}",
+                         hint="check the folder and its permissions") from None
+    # each level: (folder, its depth left, (device, inode), names still to visit, which are folders)
+    stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, None))]
+    while stack:
+        folder, left, _, names, folders = stack[-1]
+        if not names:
+            stack.pop()
+            continue
+        name = names.pop()
+        path = (folder if folder.endswith("/") else folder + "/") + name
+        if name not in folders:
+            yield path
+            continue
+        if (left is not None and left <= 1) or path in skip:
+            continue
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            continue  # removed while we listed: nothing in it was seen
+        except OSError as exc:
+            raise InputError(f"cannot read input folder {_shown(path)}: {exc.strerror}",
+                             hint="check the folder and its permissions") from None
+        key = (info.st_dev, info.st_ino)
+        loop = next((f for f, _, k, _, _ in stack if k == key), None)
+        if loop is not None:  # all it holds is being listed already: following it would never end
+            skipped[path] = f"it leads back to {loop} (a symbolic link loop)"
+            continue
+        sub_names, sub_folders = _scan(path, skipped)
+        stack.append((path, None if left is None else left - 1, key, sub_names, sub_folders))
+
+
+def _scan(folder: str, skipped: dict[str, str] | None) -> tuple[list[str], set[str]]:
+    """(names to visit, in reverse order so that pop() gives them in order; which are folders).
+    A sub-folder (``skipped`` given: not the top) that holds ``.batchinfer/`` is a batchinfer
+    output folder: nothing in it is an input, and ``skipped`` says so."""
     names: list[str] = []
     folders: set[str] = set()
     try:
-        with os.scandir(root) as scan:
+        with os.scandir(folder) as scan:
             for entry in scan:
                 if entry.name[0] != ".":
                     names.append(entry.name)
-                    if entry.is_dir():
+                    if _is_folder(entry):
                         folders.add(entry.name)
+                elif skipped is not None and entry.name == STATE_DIR and entry.is_dir(follow_symlinks=False):
+                    skipped[folder] = f"it is a batchinfer output folder (it holds {STATE_DIR}/)"
+                    return [], set()
     except (FileNotFoundError, NotADirectoryError):
-        return
-    except PermissionError as exc:
-        raise InputError(f"cannot list {root}: {exc}", hint="check the folder's permissions") from None
+        return [], set()  # removed while we listed: nothing in it was seen
+    except OSError as exc:
+        raise InputError(f"cannot list input folder {_shown(folder)}: {exc.strerror}",
+                         hint="check the folder's permissions") from None
     names.sort(reverse=True)  # popped from the end: in order, and freed as we go
-    prefix = root if root.endswith("/") else root + "/"
-    while names:
-        name = names.pop()
-        if name in folders:
-            if depth is None or depth > 1:
-                yield from _walk_local(prefix + name, None if depth is None else depth - 1)
-        else:
-            yield {"name": prefix + name, "type": "file", "local": True}
+    return names, folders
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether an entry is a folder, following symbolic links; False for a dangling or looping
+    link (which is then listed as an item whose read says why)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _found_local(path: str) -> FoundFile:
+    """A listed local name as an item: stat'ed only now, one at a time; never dropped."""
+    try:
+        info = os.stat(path)
+    except OSError:  # dangling or looping link, removed since: an item whose read says why
+        return FoundFile(path, None, None, regular=False)
+    return FoundFile(path, info.st_size, info.st_mtime, regular=stat.S_ISREG(info.st_mode))
+
+
+def _inside(path: str, folders: frozenset[str]) -> str | None:
+    """The folder of ``folders`` that holds (or is) ``path``, if any."""
+    return next((f for f in folders if path == f or path.startswith(f.rstrip("/") + "/")), None)
 
 
 class Lister:
-    """Walks one input's paths with fsspec, yielding files lazily in a stable order."""
+    """Walks one input's paths with fsspec, yielding files lazily in a stable order.
 
-    def __init__(self, spec: InputSpec) -> None:
+    Each entry of ``inputs.path`` is taken literally when it exists as written (a local name
+    with ``?``, ``*`` or ``[`` too); otherwise, if it holds one of those, it is a glob. An
+    http(s) URL is never a glob: its query string is part of it. Folders in ``exclude`` (the
+    job's output folder) are never part of the inputs.
+    """
+
+    def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset()) -> None:
         self.spec = spec
+        self.exclude = exclude
+        self.skipped: dict[str, str] = {}  # folders not followed, and why
 
     def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
         try:
             return fsspec.core.url_to_fs(path, **self.spec.storage_options)
         except (ImportError, ValueError) as exc:
-            raise InputError(f"inputs.path {path!r}: {exc}") from None
+            raise InputError(f"inputs.path {_shown(path)}: {exc}") from None
 
-    def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[dict]:
+    def _ask(self, path: str, call: Callable[[], Any]) -> Any:
+        """``call()`` (a question to the file system about ``path``); whatever goes wrong other
+        than 'not found' becomes one InputError naming the path, not a traceback."""
+        try:
+            return call()
+        except (InputError, FileNotFoundError):
+            raise
+        except Exception as exc:
+            verb = "reach" if is_url(path) else "read"
+            raise InputError(
+                f"cannot {verb} input {_shown(path)}: {_why(exc)}",
+                hint="check the path or URL, the network and inputs.storage_options",
+            ) from None
+
+    def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[str | dict]:
+        """Files under a folder: local ones as paths, remote ones as fsspec's info dicts."""
         if isinstance(fs, LocalFileSystem):
-            yield from _walk_local(root, depth)
+            yield from _walk_local(root, depth, self.exclude, self.skipped)  # names: local files
             return
         try:
-            entries = fs.ls(root, detail=True)
+            entries = self._ask(root, lambda: fs.ls(root, detail=True))
         except (FileNotFoundError, NotADirectoryError):
             return
-        except PermissionError as exc:
-            raise InputError(f"cannot list {root}: {exc}", hint="check the folder's permissions") from None
         for entry in sorted(entries, key=lambda e: e["name"]):
             name = entry["name"].rstrip("/")
             if name.rsplit("/", 1)[-1].startswith(".") or name == root.rstrip("/"):
@@ -144,42 +267,57 @@ class Lister:
             else:
                 yield entry
 
-    def check(self) -> None:
-        """Fail early, before any worker starts, on a plain path (not a glob) that does not exist."""
-        for path in self.spec.path:
-            fs, root = self._fs(path)
-            if not GLOB_CHARS.search(root) and not fs.exists(root):
-                raise InputError(
-                    f"input {path} does not exist",
-                    hint="input paths are relative to the job spec's folder",
-                )
+    def _entries(self, path: str) -> Iterator[str | dict]:
+        """What one entry of ``inputs.path`` names: a file, a folder's files, or a glob's matches."""
+        fs, root = self._fs(path)
+        local = isinstance(fs, LocalFileSystem)
+        if local and (outside := _inside(os.path.normpath(root), self.exclude)):
+            raise InputError(
+                f"input {_shown(path)} is inside the output folder {_shown(outside)}",
+                hint="choose an output folder outside the inputs",
+            )
+        if _is_http(path):  # literal: a query string is not a glob
+            if path.endswith("/"):
+                return self._walk(fs, root, None)
+            try:
+                info = self._ask(path, lambda: fs.info(root))
+            except FileNotFoundError as exc:
+                raise InputError(f"cannot read input {_shown(path)}: {_why(exc)}",
+                                 hint="check the URL and that its server answers") from None
+            return iter([info])
+        if self._ask(path, lambda: fs.exists(root)):
+            if self._ask(path, lambda: fs.isdir(root)):
+                return self._walk(fs, root, None)
+            return iter([root if local else self._ask(path, lambda: fs.info(root))])
+        # the glob starts at the first part with a glob character, unless the folder up to there
+        # exists as written (a folder named 'd[1]' is taken literally there too)
+        parts = root.split("/")
+        static = 0
+        while static < len(parts) - 1 and (
+            GLOB_CHARS.search(parts[static]) is None
+            or self._ask(path, lambda: fs.isdir("/".join(parts[: static + 1])))
+        ):
+            static += 1
+        base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
+        rest = "/".join(parts[static:])
+        if not GLOB_CHARS.search(rest):
+            raise InputError(f"input {_shown(path)} does not exist",
+                             hint="input paths are relative to the job spec's folder")
+        depth = None if "**" in rest else len(parts) - static
+        regex = re.compile(re.escape(base.rstrip("/") + "/") + _glob_regex(rest).pattern)
+        return (e for e in self._walk(fs, base, depth) if regex.match(e if isinstance(e, str) else e["name"]))
 
-    def files(self) -> Iterator[FoundFile]:
-        """Every file of this input, lazily, paths as local paths or full URLs."""
-        for path in self.spec.path:
-            fs, root = self._fs(path)
-            url = is_url(path)
-            if GLOB_CHARS.search(root):
-                parts = root.split("/")
-                static = next(i for i, p in enumerate(parts) if GLOB_CHARS.search(p))
-                base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
-                depth = None if "**" in root else len(parts) - static
-                regex = _glob_regex(root)
-                entries = (e for e in self._walk(fs, base, depth) if regex.match(e["name"]))
-            elif fs.isdir(root):
-                entries = self._walk(fs, root, None)
-            else:
-                entries = iter([fs.info(root)]) if fs.exists(root) else iter(())
-            for entry in entries:
-                if "local" in entry:  # stat only now, one file at a time
-                    try:
-                        stat = os.stat(entry["name"])
-                    except FileNotFoundError:
-                        continue  # removed while we listed
-                    yield FoundFile(entry["name"], stat.st_size, stat.st_mtime)
-                    continue
-                name = fs.unstrip_protocol(entry["name"]) if url else entry["name"]
-                yield FoundFile(name, entry.get("size"), _mtime(entry))
+    def files_of(self, path: str) -> Iterator[FoundFile]:
+        """Every file one entry of ``inputs.path`` names, lazily, as local paths or full URLs."""
+        url = is_url(path)
+        fs = None
+        for entry in self._entries(path):
+            if isinstance(entry, str):  # a local file, stat'ed only now
+                yield _found_local(entry)
+                continue
+            fs = fs or self._fs(path)[0]
+            name = entry["name"] if not url or _is_http(entry["name"]) else fs.unstrip_protocol(entry["name"])
+            yield FoundFile(name, entry.get("size"), _mtime(entry))
 
 
 def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
@@ -198,59 +336,26 @@ def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
     return None, compression
 
 
-def _line_boundary(f: Any, offset: int, size: int) -> int:
-    """The offset just after the first newline at or after ``offset`` (``size`` if none)."""
-    f.seek(offset)
-    position = offset
-    while position < size:
-        block = f.read(min(SCAN_BLOCK, 1 << 16))
-        if not block:
-            return size
-        newline = block.find(b"\n")
-        if newline >= 0:
-            return position + newline + 1
-        position += len(block)
-    return size
-
-
 def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize) -> Iterator[TableSlice]:
-    """Cut a CSV/JSONL file into slices on line boundaries (CSV: header kept for each slice)."""
+    """Cut a CSV/TSV/JSON-lines file into slices that start and end where rows end (quote-aware,
+    see ``rowscan.py``); CSV: the header row is kept for each slice."""
     total = found.size if found.size is not None else fs.size(found.path)
     with fs.open(found.path, "rb") as f:
-        header_end = _line_boundary(f, 0, total) if fmt == "csv" else 0
+        rows = RowEnds(f, 0, total, separator(found.path).encode() if fmt == "csv" else None)
+        header_end = rows.skip_rows(1) if fmt == "csv" else 0
         if header_end >= total:
             return  # a header and no rows: nothing to score
-        if size.unit == "bytes":
-            if total - header_end <= size.value:
-                yield TableSlice(found.path, fmt, header_end=header_end)
-                return
-            start = header_end
-            while start < total:
-                end = _line_boundary(f, min(start + size.value, total) - 1, total)
-                yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
-                start = end
+        if size.unit == "bytes" and total - header_end <= size.value:
+            yield TableSlice(found.path, fmt, header_end=header_end)
             return
-        # a row count: find every size.value-th newline
-        f.seek(header_end)
-        start, position, rows = header_end, header_end, 0
-        while True:
-            block = f.read(SCAN_BLOCK)
-            if not block:
-                break
-            index = 0
-            while True:
-                newline = block.find(b"\n", index)
-                if newline < 0:
-                    break
-                rows += 1
-                index = newline + 1
-                if rows == size.value:
-                    end = position + index
-                    yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
-                    start, rows = end, 0
-            position += len(block)
-        if start < total:
-            yield TableSlice(found.path, fmt, byte_range=(start, total), header_end=header_end)
+        start = header_end
+        while start < total:
+            if size.unit == "bytes":
+                end = rows.end_at_or_after(min(start + size.value, total))
+            else:
+                end = rows.skip_rows(size.value)
+            yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
+            start = end
 
 
 def _split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple[TableSlice, int]]:
@@ -295,54 +400,81 @@ def _split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple
         yield TableSlice(found.path, "parquet", row_groups=tuple(pending)), pending_rows
 
 
-class InputPlan:
-    """The job's inputs as a lazy stream of :class:`MiniBatch` descriptors."""
+TABLE_NAMES = ", ".join(FORMAT_BY_EXTENSION) + " files (optionally compressed)"
 
-    def __init__(self, spec: JobSpec) -> None:
+
+def _normalized(folders: Iterable[str | os.PathLike]) -> frozenset[str]:
+    """Folders as the walk names them (absolute, normalised), and as their real paths too."""
+    out = set()
+    for folder in folders:
+        path = os.path.normpath(os.path.abspath(folder))
+        out.update((path, os.path.realpath(path)))
+    return frozenset(out)
+
+
+class InputPlan:
+    """The job's inputs as a lazy stream of :class:`MiniBatch` descriptors.
+
+    ``exclude``: folders that are never inputs, whatever ``inputs.path`` says (the job's
+    output folder, which may lie inside an input folder).
+    """
+
+    def __init__(self, spec: JobSpec, exclude: Iterable[str | os.PathLike] = ()) -> None:
         self.spec = spec
-        self.listers = [Lister(i) for i in spec.inputs]
+        skip = _normalized(exclude)
+        self.listers = [Lister(i, skip) for i in spec.inputs]
         self.files_seen = 0
-        self._started: dict[int, Iterator[FoundFile]] = {}  # listings begun by check()
+        self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
+        self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
 
     def check(self) -> None:
-        """Fail before any worker starts if a path is missing or nothing matches at all."""
+        """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
+        file (each entry must match one at least), or a model or side input is missing."""
         for kind, named in (("models", self.spec.models), ("side_inputs", self.spec.side_inputs)):
             for name, path in named.items():
                 if not is_url(path) and not os.path.exists(path):
-                    raise InputError(f"{kind}.{name}: {path} does not exist", hint="paths are relative to the job spec's folder")
-        for lister in self.listers:
-            lister.check()
-        if not any(self._peek(i) for i in range(len(self.listers))):
-            patterns = ", ".join(p for i in self.spec.inputs for p in i.path)
-            what = "files" if self.spec.input_type == "file" else "CSV, Parquet or JSON-lines files"
-            raise InputError(
-                f"no input {what} match {patterns}",
-                hint="check inputs.path (relative to the job spec's folder); names starting with '.' are skipped",
-            )
+                    raise InputError(f"{kind}.{name}: {_shown(path)} does not exist", hint="paths are relative to the job spec's folder")
+        for index, lister in enumerate(self.listers):
+            for entry, path in enumerate(lister.spec.path):
+                listing = self._entry_files(index, entry)
+                first = next(listing, None)
+                if first is None:
+                    tabular = self.spec.input_type == "tabular"
+                    raise InputError(
+                        f"no input {'table ' if tabular else ''}files match {_shown(path)}",
+                        hint=(f"tabular inputs are {TABLE_NAMES}, or set inputs.format; " if tabular else "")
+                        + "paths are relative to the job spec's folder; names starting with '.' are skipped",
+                    )
+                self._started[(index, entry)] = itertools.chain([first], listing)
 
-    def _table_files(self, index: int) -> Iterator[FoundFile]:
-        """Files of input ``index``; for tabular inputs, only those of a known format."""
+    def _entry_files(self, index: int, entry: int) -> Iterator[FoundFile]:
+        """Files of one entry of input ``index``; for tabular inputs, only those of a known format."""
         declared = self.spec.inputs[index].format
-        for found in self.listers[index].files():
+        for found in self.listers[index].files_of(self.spec.inputs[index].path[entry]):
             if self.spec.input_type == "file" or _table_format(found.path, declared)[0]:
                 yield found
 
-    def _peek(self, index: int) -> bool:
-        """Whether input ``index`` has a file; the listing started here is kept for :meth:`files`,
-        so a big folder is not listed twice before the first mini-batch."""
-        listing = self._table_files(index)
-        first = next(listing, None)
-        if first is None:
-            return False
-        self._started[index] = itertools.chain([first], listing)
-        return True
+    def notes(self) -> list[str]:
+        """What the user should know about a listing that went through: files without rows,
+        folders not followed (one line each, for stderr)."""
+        lines = []
+        if self.files_without_rows:
+            paths = list(self.files_without_rows)
+            shown = ", ".join(_shown(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+            lines.append(f"note: {len(paths)} input file{'s hold' if len(paths) > 1 else ' holds'} no rows: {shown}")
+        for lister in self.listers:
+            for path, why in lister.skipped.items():
+                lines.append(f"note: input folder {_shown(path)} was not followed: {_shown(why)}")
+        return lines
 
     def files(self) -> Iterator[tuple[int, FoundFile]]:
-        """Every input file with the index of the input it belongs to."""
-        for index in range(len(self.listers)):
-            for found in self._started.pop(index, None) or self._table_files(index):
-                self.files_seen += 1
-                yield index, found
+        """Every input file with the index of the input it belongs to (a listing that
+        :meth:`check` began is taken up where it stopped: a big folder is not listed twice)."""
+        for index, lister in enumerate(self.listers):
+            for entry in range(len(lister.spec.path)):
+                for found in self._started.pop((index, entry), None) or self._entry_files(index, entry):
+                    self.files_seen += 1
+                    yield index, found
 
     def mini_batches(self) -> Iterator[MiniBatch]:
         """Every mini-batch, lazily, numbered from 0 in a stable order."""
@@ -368,26 +500,39 @@ class InputPlan:
         spec_input = self.spec.inputs[index]
         fmt, compression = _table_format(found.path, spec_input.format)
         assert fmt is not None and self.spec.mini_batch_size is not None
-        fs, path = self.listers[index]._fs(found.path)
-        local = FoundFile(path, found.size, found.mtime)
-        if compression:  # a compressed file cannot be cut: it is one mini-batch
+        if compression or not found.regular:
+            # a compressed file cannot be cut; what is not a regular file is never opened here
+            # (a FIFO would block): either is one mini-batch, whose read scores it or says why
             yield TableSlice(found.path, fmt, compression=compression), None
             return
+        fs, path = self.listers[index]._fs(found.path)
+        local = FoundFile(path, found.size, found.mtime)
+        slices = 0
         try:
             if fmt == "parquet":
                 try:
-                    slices = list(_split_parquet(fs, local, self.spec.mini_batch_size))
+                    cut = list(_split_parquet(fs, local, self.spec.mini_batch_size))
                 except OSError:
                     raise
                 except Exception:  # a corrupt footer: one slice, whose read fails in the worker and says why
-                    slices = [(TableSlice(path, fmt), None)]
-                for table, rows in slices:
+                    cut = [(TableSlice(path, fmt), None)]
+                for table, rows in cut:
+                    slices += 1
                     yield _with_path(table, found.path), rows
             else:
                 for table in _split_lines(fs, local, fmt, self.spec.mini_batch_size):
+                    slices += 1
                     yield _with_path(table, found.path), None
-        except OSError as exc:
-            raise InputError(f"cannot read {found.path}: {exc}") from None
+        except OSError:
+            # unreadable now: the rest of the file is one mini-batch, whose read fails with the
+            # reason (or succeeds, if the trouble passed); its items are never dropped
+            if slices == 0:
+                yield TableSlice(found.path, fmt), None
+            elif fmt != "parquet" and table.byte_range is not None and table.byte_range[1] < (found.size or 0):
+                yield TableSlice(found.path, fmt, (table.byte_range[1], found.size or 0), table.header_end), None
+            return
+        if slices == 0:
+            self.files_without_rows[found.path] = None
 
     def _partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
         """Group rows by ``partition_keys`` across all files (reads only the key columns)."""
@@ -405,8 +550,14 @@ class InputPlan:
                 frame = read_columns(found.path, fmt, keys, self.spec.inputs[index].storage_options)
             except KeyError as exc:
                 raise InputError(
-                    f"partition_keys: column {exc.args[0]!r} is not in {found.path}",
+                    f"partition_keys: column {exc.args[0]!r} is not in {_shown(found.path)}",
                     hint="partition_keys must name columns present in every input file",
+                ) from None
+            except Exception as exc:  # the keys of every file decide the mini-batches: none may be skipped
+                why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                raise InputError(
+                    f"partition_keys: cannot read {_shown(found.path)}: {_shown(why)}",
+                    hint="fix or remove that file; with partition_keys every input file is read before the run",
                 ) from None
             for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
                 values = values if isinstance(values, tuple) else (values,)
@@ -423,7 +574,8 @@ class InputPlan:
 def _digest(*parts: FoundFile | str) -> str:
     """A short hash of listed files (path, size, modification time) and slice labels."""
     text = "\0".join(p if isinstance(p, str) else f"{p.path}|{p.size}|{p.mtime}" for p in parts)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    # surrogateescape: a file name that is not UTF-8 hashes as its bytes
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def _with_path(table: TableSlice, path: str) -> TableSlice:
@@ -457,14 +609,15 @@ def describe(plan: InputPlan, first: int = 10) -> dict[str, Any]:
             shown.append({
                 "id": batch.id,
                 "items": batch.known_items,
-                "first": labels[0],
-                "last": labels[-1] if len(labels) > 1 else None,
+                "first": _shown(labels[0]),
+                "last": _shown(labels[-1]) if len(labels) > 1 else None,
             })
     sizes.sort()
     return {
         "input_type": plan.spec.input_type,
         "mini_batch_size": str(plan.spec.mini_batch_size) if plan.spec.mini_batch_size else "by partition",
         "files": plan.files_seen,
+        "files_without_rows": len(plan.files_without_rows),
         "mini_batches": batches,
         "items": known_items if not unknown else None,
         "items_known": known_items,

@@ -45,8 +45,8 @@ from batchinfer.resume import (
     prepare_output,
 )
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
-from batchinfer.spec import JobSpec
 from batchinfer.manifest import seal_state
+from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import private_umask
 
 log = logging.getLogger("batchinfer")
@@ -142,6 +142,14 @@ def _stream_folder(spec: JobSpec, options: RunOptions) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"batchinfer-{spec.name}-"))
 
 
+def excluded_folders(spec: JobSpec, options: RunOptions) -> list[Path]:
+    """Folders that are never inputs: the job's output folder (or --logs folder), wherever it is."""
+    raw = options.output or (spec.output.path if spec.output else None)
+    if raw == "-":
+        return [Path(options.logs).absolute()] if options.logs else []
+    return [] if raw and is_url(raw) else [output_folder(spec, options.output)]
+
+
 def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
     """Where to look first when the job failed: the file that holds the first error."""
     if summary["status"] != "failed":
@@ -160,7 +168,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
 
     warm_up()
     entry = check_entry_script(spec)
-    plan = InputPlan(spec)
+    plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     plan.check()
     to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
     if to_stdout:
@@ -279,6 +287,8 @@ def _run(
             journal.close()
             log.removeHandler(handler)
     reporter.stop(progress)
+    for line in plan.notes():  # files without rows, folders not followed
+        reporter.note(line)
     shutil.rmtree(folder / STATE_DIR / "tmp", ignore_errors=True)  # killed workers' private folders
     if pipe_closed:
         status, reason, code = "interrupted", "stdout was closed by its reader", ExitCode.PIPE_CLOSED

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import stat
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -20,35 +23,62 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"),
+         (stat.S_ISDIR, "a folder"))
+
+
+def check_regular(path: str) -> None:
+    """Raise (naming the path and why) unless ``path`` is a regular file: a FIFO or a device
+    would block or never end, so no script is handed one, and no worker opens one."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise OSError(exc.errno, f"{path!r} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in KINDS if test(mode)), "not a regular file")
+        raise OSError(f"{path!r} is {kind}, not a regular file")
+
+
 def _open(path: str, storage_options: dict[str, Any], compression: str | None = None):
     """Open a file for reading: plain open() for local files, fsspec for URLs and compression."""
-    if not is_url(path) and compression is None:
-        return open(path, "rb")
+    if not is_url(path):
+        check_regular(path)
+        if compression is None:
+            return open(path, "rb")
     import fsspec
 
-    return fsspec.open(path, "rb", compression=compression, **storage_options).open()
+    # expand=False: fsspec never reads '?', '*' or '[' in the name as a glob
+    return fsspec.open(path, "rb", compression=compression, expand=False, **storage_options).open()
+
+
+def _local_name(remote: str) -> str:
+    """The file name to save a remote file under: its last path part, without a query string."""
+    return os.path.basename(urllib.parse.urlsplit(remote).path.rstrip("/")) or "download"
 
 
 def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], make_folder: Callable[[], str]) -> list[str]:
-    """Local paths for ``paths``: local files as they are, URLs downloaded into a folder that
-    ``make_folder()`` creates only when there is something to download."""
+    """Local paths for ``paths``: local files as they are (checked to be regular files), URLs
+    downloaded into a folder that ``make_folder()`` creates only when there is something to download."""
     local = []
     folder = None
     for i, path in enumerate(paths):
         if not is_url(path):
+            check_regular(path)
             local.append(path)
             continue
         import fsspec
 
         folder = folder or make_folder()
-        fs, remote = fsspec.core.url_to_fs(path, **storage_options)
-        target = os.path.join(folder, f"{i:06d}-{os.path.basename(remote.rstrip('/'))}")
-        fs.get(remote, target)
+        target = os.path.join(folder, f"{i:06d}-{_local_name(path)}")
+        # opened as written: fs.get() would read '?' in a signed URL as a glob
+        with fsspec.open(path, "rb", expand=False, **storage_options) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
         local.append(target)
     return local
 
 
-def _separator(path: str) -> str:
+def separator(path: str) -> str:
+    """The delimiter of a CSV file: a tab for ``.tsv`` files, else a comma."""
     return "\t" if ".tsv" in path.lower() else ","
 
 
@@ -65,7 +95,7 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any]):
             data = header + f.read(table.byte_range[1] - table.byte_range[0])
     if table.format == "jsonl":
         return pd.read_json(io.BytesIO(data), lines=True)
-    return pd.read_csv(io.BytesIO(data), sep=_separator(table.path))
+    return pd.read_csv(io.BytesIO(data), sep=separator(table.path))
 
 
 def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):

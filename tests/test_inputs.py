@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import os
 import pickle
+import threading
 
 import pytest
-from conftest import SCRIPTS
+from conftest import SCRIPTS, assert_one_line_error
 
 from batchinfer import inputs as inputs_module
 from batchinfer.entry import check_entry_script
@@ -112,3 +116,142 @@ def test_the_pool_holds_a_bounded_number_of_mini_batches(tmp_path):
     assert progress.mini_batches_done == 300
     assert high_water <= spec.worker_count * (1 + MAX_PREFETCH)
     assert len((out / "parallel_run_step.txt").read_text().splitlines()) == 300
+
+
+# --------------------------------------------------------------- literal paths, globs, URLs
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("f?.txt", ["f?.txt"]),  # exists as written: taken literally, not as a glob matching fa.txt
+        ("*.txt", ["*.txt"]),
+        ("[ab].txt", ["[ab].txt"]),
+        ("d[1]", ["d[1]/in.txt"]),  # a folder whose name holds '[' '1' ']'
+        ("d[1]/*.txt", ["d[1]/in.txt"]),  # ... and a glob inside it
+        ("d[0-9]/*.txt", ["d1/other.txt"]),
+        ("f[a-c].txt", ["fa.txt", "fb.txt"]),  # does not exist as written: a glob
+        ("f*.txt", ["f?.txt", "fa.txt", "fb.txt"]),
+        ("f[?].txt", ["f?.txt"]),  # a glob can match a literal '?' with [?]
+    ],
+)
+def test_a_path_that_exists_as_written_is_taken_literally(tmp_path, entry, expected):
+    data = tmp_path / "data"
+    (data / "d[1]").mkdir(parents=True)
+    (data / "d1").mkdir()
+    for name in ("f?.txt", "*.txt", "[ab].txt", "fa.txt", "fb.txt", "d[1]/in.txt", "d1/other.txt"):
+        (data / name).write_text("x\n")
+    spec = spec_for(tmp_path, f"'data/{entry}'", mini_batch_size=100)
+    plan = InputPlan(spec)
+    plan.check()
+    files = [os.path.relpath(f, data) for batch in plan.mini_batches() for f in batch.files]
+    assert files == expected
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "plan"])
+@pytest.mark.parametrize(
+    ("entries", "fragment"),
+    [
+        (["data/f000.txt", "data/missing.txt"], "input {tmp}/data/missing.txt does not exist"),
+        (["data", "data/nothing*.png"], "no input files match {tmp}/data/nothing*.png"),
+        (["data", "empty"], "no input files match {tmp}/empty"),
+    ],
+)
+def test_an_entry_that_matches_nothing_is_an_error_never_skipped(tmp_path, batchinfer, text_files, command, entries, fragment):
+    text_files(3)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "job.yaml").write_text(
+        f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs:\n  path: {entries}\n"
+    )
+    run = batchinfer(command, str(tmp_path / "job.yaml"), *(["--output", str(tmp_path / "out")] if command == "run" else []))
+    assert_one_line_error(run, fragment.format(tmp=tmp_path))
+
+
+# ----------------------------------------------------------------- http(s) URLs, literally
+
+
+class _Server(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; a file under signed/ only with '?X-Amz-Signature=abc' (as a presigned URL)."""
+
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.requests.append(self.path)
+        if self.path.startswith("/signed/") and not self.path.endswith("?X-Amz-Signature=abc"):
+            self.send_error(403, "signature required")
+            return
+        super().do_GET()
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """(folder, base URL): a real HTTP server on 127.0.0.1 serving the folder, in a thread."""
+    pytest.importorskip("aiohttp", reason="fsspec's http file system needs aiohttp (the dev extra should install it)")
+    folder = tmp_path / "served"
+    (folder / "signed").mkdir(parents=True)
+    handler = functools.partial(_Server, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_query_strings_of_http_urls_are_kept(tmp_path, job, http_folder):
+    folder, base = http_folder
+    for i in range(4):
+        (folder / "signed" / f"f{i:02d}.txt").write_text(f"{i}\n")
+    (folder / "plain.txt").write_text("plain\n")
+    urls = [f"{base}/signed/f{i:02d}.txt?X-Amz-Signature=abc" for i in range(4)] + [f"{base}/plain.txt"]
+    run = job("contents.py", inputs={"path": urls}, mini_batch_size=2)
+    assert run.code == 0, run.stderr
+    assert sorted(run.rows()) == ["0", "1", "2", "3", "plain"]
+    assert run.summary["items_total"] == run.summary["items_succeeded"] == 5
+
+
+def test_an_http_url_that_answers_an_error_is_one_line(tmp_path, job, http_folder):
+    folder, base = http_folder
+    (folder / "signed" / "f.txt").write_text("x\n")
+    run = job("contents.py", inputs={"path": [f"{base}/signed/f.txt", f"{base}/missing.txt"]})
+    assert_one_line_error(run, f"{base}/signed/f.txt", "HTTP 403")
+
+
+# ------------------------------------------------------------- the output folder is never an input
+
+
+def test_an_output_folder_inside_the_input_folder_is_never_an_input(tmp_path, batchinfer, text_files):
+    text_files(5)
+    other = tmp_path / "data" / "zz-earlier-run"  # another job's output folder left among the inputs
+    (other / ".batchinfer").mkdir(parents=True)
+    (other / "parallel_run_step.txt").write_text("old rows\n")
+    (tmp_path / "job.yaml").write_text(
+        f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: data\noutput: data/results\n"
+    )
+    out = tmp_path / "data" / "results"
+    first = batchinfer("run", str(tmp_path / "job.yaml"), output=out)
+    assert first.code == 0, first.stderr
+    assert sorted(first.rows()) == [f"f{i:03d}.txt {i}" for i in range(5)]
+    again = batchinfer("run", str(tmp_path / "job.yaml"), output=out)
+    assert again.code == 0, again.stderr  # reused: its own output did not change its inputs
+    assert "reused" in again.stderr
+    restarted = batchinfer("run", str(tmp_path / "job.yaml"), "--restart", output=out)
+    assert restarted.code == 0, restarted.stderr
+    assert restarted.summary["items_total"] == 5  # not its own logs and rows
+    plan = batchinfer("plan", str(tmp_path / "job.yaml"), "--json")
+    assert json.loads(plan.stdout)["files"] == 5
+    assert "zz-earlier-run was not followed: it is a batchinfer output folder" in plan.stderr
+
+
+def test_an_input_inside_the_output_folder_is_an_error(tmp_path, batchinfer, text_files):
+    text_files(2, folder="out/data")
+    (tmp_path / "job.yaml").write_text(
+        f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: out/data\noutput: out\n"
+    )
+    for command in ("run", "validate"):
+        assert_one_line_error(batchinfer(command, str(tmp_path / "job.yaml")), "is inside the output folder")

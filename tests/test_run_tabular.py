@@ -134,3 +134,44 @@ def test_corrupt_parquet_fails_its_items_only(tmp_path, job):
     errors = run.errors()
     assert errors[0]["kind"] == "exception" and "cannot read the mini-batch" in errors[0]["message"]
     assert "b.parquet" in run.log("failed_items.txt")
+
+
+EMPTY_TABLES = {  # files that hold no rows, each in its own way
+    "zero_bytes.csv": b"",
+    "header_only.csv": b"id,value,group\n",
+    "header_no_newline.tsv": b"id\tvalue\tgroup",
+    "blank.jsonl": b"",
+}
+
+
+def _write_empty_tables(folder) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    for name, content in EMPTY_TABLES.items():
+        (folder / name).write_bytes(content)
+    pq.write_table(pa.Table.from_pandas(frame(0, 0)), folder / "no_rows.parquet")
+    return sorted([*EMPTY_TABLES, "no_rows.parquet"])
+
+
+def test_files_without_rows_are_scored_as_nothing_with_a_note(tmp_path, job):
+    empty = _write_empty_tables(tmp_path / "t")
+    frame(0, 30).to_csv(tmp_path / "t" / "rows.csv", index=False)
+    run = job("tabular_ids.py", inputs={"type": "tabular", "path": "t"}, mini_batch_size="1KB")
+    assert run.code == 0, run.stderr
+    assert ids(run) == [f"r{i:05d}" for i in range(30)]
+    note = next(line for line in run.stderr.splitlines() if "note:" in line)
+    assert f"note: {len(empty)} input files hold no rows: " in note
+    assert all(name in note for name in empty), note
+
+
+def test_only_files_without_rows_is_exit_0_with_a_note_and_no_files_is_exit_2(tmp_path, job, batchinfer):
+    _write_empty_tables(tmp_path / "t")
+    run = job("tabular_ids.py", inputs={"type": "tabular", "path": "t"})
+    assert run.code == 0, run.stderr
+    assert run.summary["items_total"] == 0
+    assert "input files hold no rows" in run.stderr
+    (tmp_path / "none").mkdir()
+    (tmp_path / "none" / "readme.txt").write_text("not a table\n")
+    for command in ("run", "validate"):
+        none = job("tabular_ids.py", inputs={"type": "tabular", "path": "none"}) if command == "run" else \
+            batchinfer("validate", str(tmp_path / "job.yaml"))
+        assert none.code == 2 and "no input table files match" in none.stderr, none.stderr
