@@ -34,6 +34,7 @@ from batchinfer.output import (
     write_json_atomic,
 )
 from batchinfer.progress import Reporter, StatusFile
+from batchinfer.redact import RedactingFilter, escape_item, redact_text
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.resume import DigestingStream, fingerprint, inputs_digest, output_folder, prepare_output
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
@@ -76,6 +77,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerCon
 def _job_log(folder: Path, level: str) -> logging.Handler:
     handler = logging.FileHandler(folder / "logs" / "job.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     log.addHandler(handler)
     log.setLevel(getattr(logging, level))
     log.propagate = False
@@ -83,11 +85,15 @@ def _job_log(folder: Path, level: str) -> logging.Handler:
 
 
 def _write_failed_items(folder: Path, journal: Journal) -> int:
-    """logs/failed_items.txt: one line per item that finally failed, in input order."""
+    """logs/failed_items.txt: one line per item that finally failed, in input order.
+
+    Each name redacted and escaped (see redact.escape_item), so that a name holding a newline
+    stays one line and a name that is not UTF-8 is written, as ``\\xNN``, instead of failing.
+    """
     keys = sorted(journal.entries, key=_key_order)
-    lines = [item for key in keys for item in journal.entries[key].failed_items]
+    lines = [escape_item(redact_text(item)) for key in keys for item in journal.entries[key].failed_items]
     path = folder / "logs" / "failed_items.txt"
-    path.write_text("".join(f"{line}\n" for line in lines))
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     return len(lines)
 
 
