@@ -161,10 +161,20 @@ def json_safe(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter: each record's message redacted and on one line (tracebacks stay as they are)."""
+    """A handler filter: each record's message redacted, and on one line unless ``one_line`` is False
+    (a worker's log, where a message may carry a traceback); a record's traceback is redacted too."""
+
+    def __init__(self, one_line: bool = True) -> None:
+        super().__init__()
+        self.clean = for_log if one_line else redact_text
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the record's message in place; never drop a record."""
-        record.msg = for_log(record.getMessage())
+        record.msg = self.clean(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact_text(_FORMATTER.formatException(record.exc_info))
         return True
+
+
+_FORMATTER = logging.Formatter()

@@ -213,3 +213,27 @@ def test_a_one_line_error_on_stderr_masks_credentials(tmp_path, batchinfer, url)
     run = batchinfer("run", str(spec), "--output", url)
     assert_one_line_error(run, redact_url(url))
     assert "SECRET" not in run.stderr
+
+
+def test_a_log_record_is_redacted_with_its_traceback_and_kept_on_one_line(tmp_path):
+    import logging
+
+    from batchinfer.redact import RedactingFilter
+
+    handler = logging.FileHandler(tmp_path / "job.log", encoding="utf-8")
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("batchinfer.test-redaction")
+    logger.addHandler(handler)
+    try:
+        logger.error("cannot read %s:\n%s", "http://u:SECRET@h/f\udcff", "second line")
+        try:
+            raise OSError("GET https://h/f?sig=SECRET failed")
+        except OSError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = (tmp_path / "job.log").read_text()
+    assert "SECRET" not in text
+    assert text.splitlines()[0] == "cannot read http://u:***@h/f\\xff:\\nsecond line"
+    assert "OSError: GET https://h/f?sig=*** failed" in text
