@@ -6,7 +6,8 @@ the journal, job.log, summary.json, the one-line errors on stderr) passes throug
 - :func:`redact_url` masks the password of a URL (``http://user:***@host/...``) and the
   values of secret query parameters (``X-Amz-Signature=***``, ``sig=***``, ``token=***``),
   keeping the scheme, host, path and the names of the parameters, so the URL stays
-  recognisable; :func:`redact_text` does the same to every URL found in free text;
+  recognisable; :func:`redact_text` does the same to every URL found in free text, and to
+  query strings that an error shows without their URL (``bucket/f.txt?sig=***``);
   :func:`redact_mapping` masks the values of secret keys of a mapping (``storage_options``,
   environment variables) and the URLs in the others.
 - :func:`escape_item` makes a name one line, reversibly: ``\\\\``, ``\\n``, ``\\r``, ``\\t``,
@@ -38,6 +39,9 @@ _SECRET_FRAGMENT = re.compile(
 # a URL in free text: a scheme, then everything up to white space or a quote
 # (a last ')', '.', ',' ... closes the sentence, not the URL)
 _URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'"<>`]*[^\s'"<>`)\].,:;!]""")
+# a parameter of a query string (or of a connection string): after '?', '&' or ';'
+# (its value ends before a ':', '.' or '!' that ends the sentence: "...&sig=abc: 403 Forbidden")
+_PARAM = re.compile(r"""(?<=[?&;])([^=&;#?\s'"<>]+)=((?:[^&;#\s'"<>()\[\]{},]*[^&;#\s'"<>()\[\]{},.:!])?)""")
 # secrets of connection strings (Azure: "AccountKey=...;"), found outside URLs too
 _CONNECTION_SECRET = re.compile(r"\b(AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd)=([^;&\s'\"]+)")
 # what makes a line break, or is invisible, in a text file (str.splitlines breaks on all of these)
@@ -51,14 +55,9 @@ def is_secret_name(name: str) -> bool:
     return name.lower() in _SECRET_NAMES or bool(_SECRET_FRAGMENT.search(name))
 
 
-def _mask_query(query: str) -> str:
+def _mask_params(text: str) -> str:
     """``a=1&sig=xyz`` -> ``a=1&sig=***``: each parameter kept in place, secret values masked."""
-    parts = re.split(r"([&;])", query)
-    for i in range(0, len(parts), 2):
-        name, equals, value = parts[i].partition("=")
-        if equals and value and value != MASK and is_secret_name(name):
-            parts[i] = f"{name}={MASK}"
-    return "".join(parts)
+    return _PARAM.sub(lambda m: f"{m[1]}={MASK}" if m[2] and is_secret_name(m[1]) else m[0], text)
 
 
 def _userinfo_end(rest: str) -> int:
@@ -84,26 +83,22 @@ def _userinfo_end(rest: str) -> int:
 def redact_url(url: str) -> str:
     """``url`` with its password and secret query values replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url  # a local path: its name is the user's, kept as it is
-    at = _userinfo_end(rest)
-    if at >= 0:
-        user, colon, _ = rest[:at].partition(":")
-        # a lone user name is often a token (https://TOKEN@host): masked whole
-        rest = (f"{user}:{MASK}" if colon else MASK) + rest[at:]
-    path, question, query = rest.partition("?")
-    if question:
-        query, hash_, fragment = query.partition("#")
-        rest = path + "?" + _mask_query(query) + hash_ + fragment
-    return f"{scheme}://{rest}"
+    if sep:
+        at = _userinfo_end(rest)
+        if at >= 0:
+            user, colon, _ = rest[:at].partition(":")
+            # a lone user name is often a token (https://TOKEN@host): masked whole
+            url = f"{scheme}://" + (f"{user}:{MASK}" if colon else MASK) + rest[at:]
+    return _mask_params(url) if "=" in url else url
 
 
 def redact_text(text: str) -> str:
-    """``text`` with every URL in it redacted (see :func:`redact_url`), and connection-string secrets."""
+    """``text`` with every URL in it redacted (see :func:`redact_url`), and the secret parameters of
+    query strings and connection strings that appear without their URL (a path an error names)."""
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
     if "=" in text:
-        text = _CONNECTION_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", text)
+        text = _CONNECTION_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", _mask_params(text))
     return text
 
 
