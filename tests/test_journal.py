@@ -320,3 +320,41 @@ def test_resume_of_a_folder_written_by_010(tmp_path, batchinfer):
     assert (summary["items_succeeded"], summary["items_failed"], summary["mini_batches_resumed"]) == (15, 5, 4)
     assert run.log("failed_items.txt").splitlines() == [str(tmp_path / "data" / f"f{i:03d}.txt") for i in (5, 8, 9, 10, 11)]
     assert all(json.loads(raw)["v"] == 2 for raw in journal.read_bytes().splitlines())
+
+
+def test_retry_failed_finds_a_failed_table_piece_by_its_label(tmp_path, batchinfer):
+    """A CSV mini-batch is bisected to the piece holding the bad row; the fix keeps the file's layout,
+    so --retry-failed finds that piece again (by id, part and label) and scores just it."""
+    table = tmp_path / "rows.csv"
+    table.write_text("id,value\n" + "".join(f"r{i:03d},{i}\n" for i in range(100)))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "entry_script": "fail_on_id.py", "source_directory": str(SCRIPTS), "arguments": ["--bad", "r042"],
+        "inputs": {"type": "tabular", "path": str(table)}, "process_count_per_node": 1, "run_max_try": 1}))
+    out = tmp_path / "out"
+    first = batchinfer("run", str(spec), "--output", str(out), output=out)
+    assert first.code == 0, first.stderr
+    failed = first.log("failed_items.txt").splitlines()
+    assert len(failed) == 1 and failed[0].startswith(f"{table} rows ") and first.summary["items_failed"] < 10
+    table.write_text(table.read_text().replace("r042,", "x042,"))  # fixed in place, same size
+    retried = batchinfer("run", str(spec), "--output", str(out), "--retry-failed", output=out)
+    assert retried.code == 0, retried.stderr
+    assert_rows_exactly_once(out, [f"r{i:03d}" if i != 42 else "x042" for i in range(100)])
+    assert retried.summary["items_failed"] == 0 and retried.log("failed_items.txt") == ""
+
+
+CHANGES = {  # how the listing changed since the job ran
+    "a file added before it": lambda data: (data / "f000a.txt").write_text("0a\n"),
+    "a file removed": lambda data: (data / "f001.txt").unlink(),
+    "the bad file renamed": lambda data: (data / "f005.txt").rename(data / "f005-fixed.txt"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=list(CHANGES))
+def test_retry_failed_refuses_a_listing_that_no_longer_matches(tmp_path, batchinfer, change):
+    spec = write_job(tmp_path, 12, {5: "bad"})
+    out = tmp_path / "out"
+    assert batchinfer("run", str(spec), "--output", str(out)).code == 0
+    change(tmp_path / "data")
+    run = batchinfer("run", str(spec), "--output", str(out), "--retry-failed", output=out)
+    assert_one_line_error(run, "--retry-failed: the inputs are not listed as when the job ran (mini-batch 1", "--restart")
