@@ -196,6 +196,12 @@ def _not_a_number(name: str) -> Any:
     raise BadLine(f"{name} is not a number")
 
 
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_not_a_number)
+_NUMBER = rb"(0|[1-9][0-9]{0,18})"
+_PLAIN = re.compile(rb'\{"v":%d,"id":%s,"digest":"([0-9a-f]{0,64})","end":%s,"items":%s,"succeeded":%s\}'
+                    % (JOURNAL_FORMAT, _NUMBER, _NUMBER, _NUMBER, _NUMBER))
+
+
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -213,8 +219,14 @@ def parse_line(raw: bytes) -> tuple[JournalEntry, int]:
 
     Raises :class:`BadLine` for anything batchinfer would not have written.
     """
+    plain = _PLAIN.fullmatch(raw)
+    if plain:  # the common line, as _line writes it: checked without the json module (a resume reads millions)
+        number, digest, end, items, succeeded = plain.groups()
+        values = [int(x) for x in (number, end, items, succeeded)]
+        if max(values) <= MAX_NUMBER and values[2] == values[3]:
+            return JournalEntry(values[0], None, digest.decode(), None, values[1], values[2], values[3], 0, 1, True), 2
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique, parse_constant=_not_a_number)
+        data = _DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadLine("not UTF-8 text") from None
     except (ValueError, RecursionError) as exc:
