@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import OutputError
+from batchinfer.redact import redact_text
 
 STATE_DIR = ".batchinfer"
 JOURNAL = "journal.jsonl"
@@ -340,9 +341,10 @@ class Journal:
                     hint="the journal was damaged or changed by something other than batchinfer; "
                          "run the job again with --restart to score it from the start in that folder",
                 ) from None
-            self._remember(entry, loaded=True)
-            if migrate is not None:
+            if migrate is not None:  # 0.1.0 wrote labels as they were: credentials too
+                entry.failed_items = [redact_text(label) for label in entry.failed_items]
                 migrate.write(_line(entry))
+            self._remember(entry, loaded=True)
             kept += len(raw) + 1
         if migrate is not None:
             migrate.flush()

@@ -104,7 +104,7 @@ def assert_rows_exactly_once(out: Path, expected: list[str]) -> None:
 def line(**fields) -> bytes:
     """A journal line that batchinfer could have written: a plain success of mini-batch 7, unless changed."""
     data = {"v": 2, "id": 7, "digest": "00", "end": "END", "items": 1, "succeeded": 1, **fields}
-    return json.dumps({k: v for k, v in data.items() if v is not ...}).encode()
+    return json.dumps({k: v for k, v in data.items() if v is not ...}, separators=(",", ":")).encode()
 
 
 FORGED = {  # the line appended to a good journal -> what the error says about it
@@ -117,6 +117,8 @@ FORGED = {  # the line appended to a good journal -> what the error says about i
     "id negative": (line(id=-1), "id must be a whole number"),
     "id huge": (line(id=2**64), "id must be a whole number"),
     "id true": (line(id=True), "id must be a whole number"),
+    "id past 2**63-1": (line(id=2**63), "id must be a whole number"),
+    "id with a leading zero": (line().replace(b'"id":7', b'"id":07'), "not a JSON line"),
     "id missing": (line(id=...), "id is missing"),
     "end a fraction": (line(end=1.5), "end must be a whole number"),
     "end too big for a float": (b'{"v":2,"id":7,"digest":"00","end":1e400,"items":1,"succeeded":1}',
@@ -358,3 +360,15 @@ def test_retry_failed_refuses_a_listing_that_no_longer_matches(tmp_path, batchin
     change(tmp_path / "data")
     run = batchinfer("run", str(spec), "--output", str(out), "--retry-failed", output=out)
     assert_one_line_error(run, "--retry-failed: the inputs are not listed as when the job ran (mini-batch 1", "--restart")
+
+
+def test_credentials_that_010_wrote_in_the_journal_are_masked_when_it_is_read(folder, batchinfer, tmp_path):
+    spec, out = folder
+    as_010_with_planted_pickle(out, tmp_path / "marker")
+    journal = journal_of(out)
+    label = str(spec.parent / "data" / "f005.txt")
+    journal.write_text(journal.read_text().replace(json.dumps(label), json.dumps("https://u:SECRET@h/f005.txt?sig=SECRET")))
+    run = resume(batchinfer, spec, out)
+    assert run.code == 0, run.stderr
+    assert b"SECRET" not in journal.read_bytes()
+    assert run.log("failed_items.txt") == "https://u:***@h/f005.txt?sig=***\n"
