@@ -34,8 +34,8 @@ from batchinfer.output import (
     write_json_atomic,
 )
 from batchinfer.progress import Reporter, StatusFile
-from batchinfer.redact import RedactingFilter, escape_item, redact_text
 from batchinfer.protocol import Ready, WorkerConfig
+from batchinfer.redact import RedactingFilter, escape_item, redact_text
 from batchinfer.resume import DigestingStream, fingerprint, inputs_digest, output_folder, prepare_output
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec
