@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +184,42 @@ def _line(entry: JournalEntry) -> bytes:
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
+def open_own_file(path: Path, flags: int, private: bool = True) -> int:
+    """Open one of batchinfer's own files in the output folder, never through a link or into a
+    FIFO or device that someone put in its place (appending to a link would write to its target).
+
+    ``private``: the file is made readable by the owner only. Raises :class:`OutputError` naming the file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600 if private else 0o666)
+    except OSError as exc:
+        what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
+        raise OutputError(f"{path} {what}", hint="batchinfer writes its own files there: remove it, "
+                          "or choose another --output") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file", hint="remove it, or choose another --output")
+    os.set_blocking(fd, True)
+    if private and flags & os.O_CREAT and stat.S_IMODE(mode) & 0o077:
+        with contextlib.suppress(PermissionError):  # someone else's file that we may write: left as it is
+            os.fchmod(fd, 0o600)
+    return fd
+
+
+def own_file_size(path: Path) -> int:
+    """The size of one of batchinfer's own files (0 when there is none), refusing what open_own_file refuses."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(info.st_mode):
+        what = "is a symbolic link" if stat.S_ISLNK(info.st_mode) else "is not a regular file"
+        raise OutputError(f"{path} {what}", hint="batchinfer writes its own files there: remove it, "
+                          "or choose another --output")
+    return info.st_size
+
+
 class BadLine(ValueError):
     """A journal line that batchinfer did not write (or not this way): why, in a few words."""
 
@@ -297,15 +335,12 @@ class Journal:
         self.done: dict[int, tuple[str, int]] = {}  # plain successes read from disk: id -> (digest, items)
         self.plain = {"count": 0, "succeeded": 0, "failed": 0, "tries": 0}
         self.end = 0  # the output length covered by the journal
-        if self.path.exists():
+        if self.path.exists() or self.path.is_symlink():
             # no output file: none of the rows the journal covers are on disk, they are redone
-            limit = (output.stat().st_size if output.exists() else 0) if output is not None else None
+            limit = own_file_size(output) if output is not None else None
             self._load(limit)
         # the journal names the job's inputs (and, before 0.1.1, held them pickled): the owner's only
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with contextlib.suppress(PermissionError):  # someone else's file that we may write: leave its mode
-            os.fchmod(fd, 0o600)
-        self._file = os.fdopen(fd, "ab")
+        self._file = os.fdopen(open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
         self._last_sync = time.monotonic()
 
     def _load(self, limit: int | None) -> None:
@@ -314,7 +349,8 @@ class Journal:
         Those two are what a crash or a power cut leaves; anything else that batchinfer would not
         have written (a damaged or forged journal) is an :class:`OutputError` naming the line.
         """
-        data = self.path.read_bytes()
+        with os.fdopen(open_own_file(self.path, os.O_RDONLY), "rb") as f:
+            data = f.read()
         lines = data.split(b"\n")
         lines.pop()  # a torn last line (no newline: the crash came mid-write) was never committed
         parts: dict[int, list[JournalEntry]] = {}  # while loading: the parts of each bisected mini-batch
@@ -456,9 +492,7 @@ class RowSink:
             self.parts.mkdir(parents=True, exist_ok=True)
             self._file = None
             return
-        if not self.path.exists():
-            self.path.touch()
-        self._file = open(self.path, "r+b")
+        self._file = os.fdopen(open_own_file(self.path, os.O_RDWR | os.O_CREAT, private=False), "r+b")
         end = journal.end
         # cut off anything a crash left after the last committed mini-batch
         self._file.truncate(end)

@@ -372,3 +372,36 @@ def test_credentials_that_010_wrote_in_the_journal_are_masked_when_it_is_read(fo
     assert run.code == 0, run.stderr
     assert b"SECRET" not in journal.read_bytes()
     assert run.log("failed_items.txt") == "https://u:***@h/f005.txt?sig=***\n"
+
+
+def replaced_by_a_link(path: Path, target: Path) -> None:
+    target.write_bytes(path.read_bytes() if path.exists() else b"")
+    path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+def replaced_by_a_fifo(path: Path, target: Path) -> None:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+
+
+def replaced_by_a_folder(path: Path, target: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.mkdir()
+
+
+@pytest.mark.parametrize("name", [".batchinfer/journal.jsonl", "parallel_run_step.txt"])
+@pytest.mark.parametrize("replace", [replaced_by_a_link, replaced_by_a_fifo, replaced_by_a_folder])
+def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(folder, batchinfer, tmp_path, name, replace):
+    """Someone who can write to the output folder must not make batchinfer write (or truncate) another file,
+    nor hang it on a FIFO."""
+    spec, out = folder
+    target = tmp_path / "users-own-file"
+    replace(out / name, target)
+    before = target.read_bytes() if target.exists() else None
+    journal = journal_of(out).read_bytes() if name != ".batchinfer/journal.jsonl" else None
+    run = resume(batchinfer, spec, out)
+    assert_one_line_error(run, str(out / name))
+    assert (target.read_bytes() if target.exists() else None) == before
+    if journal is not None:
+        assert journal_of(out).read_bytes() == journal, "the journal was cut before the output was refused"
