@@ -535,6 +535,7 @@ class RowSink:
 
         writer = None
         tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # written anew, never through a link left in its place
         for part in sorted(self.parts.glob("*.arrow")):  # names sort in input order
             with pa.ipc.open_stream(part.read_bytes()) as reader:
                 table = reader.read_all()
@@ -625,5 +626,7 @@ class NullSink:
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file, so readers never see half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.unlink(missing_ok=True)  # a new file, never written through a link left in its place
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), "w") as f:
+        f.write(json.dumps(data, indent=2, default=str) + "\n")
     os.replace(tmp, path)

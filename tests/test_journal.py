@@ -405,3 +405,14 @@ def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(
     assert (target.read_bytes() if target.exists() else None) == before
     if journal is not None:
         assert journal_of(out).read_bytes() == journal, "the journal was cut before the output was refused"
+
+
+@pytest.mark.parametrize("name", ["summary.json.tmp", ".batchinfer/job.json.tmp"])
+def test_a_link_planted_at_a_temporary_name_is_replaced_not_written_through(folder, batchinfer, tmp_path, name):
+    spec, out = folder
+    target = tmp_path / "users-own-file"
+    target.write_text("mine\n")
+    (out / name).symlink_to(target)
+    run = resume(batchinfer, spec, out)
+    assert run.code == 0, run.stderr
+    assert target.read_text() == "mine\n"
