@@ -32,6 +32,7 @@ from batchinfer.output import (
     RowSink,
     StreamSink,
     write_json_atomic,
+    write_text_atomic,
 )
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
@@ -92,8 +93,7 @@ def _write_failed_items(folder: Path, journal: Journal) -> int:
     """
     keys = sorted(journal.entries, key=_key_order)
     lines = [escape_item(redact_text(item)) for key in keys for item in journal.entries[key].failed_items]
-    path = folder / "logs" / "failed_items.txt"
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    write_text_atomic(folder / "logs" / "failed_items.txt", "".join(f"{line}\n" for line in lines))
     return len(lines)
 
 

@@ -625,8 +625,15 @@ class NullSink:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file, so readers never see half of it."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a new temporary file moved into place: never
+    half a file, and never written through a link left at either name (the link is replaced)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a new file, never written through a link left in its place
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666), "w") as f:
-        f.write(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666),
+                   "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
-from batchinfer.output import Journal, JournalEntry
+from batchinfer.output import Journal, JournalEntry, open_own_file
 from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
 from batchinfer.redact import for_log, json_safe, redact_text
 from batchinfer.spec import JobSpec
@@ -130,15 +131,21 @@ def uncovered(entries: list[JournalEntry], items: int | None) -> list[tuple[int,
     return gaps
 
 
+def _append(path: Path) -> Any:
+    """A log file opened to append text, refused if something other than a file stands at its name."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    return os.fdopen(open_own_file(path, flags, private=False), "a", newline="", encoding="utf-8")
+
+
 class TryLog:
     """``logs/errors.jsonl`` (one record per failed try) and ``logs/processed_mini_batches.csv`` (one row per try)."""
 
     COLUMNS = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
 
     def __init__(self, log_dir: Path) -> None:
-        self.errors = open(log_dir / "errors.jsonl", "a", encoding="utf-8")
+        self.errors = _append(log_dir / "errors.jsonl")
         new = not (log_dir / "processed_mini_batches.csv").exists()
-        self._tries_file = open(log_dir / "processed_mini_batches.csv", "a", newline="", encoding="utf-8")
+        self._tries_file = _append(log_dir / "processed_mini_batches.csv")
         self.tries = csv.writer(self._tries_file)
         self._flushed = time.monotonic()
         self._second = -1

@@ -390,11 +390,12 @@ def replaced_by_a_folder(path: Path, target: Path) -> None:
     path.mkdir()
 
 
-@pytest.mark.parametrize("name", [".batchinfer/journal.jsonl", "parallel_run_step.txt"])
+@pytest.mark.parametrize("name", [".batchinfer/journal.jsonl", "parallel_run_step.txt", "logs/errors.jsonl",
+                                  "logs/processed_mini_batches.csv"])
 @pytest.mark.parametrize("replace", [replaced_by_a_link, replaced_by_a_fifo, replaced_by_a_folder])
 def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(folder, batchinfer, tmp_path, name, replace):
     """Someone who can write to the output folder must not make batchinfer write (or truncate) another file,
-    nor hang it on a FIFO."""
+    nor hang it on a FIFO: a file batchinfer appends to is refused when something else stands at its name."""
     spec, out = folder
     target = tmp_path / "users-own-file"
     replace(out / name, target)
@@ -407,11 +408,14 @@ def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(
         assert journal_of(out).read_bytes() == journal, "the journal was cut before the output was refused"
 
 
-@pytest.mark.parametrize("name", ["summary.json.tmp", ".batchinfer/job.json.tmp"])
+@pytest.mark.parametrize("name", ["summary.json.tmp", ".batchinfer/job.json.tmp", "logs/failed_items.txt",
+                                  "logs/failed_items.txt.tmp"])
 def test_a_link_planted_at_a_temporary_name_is_replaced_not_written_through(folder, batchinfer, tmp_path, name):
+    """A file batchinfer rewrites whole is written anew and moved into place: a link there is replaced."""
     spec, out = folder
     target = tmp_path / "users-own-file"
     target.write_text("mine\n")
+    (out / name).unlink(missing_ok=True)
     (out / name).symlink_to(target)
     run = resume(batchinfer, spec, out)
     assert run.code == 0, run.stderr
