@@ -18,6 +18,7 @@ import typer
 
 from batchinfer import __version__
 from batchinfer.errors import BatchInferError, ExitCode, UsageError
+from batchinfer.redact import for_log
 
 app = typer.Typer(
     name="batchinfer",
@@ -44,7 +45,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON 
 def fail(error: BatchInferError) -> None:
     """Print ``error`` as one line on stderr and exit with its code."""
     hint = f" ({error.hint})" if error.hint else ""
-    sys.stderr.write(f"batchinfer: error: {error.message}{hint}\n")
+    sys.stderr.write(f"batchinfer: error: {for_log(error.message + hint)}\n")  # secrets masked, one line
     raise typer.Exit(int(error.exit_code))
 
 

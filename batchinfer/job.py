@@ -32,9 +32,11 @@ from batchinfer.output import (
     RowSink,
     StreamSink,
     write_json_atomic,
+    write_text_atomic,
 )
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
+from batchinfer.redact import RedactingFilter, escape_item, redact_text
 from batchinfer.resume import (
     DigestingStream,
     fingerprint,
@@ -87,6 +89,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerCon
 def _job_log(folder: Path, level: str) -> logging.Handler:
     handler = logging.FileHandler(folder / "logs" / "job.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
     log.addHandler(handler)
     log.setLevel(getattr(logging, level))
     log.propagate = False
@@ -94,11 +97,14 @@ def _job_log(folder: Path, level: str) -> logging.Handler:
 
 
 def _write_failed_items(folder: Path, journal: Journal) -> int:
-    """logs/failed_items.txt: one line per item that finally failed, in input order."""
+    """logs/failed_items.txt: one line per item that finally failed, in input order.
+
+    Each name redacted and escaped (see redact.escape_item), so that a name holding a newline
+    stays one line and a name that is not UTF-8 is written, as ``\\xNN``, instead of failing.
+    """
     keys = sorted(journal.entries, key=_key_order)
-    lines = [item for key in keys for item in journal.entries[key].failed_items]
-    path = folder / "logs" / "failed_items.txt"
-    path.write_text("".join(f"{line}\n" for line in lines))
+    lines = [escape_item(redact_text(item)) for key in keys for item in journal.entries[key].failed_items]
+    write_text_atomic(folder / "logs" / "failed_items.txt", "".join(f"{line}\n" for line in lines))
     return len(lines)
 
 

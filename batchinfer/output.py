@@ -10,14 +10,21 @@ the last journaled length: a row is either committed or gone, never twice.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import re
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from batchinfer.errors import OutputError
+from batchinfer.redact import redact_text
 
 STATE_DIR = ".batchinfer"
 JOURNAL = "journal.jsonl"
@@ -57,6 +64,14 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _encode(text: str) -> bytes:
+    """UTF-8; a file name's bytes that were not UTF-8 (surrogate escapes) are written back as they were."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that came from no file name: shown, not fatal
+        return text.encode("utf-8", "backslashreplace")
+
+
 def format_rows(result: Any, fmt: str, header: bool) -> tuple[bytes, bytes | None]:
     """Serialise a ``run()`` result as (rows, header line or None) in the output format.
 
@@ -67,18 +82,18 @@ def format_rows(result: Any, fmt: str, header: bool) -> tuple[bytes, bytes | Non
     frame = _is_frame(result)
     if fmt == "txt":
         if frame:
-            head = (" ".join(str(c) for c in result.columns) + "\n").encode() if header else None
-            return result.to_csv(sep=" ", header=False, index=False, lineterminator="\n").encode(), head
-        return "".join([f"{x}\n" for x in result]).encode(), None
+            head = _encode(" ".join(str(c) for c in result.columns) + "\n") if header else None
+            return _encode(result.to_csv(sep=" ", header=False, index=False, lineterminator="\n")), head
+        return _encode("".join([f"{x}\n" for x in result])), None
     if fmt == "csv":
         if frame:
-            head = result.head(0).to_csv(index=False, lineterminator="\n").encode()
-            return result.to_csv(header=False, index=False, lineterminator="\n").encode(), head
+            head = _encode(result.head(0).to_csv(index=False, lineterminator="\n"))
+            return _encode(result.to_csv(header=False, index=False, lineterminator="\n")), head
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         for x in result:
             writer.writerow(x if isinstance(x, (list, tuple)) else [x])
-        return buffer.getvalue().encode(), None
+        return _encode(buffer.getvalue()), None
     if fmt == "jsonl":
         if frame:
             records = result.to_dict(orient="records")
@@ -107,6 +122,18 @@ def format_rows(result: Any, fmt: str, header: bool) -> tuple[bytes, bytes | Non
 
 
 # ---------------------------------------------------------------- journal
+#
+# The journal is data, never code: each line is a JSON object of the fields of JournalEntry
+# (ints, strings, a list of labels), checked on reading. It names mini-batches by id, not by
+# descriptor: --retry-failed lists the inputs again to find them (see Scheduler._queue_failed).
+# Each line carries the format version "v"; lines without one were written by batchinfer 0.1.0
+# (format 1, whose failed entries carried a pickle under "retry": it is never decoded, and the
+# journal is rewritten in the current format when it is opened).
+
+JOURNAL_FORMAT = 2
+MAX_NUMBER = 2**63 - 1  # a file offset, a count: anything larger is not one of ours
+_DIGEST = re.compile(r"[0-9a-f]{0,64}")
+_KIND = re.compile(r"[a-z][a-z_]{0,31}")
 
 
 Key = tuple[int, "tuple[int, int] | None"]
@@ -127,8 +154,7 @@ class JournalEntry:
     tries: int
     ok: bool  # False: it failed (no rows)
     kind: str | None = None  # the last try's failure kind, if any
-    failed_items: list[str] = field(default_factory=list)
-    retry: str | None = None  # failed entries: the mini-batch itself, for --retry-failed
+    failed_items: list[str] = field(default_factory=list)  # labels, redacted (see redact.py)
 
     @property
     def key(self) -> Key:
@@ -138,22 +164,159 @@ class JournalEntry:
 
 # what a journal line may leave out: most mini-batches are whole, tried once, and fully scored
 _DEFAULTS = {"part": None, "root_items": None, "failed": 0, "tries": 1, "ok": True, "kind": None,
-             "failed_items": [], "retry": None}
+             "failed_items": []}
+_REQUIRED = ("id", "digest", "end", "items", "succeeded")
+_KEYS = {1: {*_REQUIRED, *_DEFAULTS, "retry"}, JOURNAL_FORMAT: {"v", *_REQUIRED, *_DEFAULTS}}
 
 
 def _line(entry: JournalEntry) -> bytes:
     """One compact JSON line: keys at their default value are left out (the hot path)."""
     if entry.ok and entry.part is None and entry.tries == 1 and not entry.failed and entry.kind is None:
         # the common case, written without the json module (ints and a hex digest need no escaping)
-        return (f'{{"id":{entry.id},"digest":"{entry.digest}","end":{entry.end},"items":{entry.items},'
-                f'"succeeded":{entry.succeeded}}}\n').encode()
-    data = {"id": entry.id, "digest": entry.digest, "end": entry.end, "items": entry.items,
+        return (f'{{"v":{JOURNAL_FORMAT},"id":{entry.id},"digest":"{entry.digest}","end":{entry.end},'
+                f'"items":{entry.items},"succeeded":{entry.succeeded}}}\n').encode()
+    data = {"v": JOURNAL_FORMAT, "id": entry.id, "digest": entry.digest, "end": entry.end, "items": entry.items,
             "succeeded": entry.succeeded}
     for key, default in _DEFAULTS.items():
         value = getattr(entry, key)
         if value != default and not (key == "root_items" and entry.part is None):  # only parts need it
             data[key] = value
     return (json.dumps(data, separators=(",", ":")) + "\n").encode()
+
+
+def open_own_file(path: Path, flags: int, private: bool = True) -> int:
+    """Open one of batchinfer's own files in the output folder, never through a link or into a
+    FIFO or device that someone put in its place (appending to a link would write to its target).
+
+    ``private``: the file is made readable by the owner only. Raises :class:`OutputError` naming the file.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600 if private else 0o666)
+    except OSError as exc:
+        what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be opened ({exc.strerror})"
+        raise OutputError(f"{path} {what}", hint="batchinfer writes its own files there: remove it, "
+                          "or choose another --output") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise OutputError(f"{path} is not a regular file", hint="remove it, or choose another --output")
+    os.set_blocking(fd, True)
+    if private and flags & os.O_CREAT and stat.S_IMODE(mode) & 0o077:
+        with contextlib.suppress(PermissionError):  # someone else's file that we may write: left as it is
+            os.fchmod(fd, 0o600)
+    return fd
+
+
+def own_file_size(path: Path) -> int:
+    """The size of one of batchinfer's own files (0 when there is none), refusing what open_own_file refuses."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if not stat.S_ISREG(info.st_mode):
+        what = "is a symbolic link" if stat.S_ISLNK(info.st_mode) else "is not a regular file"
+        raise OutputError(f"{path} {what}", hint="batchinfer writes its own files there: remove it, "
+                          "or choose another --output")
+    return info.st_size
+
+
+class BadLine(ValueError):
+    """A journal line that batchinfer did not write (or not this way): why, in a few words."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) < len(keys):
+        raise BadLine("a key appears twice")
+    return dict(pairs)
+
+
+def _not_a_number(name: str) -> Any:
+    raise BadLine(f"{name} is not a number")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique, parse_constant=_not_a_number)
+_NUMBER = rb"(0|[1-9][0-9]{0,18})"
+_PLAIN = re.compile(rb'\{"v":%d,"id":%s,"digest":"([0-9a-f]{0,64})","end":%s,"items":%s,"succeeded":%s\}'
+                    % (JOURNAL_FORMAT, _NUMBER, _NUMBER, _NUMBER, _NUMBER))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(data: dict[str, Any], key: str, low: int = 0) -> int:
+    value = data[key]
+    if type(value) is not int or not low <= value <= MAX_NUMBER:  # type(): True is not a number here
+        raise BadLine(f"{key} must be a whole number from {low} to 2**63-1, not {_shown(value)}")
+    return value
+
+
+def parse_line(raw: bytes) -> tuple[JournalEntry, int]:
+    """One journal line (without its newline) as an entry and the format it was written in.
+
+    Raises :class:`BadLine` for anything batchinfer would not have written.
+    """
+    plain = _PLAIN.fullmatch(raw)
+    if plain:  # the common line, as _line writes it: checked without the json module (a resume reads millions)
+        number, digest, end, items, succeeded = plain.groups()
+        values = [int(x) for x in (number, end, items, succeeded)]
+        if max(values) <= MAX_NUMBER and values[2] == values[3]:
+            return JournalEntry(values[0], None, digest.decode(), None, values[1], values[2], values[3], 0, 1, True), 2
+    try:
+        data = _DECODER.decode(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadLine("not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, BadLine):
+            raise
+        raise BadLine("not a JSON line") from None
+    if not isinstance(data, dict):
+        raise BadLine("not a JSON object")
+    version = data.get("v", 1)
+    if "v" in data and (type(version) is not int or version != JOURNAL_FORMAT):
+        if type(version) is int and version > JOURNAL_FORMAT:
+            raise BadLine(f"written by a newer batchinfer (journal format {version}; this one reads "
+                          f"format {JOURNAL_FORMAT} and 0.1.0's)")
+        raise BadLine(f"unknown journal format {_shown(version)}")
+    unknown = sorted(set(data) - _KEYS[version])
+    if unknown:
+        raise BadLine(f"unknown key {_shown(unknown[0])}")
+    missing = [key for key in _REQUIRED if key not in data]
+    if missing:
+        raise BadLine(f"{missing[0]} is missing")
+    data = {**_DEFAULTS, **data}
+    if data.get("retry") is not None and not isinstance(data["retry"], str):
+        raise BadLine("retry must be a string")  # 0.1.0's pickle: checked for type, never decoded
+    for key in ("id", "end", "items", "succeeded", "failed"):
+        _number(data, key)
+    _number(data, "tries", low=1)
+    if not isinstance(data["digest"], str) or not _DIGEST.fullmatch(data["digest"]):
+        raise BadLine(f"digest must be a hexadecimal string, not {_shown(data['digest'])}")
+    if type(data["ok"]) is not bool:
+        raise BadLine(f"ok must be true or false, not {_shown(data['ok'])}")
+    if data["kind"] is not None and not (isinstance(data["kind"], str) and _KIND.fullmatch(data["kind"])):
+        raise BadLine(f"kind must be a failure kind such as 'exception', not {_shown(data['kind'])}")
+    labels = data["failed_items"]
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise BadLine("failed_items must be a list of strings")
+    if data["succeeded"] + data["failed"] != data["items"]:
+        raise BadLine("succeeded + failed is not items")
+    if data["ok"] == bool(labels) or (not data["ok"] and data["succeeded"]):
+        raise BadLine("ok does not agree with succeeded and failed_items")
+    part = data["part"]
+    if part is not None:
+        if not (isinstance(part, list) and len(part) == 2 and all(type(x) is int for x in part)
+                and 0 <= part[0] < part[1] <= MAX_NUMBER):
+            raise BadLine(f"part must be [lo, hi] with 0 <= lo < hi, not {_shown(part)}")
+        if data["root_items"] is None or _number(data, "root_items") < part[1]:
+            raise BadLine("a part needs root_items, at least its end")
+    elif data["root_items"] is not None:
+        raise BadLine("root_items without part")
+    data.pop("v", None)
+    data.pop("retry", None)
+    return JournalEntry(**data), version
 
 
 class Journal:
@@ -172,30 +335,85 @@ class Journal:
         self.done: dict[int, tuple[str, int]] = {}  # plain successes read from disk: id -> (digest, items)
         self.plain = {"count": 0, "succeeded": 0, "failed": 0, "tries": 0}
         self.end = 0  # the output length covered by the journal
-        if self.path.exists():
-            limit = output.stat().st_size if output is not None and output.exists() else None
+        if self.path.exists() or self.path.is_symlink():
+            # no output file: none of the rows the journal covers are on disk, they are redone
+            limit = own_file_size(output) if output is not None else None
             self._load(limit)
-        self._file = open(self.path, "ab")
+        # the journal names the job's inputs (and, before 0.1.1, held them pickled): the owner's only
+        self._file = os.fdopen(open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
         self._last_sync = time.monotonic()
 
     def _load(self, limit: int | None) -> None:
-        """Read the journal; stop at a torn line, or at rows the output does not hold."""
-        data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a torn last line: the mini-batch was not committed
+        """Read and check the journal; cut off a torn last line and the lines whose rows are not on disk.
+
+        Those two are what a crash or a power cut leaves; anything else that batchinfer would not
+        have written (a damaged or forged journal) is an :class:`OutputError` naming the line.
+        """
+        with os.fdopen(open_own_file(self.path, os.O_RDONLY), "rb") as f:
+            data = f.read()
+        lines = data.split(b"\n")
+        lines.pop()  # a torn last line (no newline: the crash came mid-write) was never committed
+        parts: dict[int, list[JournalEntry]] = {}  # while loading: the parts of each bisected mini-batch
+        migrate = None  # a journal of 0.1.0 is rewritten in the current format, line by line, here
+        kept = 0
+        for number, raw in enumerate(lines, 1):
             try:
-                entry = JournalEntry(**{**_DEFAULTS, "failed_items": [], **json.loads(line)})
-            except (ValueError, TypeError):
-                break
-            if limit is not None and entry.end > limit:
-                break  # its rows never reached the disk (a power cut): that and what follows is redone
+                entry, version = parse_line(raw)
+                if number == 1 and version < JOURNAL_FORMAT:
+                    migrate = open(self.path.with_name(JOURNAL + ".tmp"), "wb")
+                elif (version < JOURNAL_FORMAT) != (migrate is not None):
+                    raise BadLine("journal formats are mixed")
+                if entry.end < self.end:
+                    raise BadLine(f"end {entry.end} is before the previous line's end ({self.end})")
+                if limit is not None and entry.end > limit:
+                    break  # its rows never reached the disk (a power cut): that and what follows is redone
+                self._check(entry, parts)
+            except BadLine as bad:
+                if migrate is not None:
+                    migrate.close()
+                    os.unlink(migrate.name)
+                raise OutputError(
+                    f"{self.path}, line {number}: {bad}",
+                    hint="the journal was damaged or changed by something other than batchinfer; "
+                         "run the job again with --restart to score it from the start in that folder",
+                ) from None
+            if migrate is not None:  # 0.1.0 wrote labels as they were: credentials too
+                entry.failed_items = [redact_text(label) for label in entry.failed_items]
+                migrate.write(_line(entry))
             self._remember(entry, loaded=True)
-            good += len(line)
-        if good < len(data):
+            kept += len(raw) + 1
+        if migrate is not None:
+            migrate.flush()
+            os.fsync(migrate.fileno())
+            migrate.close()
+            os.replace(migrate.name, self.path)
+        elif kept < len(data):
             with open(self.path, "r+b") as f:
-                f.truncate(good)
+                f.truncate(kept)
+
+    def _check(self, entry: JournalEntry, parts: dict[int, list[JournalEntry]]) -> None:
+        """Refuse a line that contradicts an earlier one: only a failed entry may be replaced
+        (by --retry-failed, under the same key), and the parts of a mini-batch never overlap."""
+        if entry.id in self.done:
+            raise BadLine(f"mini-batch {entry.id} was already committed on an earlier line")
+        earlier = self.entries.get(entry.key)
+        if earlier is not None and earlier.ok:
+            raise BadLine(f"mini-batch {entry.id} part {entry.part} was already committed on an earlier line")
+        siblings = parts.get(entry.id, [])
+        if entry.part is None:
+            if siblings:
+                raise BadLine(f"mini-batch {entry.id} is whole here but in parts on an earlier line")
+            return
+        if (entry.id, None) in self.entries:
+            raise BadLine(f"mini-batch {entry.id} is in parts here but whole on an earlier line")
+        lo, hi = entry.part
+        for other in siblings:
+            if other.root_items != entry.root_items:
+                raise BadLine(f"mini-batch {entry.id}: root_items differs from an earlier line's")
+            if other.key != entry.key and other.part[0] < hi and lo < other.part[1]:
+                raise BadLine(f"mini-batch {entry.id}: part {entry.part} overlaps part {other.part}")
+        siblings.append(entry)
+        parts[entry.id] = siblings
 
     def _remember(self, entry: JournalEntry, loaded: bool) -> None:
         self.end = max(self.end, entry.end)
@@ -274,9 +492,7 @@ class RowSink:
             self.parts.mkdir(parents=True, exist_ok=True)
             self._file = None
             return
-        if not self.path.exists():
-            self.path.touch()
-        self._file = open(self.path, "r+b")
+        self._file = os.fdopen(open_own_file(self.path, os.O_RDWR | os.O_CREAT, private=False), "r+b")
         end = journal.end
         # cut off anything a crash left after the last committed mini-batch
         self._file.truncate(end)
@@ -319,6 +535,7 @@ class RowSink:
 
         writer = None
         tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.unlink(missing_ok=True)  # written anew, never through a link left in its place
         for part in sorted(self.parts.glob("*.arrow")):  # names sort in input order
             with pa.ipc.open_stream(part.read_bytes()) as reader:
                 table = reader.read_all()
@@ -408,6 +625,15 @@ class NullSink:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file, so readers never see half of it."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a new temporary file moved into place: never
+    half a file, and never written through a link left at either name (the link is replaced)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666),
+                   "w", encoding="utf-8") as f:
+        f.write(text)
     os.replace(tmp, path)

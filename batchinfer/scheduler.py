@@ -14,11 +14,10 @@ mini-batches it takes now (backpressure), and receives one Outcome per try.
 
 from __future__ import annotations
 
-import base64
 import csv
 import json
-import pickle
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,8 +28,9 @@ from typing import Any, Protocol
 
 from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
-from batchinfer.output import Journal, JournalEntry
+from batchinfer.output import Journal, JournalEntry, open_own_file
 from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
+from batchinfer.redact import for_log, json_safe, redact_text
 from batchinfer.spec import JobSpec
 
 POLL_S = 0.2
@@ -131,14 +131,10 @@ def uncovered(entries: list[JournalEntry], items: int | None) -> list[tuple[int,
     return gaps
 
 
-def encode_batch(batch: MiniBatch) -> str:
-    """A failed mini-batch, kept in the journal so that --retry-failed can run it again."""
-    return base64.b64encode(pickle.dumps(batch)).decode()
-
-
-def decode_batch(text: str) -> MiniBatch:
-    """The inverse of :func:`encode_batch`."""
-    return pickle.loads(base64.b64decode(text))  # noqa: S301 - our own journal
+def _append(path: Path) -> Any:
+    """A log file opened to append text, refused if something other than a file stands at its name."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    return os.fdopen(open_own_file(path, flags, private=False), "a", newline="", encoding="utf-8")
 
 
 class TryLog:
@@ -147,9 +143,9 @@ class TryLog:
     COLUMNS = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
 
     def __init__(self, log_dir: Path) -> None:
-        self.errors = open(log_dir / "errors.jsonl", "a", encoding="utf-8")
+        self.errors = _append(log_dir / "errors.jsonl")
         new = not (log_dir / "processed_mini_batches.csv").exists()
-        self._tries_file = open(log_dir / "processed_mini_batches.csv", "a", newline="", encoding="utf-8")
+        self._tries_file = _append(log_dir / "processed_mini_batches.csv")
         self.tries = csv.writer(self._tries_file)
         self._flushed = time.monotonic()
         self._second = -1
@@ -173,12 +169,12 @@ class TryLog:
                 "time": start,
                 "mini_batch": outcome.batch_id,
                 "part": list(batch.part) if batch.part else None,
-                "items": batch.item_labels(),
+                "items": [json_safe(label) for label in batch.item_labels()],
                 "try": try_number,
                 "worker": outcome.worker,
                 "kind": outcome.kind,
-                "message": outcome.message,
-                "traceback": outcome.traceback,
+                "message": json_safe(outcome.message),
+                "traceback": json_safe(outcome.traceback),
             }
             self.errors.write(json.dumps(record) + "\n")
             self.errors.flush()
@@ -386,18 +382,50 @@ class Scheduler:
             self.ready.extend(_Task(batch, batch.sub(lo, hi), 1) for lo, hi in gaps)
 
     def _queue_failed(self) -> None:
-        """--retry-failed: queue every failed mini-batch (or part) of the journal again."""
-        for entry in list(self.journal.entries.values()):
-            if entry.ok or not entry.retry:
-                continue
-            batch = decode_batch(entry.retry)
-            root = self.roots.setdefault(batch.id, _Root(batch, items=entry.root_items))
-            root.open_parts += 1
-            self.ready.append(_Task(batch, batch, self.spec.run_max_try))
+        """--retry-failed: queue every failed mini-batch (or part) of the journal again.
+
+        The journal names them by id only (nothing read back from disk is unpickled): the
+        inputs are listed again, which gives the same ids for the same listing, and the labels
+        the journal recorded for the failed items must be those of the items listed now, or the
+        listing changed and the ids mean other items. Checked for all before any is run.
+        """
+        failed: dict[int, list[JournalEntry]] = {}
+        for entry in self.journal.entries.values():
+            if not entry.ok:
+                failed.setdefault(entry.id, []).append(entry)
+        for batch in (self.batches if failed else ()):
+            entries = failed.pop(batch.id, None)
+            for entry in entries or ():
+                piece = batch
+                if entry.part is not None:
+                    if not batch.splittable():
+                        self._listing_changed(batch.id, f"it cannot be cut into parts (part {entry.part})")
+                    piece = batch.sub(*entry.part)
+                now = [redact_text(label) for label in piece.item_labels()]
+                then = [redact_text(label) for label in entry.failed_items]
+                if now != then:
+                    shown = next((f"{b}, not {a}" for a, b in zip(then, now) if a != b),
+                                 f"{len(now)} items, not {len(then)}")
+                    self._listing_changed(batch.id, f"it now holds {shown}")
+                items = entry.root_items if entry.part is not None else entry.items  # known: not counted again
+                root = self.roots.setdefault(batch.id, _Root(batch, items=items))
+                root.open_parts += 1
+                self.ready.append(_Task(batch, piece, self.spec.run_max_try))
+            if not failed:
+                break
+        if failed:
+            batch_id, entries = next(iter(failed.items()))
+            self._listing_changed(batch_id, f"it is no longer listed ({entries[0].failed_items[0]})")
         counts = self.journal.counts()
         self.progress.listing_done = True
         self.progress.mini_batches_total = counts["mini_batches_succeeded"] + counts["mini_batches_failed"]
         self.progress.items_total = counts["items_succeeded"] + counts["items_failed"]
+
+    def _listing_changed(self, batch_id: int, what: str) -> None:
+        raise InputError(
+            f"--retry-failed: the inputs are not listed as when the job ran (mini-batch {batch_id}: {what})",
+            hint="restore the inputs that were added, removed or renamed, or use --restart to score them all again",
+        )
 
     # ------------------------------------------------------------- outcomes
 
@@ -412,7 +440,7 @@ class Scheduler:
         if outcome.items is not None and task.batch.part is None:
             self._learn_items(root, outcome.items)
         if outcome.kind and p.first_error is None:
-            p.first_error = f"mini-batch {outcome.batch_id}: {outcome.message}"
+            p.first_error = for_log(f"mini-batch {outcome.batch_id}: {outcome.message}")
         if not outcome.ok:
             if self.stop_requested or p.stop_reason:
                 return  # left uncommitted: a resumed run tries it again
@@ -457,8 +485,7 @@ class Scheduler:
             tries=task.tries,
             ok=outcome.ok,
             kind=outcome.kind,
-            failed_items=[] if outcome.ok else batch.item_labels(),
-            retry=None if outcome.ok else encode_batch(batch),
+            failed_items=[] if outcome.ok else [redact_text(label) for label in batch.item_labels()],
         )
         if outcome.kind == SHORT_RETURN:
             log.warning("mini-batch %d: %s", batch.id, outcome.message)
@@ -543,7 +570,7 @@ def summary_of(
     done = counts["items_succeeded"] + counts["items_failed"]
     return {
         "status": status,
-        "reason": reason,
+        "reason": for_log(reason) if reason else None,
         "items_total": max(progress.items_total, done),
         "items_succeeded": counts["items_succeeded"],
         "items_failed": counts["items_failed"],
@@ -554,6 +581,6 @@ def summary_of(
         "tries": progress.tries,
         "elapsed_s": round(elapsed, 3),
         "items_per_s": round(progress.items_done / elapsed, 1) if elapsed > 0 else None,
-        "first_error": progress.first_error,
+        "first_error": for_log(progress.first_error) if progress.first_error else None,
         **extra,
     }
