@@ -34,6 +34,7 @@ from batchinfer.errors import InputError
 from batchinfer.output import STATE_DIR
 from batchinfer.protocol import MiniBatch, Partition, TableSlice
 from batchinfer.readers import separator
+from batchinfer.redact import for_log
 from batchinfer.rowscan import RowEnds
 from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
 
@@ -65,10 +66,9 @@ class FoundFile(NamedTuple):
 
 
 def _shown(path: str) -> str:
-    """An input path or URL as messages show it: on one line and printable (a newline as ``\n``,
-    bytes that are not UTF-8 as ``\xff``). The one place to mask credentials in URLs too."""
-    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    """An input path or URL as messages show it: credentials masked, on one line, printable
+    (a newline as ``\n``, bytes that are not UTF-8 as ``\xff``)."""
+    return for_log(path)
 
 
 def _why(exc: BaseException) -> str:

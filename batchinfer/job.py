@@ -36,7 +36,7 @@ from batchinfer.output import (
 )
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
-from batchinfer.redact import RedactingFilter, escape_item, redact_text
+from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text
 from batchinfer.resume import (
     DigestingStream,
     fingerprint,
@@ -274,8 +274,8 @@ def _run(
         progress = scheduler.run()
     except JobFailedError as exc:  # init() kept failing: no worker can run the script
         progress = scheduler.progress
-        progress.stop_reason = exc.message
-        progress.first_error = progress.first_error or exc.message
+        progress.stop_reason = for_log(exc.message)  # init()'s message may name a signed URL
+        progress.first_error = progress.first_error or progress.stop_reason
     except OutputClosed:
         progress = scheduler.progress
         pipe_closed = True

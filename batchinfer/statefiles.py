@@ -58,7 +58,8 @@ def private_umask() -> Iterator[None]:
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` to ``path`` atomically (through ``<name>.tmp``), readable by the owner only."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    tmp.unlink(missing_ok=True)  # a new file, never one (or a link) left at that name
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, (json.dumps(data, indent=2, default=str) + "\n").encode())

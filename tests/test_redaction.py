@@ -265,7 +265,7 @@ def test_credentials_in_item_labels_are_masked_and_retry_failed_still_finds_the_
     out = tmp_path / "out"
 
     def run_once(retry_failed: bool) -> None:
-        prepare_output(out, spec, "test", restart=False, retry_failed=retry_failed)
+        prepare_output(out, spec, "0123abcd", restart=False, retry_failed=retry_failed)
         handler = _job_log(out, "INFO")
         journal = Journal(out / ".batchinfer", out / spec.append_row_file_name)
         sink = RowSink(out, spec.append_row_file_name, "txt", journal)
