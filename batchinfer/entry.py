@@ -77,7 +77,7 @@ def _compile(path: Path, source: bytes) -> ast.Module:
     fix = "fix the script; 'python -m py_compile' shows the same error"
     if b"\0" in source:  # Python refuses NUL bytes without saying where
         line = source[: source.index(b"\0")].count(b"\n") + 1
-        raise EntryScriptError(f"entry script {path} does not compile: line {line}: a NUL byte in the source",
+        raise EntryScriptError(f"entry_script {path} does not compile: line {line}: a NUL byte in the source",
                                hint="a Python script is text; is this the right file?")
     try:
         tree = ast.parse(source, filename=str(path))
@@ -85,15 +85,15 @@ def _compile(path: Path, source: bytes) -> ast.Module:
     except SyntaxError as exc:
         if (exc.msg or "").startswith(("(unicode error)", "unknown encoding")):
             raise EntryScriptError(
-                f"entry script {path} {_encoding_problem(source, exc.msg)}",
+                f"entry_script {path} {_encoding_problem(source, exc.msg)}",
                 hint="save it as UTF-8, or declare its encoding in its first line: # -*- coding: latin-1 -*-",
             ) from None
         where = f"line {exc.lineno}: " if exc.lineno else ""
-        raise EntryScriptError(f"entry script {path} does not compile: {where}{exc.msg}", hint=fix) from None
+        raise EntryScriptError(f"entry_script {path} does not compile: {where}{exc.msg}", hint=fix) from None
     except (RecursionError, MemoryError):  # CPython's compiler gives up on expressions nested thousands deep
-        raise EntryScriptError(f"entry script {path} does not compile: it is nested too deeply", hint=fix) from None
+        raise EntryScriptError(f"entry_script {path} does not compile: it is nested too deeply", hint=fix) from None
     except ValueError as exc:
-        raise EntryScriptError(f"entry script {path} does not compile: {exc}", hint=fix) from None
+        raise EntryScriptError(f"entry_script {path} does not compile: {exc}", hint=fix) from None
     return tree
 
 
@@ -130,25 +130,25 @@ def check_entry_script(spec: JobSpec) -> EntryScript:
         raise EntryScriptError(f"entry_script {spec.entry_script!r}: {path} {exc}",
                                hint="entry_script names the Python file that defines run()") from None
     except OSError as exc:
-        raise EntryScriptError(f"entry script {path} cannot be read: {exc.strerror or exc}") from None
+        raise EntryScriptError(f"entry_script {path} cannot be read: {exc.strerror or exc}") from None
     tree = _compile(path, source)
 
     names = _defined_names(tree)
     if "run" not in names:
         raise EntryScriptError(
-            f"entry script {path} does not define run()",
+            f"entry_script {path} does not define run()",
             hint="add 'def run(mini_batch):' returning one result per item",
         )
     run_args = _positional_count(names["run"])
     if run_args is not None and run_args not in (1, 2):
         raise EntryScriptError(
-            f"entry script {path}: run() takes {run_args} arguments",
+            f"entry_script {path}: run() takes {run_args} arguments",
             hint="define run(mini_batch) or run(mini_batch, mini_batch_context)",
         )
     init_args = _positional_count(names.get("init")) if "init" in names else None
     if init_args:
         raise EntryScriptError(
-            f"entry script {path}: init() must take no arguments (it takes {init_args})",
+            f"entry_script {path}: init() must take no arguments (it takes {init_args})",
             hint="read script arguments from sys.argv with argparse in init()",
         )
     return EntryScript(

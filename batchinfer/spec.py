@@ -47,7 +47,9 @@ TABULAR_FORMATS = ("csv", "parquet", "jsonl")
 MAX_SPEC_BYTES = 2 * 1024**2  # parsing YAML in pure Python takes about 1 s per MB
 MAX_DEPTH = 64  # levels of nesting, aliases expanded
 MAX_VALUES = 100_000  # keys, items and scalars, each alias counted as what it expands to
-MAX_INT = 2**63 - 1  # any number in the spec (storage_options too): what int64 and C code accept
+MAX_INT = 2**63 - 1  # thresholds: what int64 and C code accept
+MAX_PATH_BYTES = 4096  # PATH_MAX of Linux
+MAX_NUMBER_CHARS = 100  # digits of a YAML number (0x... too), anywhere in the spec
 MAX_BATCH_COUNT = 10**9  # files or rows per mini-batch
 MAX_BATCH_BYTES = 1024 * 1024**3  # 1024GB: more than any one file
 MAX_PROCESSES = 1024  # per node, and nodes
@@ -60,12 +62,19 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def _check_path_text(value: str) -> None:
+    """A path no file system can hold is a mistake in the spec, not an error deep in a run."""
+    if "\0" in value:
+        raise ValueError(f"{shown(value)} contains a NUL byte, which no path can hold")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ValueError(f"{shown(value)} is longer than {MAX_PATH_BYTES} bytes, too long for a path")
+
+
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     """Make a local path absolute against the YAML's folder; leave URLs alone."""
     if not value:
         raise ValueError("must not be empty (use '.' for the job spec's folder)")
-    if "\0" in value:
-        raise ValueError(f"{shown(value)} contains a NUL byte, which no path can hold")
+    _check_path_text(value)
     if value.startswith("file://"):
         value = value[len("file://") :]
     if is_url(value):
@@ -264,8 +273,7 @@ class JobSpec(StrictModel):
     def _entry_script(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must name the script's file, e.g. score.py")
-        if "\0" in value:
-            raise ValueError(f"{shown(value)} contains a NUL byte, which no path can hold")
+        _check_path_text(value)
         return value
 
     @field_validator("source_directory")
@@ -397,12 +405,11 @@ class _SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        value = super().construct_yaml_int(node)
-        if abs(value) > MAX_INT:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"the number {shown(node.value, 30)} is too large (at most {MAX_INT})", node.start_mark
-            )
-        return value
+        # a number no key can take, and that Python cannot even print (past 4300 digits: ValueError)
+        if len(node.value) > MAX_NUMBER_CHARS:
+            raise YamlLimitError(f"a number of {len(node.value)} characters", node.start_mark,
+                                 hint=f"numbers in a job spec have at most {MAX_NUMBER_CHARS} digits")
+        return super().construct_yaml_int(node)
 
 
 _SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
