@@ -284,7 +284,13 @@ class JobSpec(StrictModel):
     @field_validator("side_inputs", "models")
     @classmethod
     def _named_paths(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return {name: _resolve_path(path, info) for name, path in value.items()}
+        resolved = {}
+        for name, path in value.items():
+            try:
+                resolved[name] = _resolve_path(path, info)
+            except ValueError as exc:
+                raise ValueError(f"{shown(name)}: {exc}") from None
+        return resolved
 
     @field_validator("output", mode="before")
     @classmethod
