@@ -249,3 +249,86 @@ def test_tiny_timeout_runs_and_fails_or_succeeds_cleanly(job, text_files):
     summary = run.summary
     assert summary["items_succeeded"] + summary["items_failed"] == 3
 
+
+
+AZURE_BASE = {
+    "type": "parallel",
+    "inputs": {"data": {"type": "uri_folder", "path": "data"}},
+    "outputs": {"rows": {"type": "uri_file"}},
+    "input_data": "${{inputs.data}}",
+    "task": {"type": "run_function", "code": str(SCRIPTS), "entry_script": "echo_names.py",
+             "program_arguments": "--k 1", "append_row_to": "${{outputs.rows}}"},
+}
+AZURE_NESTED = {"task": ["type", "code", "entry_script", "program_arguments", "append_row_to"],
+                "inputs.data": ["type", "path"], "retry_settings": ["max_retries", "timeout"],
+                "resources": ["instance_count"]}
+
+
+def _azure_keys() -> list[str]:
+    from batchinfer.azure import KNOWN_KEYS
+
+    nested = [f"{outer}.{inner}" for outer, inners in AZURE_NESTED.items() for inner in inners]
+    return sorted(KNOWN_KEYS - {"type", "task"}) + nested  # without type: parallel and a task it is not Azure's
+
+
+def _set_path(spec: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    spec = yaml.safe_load(yaml.safe_dump(spec))  # a deep copy
+    *outer, last = dotted.split(".")
+    target = spec
+    for part in outer:
+        target = target.setdefault(part, {})
+    target[last] = value
+    return spec
+
+
+@pytest.mark.parametrize("key", _azure_keys())
+def test_azure_job_keys_with_hostile_values_are_one_line_or_valid(tmp_path, text_files, key):
+    """An Azure ML parallel job is mapped to native keys before validation: the mapping must not crash."""
+    text_files(3)
+    runner = CliRunner()
+    problems = []
+    for label, value in HOSTILE.items():
+        path = tmp_path / "azure.yml"
+        path.write_text(yaml.safe_dump(_set_path(AZURE_BASE, key, value), allow_unicode=True))
+        for command in ("validate", "convert"):
+            problem = _judge_any(runner.invoke(app, [command, str(path)]))
+            if problem:
+                problems.append(f"{key} = {label}: {command}: {problem}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("key", ["paths", "transformations", "paths.0", "paths.0.file", "transformations.0"])
+def test_mltable_with_hostile_values_is_one_line_or_valid(tmp_path, text_files, key):
+    text_files(3)
+    (tmp_path / "tbl").mkdir()
+    spec = _set_path(AZURE_BASE, "inputs.data", {"type": "mltable", "path": "tbl"})
+    (tmp_path / "azure.yml").write_text(yaml.safe_dump(spec))
+    base = {"paths": [{"file": "../data/f000.txt"}], "transformations": [{"read_delimited": {}}]}
+    problems = []
+    for label, value in HOSTILE.items():
+        table = yaml.safe_load(yaml.safe_dump(base))
+        if "." in key:
+            outer, index, *rest = key.split(".")
+            if rest:
+                table[outer][int(index)][rest[0]] = value
+            else:
+                table[outer][int(index)] = value
+        else:
+            table[key] = value
+        (tmp_path / "tbl" / "MLTable").write_text(yaml.safe_dump(table, allow_unicode=True))
+        problem = _judge_any(CliRunner().invoke(app, ["validate", str(tmp_path / "azure.yml")]))
+        if problem:
+            problems.append(f"{key} = {label}: {problem}")
+    assert not problems, "\n".join(problems)
+
+
+def _judge_any(result: Any) -> str | None:
+    """None for exit 0, or exit 2 with one error line; otherwise what went wrong."""
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        return f"{type(result.exception).__name__}: {result.exception}"
+    if result.exit_code == 0:
+        return None
+    lines = result.stderr.strip().splitlines()
+    if result.exit_code != 2 or len(lines) != 1 or not lines[0].startswith("batchinfer: error: "):
+        return f"exit {result.exit_code}: {result.stderr!r}"
+    return None
