@@ -14,10 +14,11 @@ REPORT_FILE = "report.html"
 LOGS_DIR = "logs"
 STATE_DIR = ".batchinfer"  # journal, fingerprint, lock, live status
 TMP_SUFFIX = ".tmp"  # every atomic write goes to <name>.tmp first, then os.replace(<name>.tmp, <name>)
+# NAME_MAX of Linux, macOS and Windows file systems is 255 bytes, and <name>.tmp must fit too
+MAX_NAME_BYTES = 255 - len(TMP_SUFFIX)
 
 # top-level entries of the output folder that are batchinfer's, whatever the job
 RESERVED_NAMES = frozenset({SUMMARY_FILE, REPORT_FILE, LOGS_DIR, STATE_DIR})
-MAX_NAME_BYTES = 255  # NAME_MAX of Linux, macOS and Windows file systems
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -41,5 +42,5 @@ def file_name_problem(name: str) -> str | None:
     if folded.endswith(TMP_SUFFIX):
         return f"must not end in {TMP_SUFFIX!r}: batchinfer writes its files through <name>{TMP_SUFFIX}"
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes, too long for a file name"
+        return f"is longer than {MAX_NAME_BYTES} bytes, too long for a file name (with batchinfer's {TMP_SUFFIX})"
     return None

@@ -223,7 +223,7 @@ def test_default_name(file, name):
     assert default_name(Path(file)) == name
 
 
-@pytest.mark.parametrize("name", ["out.txt", "-", "summary.json.bak", "rapport-été.txt", "x" * 255, "logs.txt",
+@pytest.mark.parametrize("name", ["out.txt", "-", "summary.json.bak", "rapport-été.txt", "x" * 251, "é" * 124 + ".t", "logs.txt",
                                   ".hidden", "tmp", "a.tmp.csv"])
 def test_append_row_file_name_takes_any_plain_name_of_the_users(tmp_path, name):
     spec = load_spec(write(tmp_path, MINIMAL), [f"append_row_file_name={name!r}"])

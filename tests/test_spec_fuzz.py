@@ -82,7 +82,7 @@ EXTREMES: dict[str, list[Any]] = {
     "allowed_failed_percent": [0, 100, -0.0, 5e-324, 99.999],
     "allowed_failed_count": [-1, 0, MAX_INT],
     "output_action": ["append_row", "summary_only"],
-    "append_row_file_name": ["r", "x" * 255, "dàtä.txt", "summary.json.bak", "-", "results.tmp.txt"],
+    "append_row_file_name": ["r", "x" * 251, "dàtä.txt", "summary.json.bak", "-", "results.tmp.txt"],
     "append_row_format": ["txt", "csv", "jsonl", "parquet"],
     "append_row_dataframe_header": [True, False],
     "ordered": [True, False],
@@ -225,9 +225,14 @@ TABLE = "id,value\n" + "".join(f"r{i:03d},{i}\n" for i in range(50))
         ({"inputs": {"type": "tabular", "path": "t.csv"}, "mini_batch_size": f"{MAX_BATCH_COUNT}rows"}, 50),
         ({"inputs": {"type": "tabular", "path": "t.csv"}, "mini_batch_size": 1}, 50),  # one byte: a row per slice
         ({"inputs": {"type": "tabular", "path": "t.csv"}, "mini_batch_size": "1rows"}, 50),
+        ({"append_row_file_name": "é" * 124 + ".t"}, 3),
+        ({"append_row_file_name": "x" * 251, "append_row_format": "parquet"}, 3),  # and its .tmp fit
+        ({"append_row_file_name": "-"}, 3),
+        ({"environment_variables": {"EMPTY": "", "Ü": "✓", "NL": "a\nb", "N": 1}, "arguments": ["a\nb", "", "✓"]}, 3),
     ],
     ids=["most files", "longest timeout, most tries", "largest thresholds", "most bytes", "most rows",
-         "one byte", "one row"],
+         "one byte", "one row", "longest non-ASCII name", "longest name, parquet", "name '-'",
+         "odd environment and arguments"],
 )
 def test_extreme_values_run(job, text_files, tmp_path, keys, rows):
     text_files(3)
@@ -235,7 +240,13 @@ def test_extreme_values_run(job, text_files, tmp_path, keys, rows):
     script = "tabular_ids.py" if "inputs" in keys else "echo_names.py"
     run = job(script, **{"inputs": {"path": "data"}, **keys})
     assert run.code == 0, run.stderr
-    assert len(run.rows()) == rows
+    name = keys.get("append_row_file_name", "parallel_run_step.txt")
+    if keys.get("append_row_format") == "parquet":
+        import pandas as pd
+
+        assert len(pd.read_parquet(run.output_dir / name)) == rows
+    else:
+        assert len(run.rows(name)) == rows
     assert run.summary["items_succeeded"] == rows
 
 
