@@ -83,7 +83,8 @@ def _flag_value(text: str) -> Any:
     try:
         return load_yaml_text(text)
     except YamlLimitError:
-        raise SpecError(f"arguments: the value {text[:40]!r} is not a setting", hint="give a number or a word") from None
+        raise SpecError(f"arguments: the value {text[:40]!r} is not a setting",
+                        hint="give a number or a word") from None
     except yaml.YAMLError:
         return text
 
@@ -190,7 +191,8 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         raise SpecError(f"inputs.{match.group(2)} needs a path")
     _no_azure_asset(source["path"], f"inputs.{match.group(2)}.path")
     if source.get("type") == "mltable":
-        native["inputs"] = _mltable(Path(os.path.realpath(base_dir / _path(source["path"], f"inputs.{match.group(2)}.path"))))
+        table_dir = _path(source["path"], f"inputs.{match.group(2)}.path")
+        native["inputs"] = _mltable(Path(os.path.realpath(base_dir / table_dir)))
     else:
         native["inputs"] = {"type": "file", "path": source["path"]}
 

@@ -65,7 +65,8 @@ def _check_source_directory(folder: Path) -> None:
     except OSError as exc:
         raise EntryScriptError(f"source_directory {folder} cannot be used: {exc.strerror or exc}") from None
     if mode is None or not stat.S_ISDIR(mode):
-        what = "does not exist" if mode is None else f"is {'a file' if stat.S_ISREG(mode) else file_kind(mode)}, not a folder"
+        kind = "a file" if mode is not None and stat.S_ISREG(mode) else file_kind(mode or 0)
+        what = "does not exist" if mode is None else f"is {kind}, not a folder"
         raise EntryScriptError(
             f"source_directory {folder} {what}",
             hint="source_directory is the folder of the entry script, relative to the job spec's folder",

@@ -96,7 +96,10 @@ class BatchSize(BaseModel):
 
 def parse_batch_size(raw: Any, input_type: str) -> BatchSize:
     """Parse ``mini_batch_size`` for an input type; raise ``ValueError`` with a fix-it message."""
-    text = raw.strip() if isinstance(raw, str) else str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ""
+    if isinstance(raw, str):
+        text = raw.strip()
+    else:  # a number as YAML reads it; true, 1.5, lists: matched by no pattern below
+        text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ""
     if input_type == "file":
         if not COUNT_PATTERN.match(text) or _bounded(text, "files") < 1:
             raise ValueError(f"must be a whole number of files >= 1 for file inputs, not {shown(raw)}")

@@ -270,7 +270,8 @@ def _script(data: bytes):
          ["does not compile: line 3: a NUL byte in the source"]),
         (_script(b"def run(mini_batch):\n    return ['caf\xe9']\n"), ["is not UTF-8 text (byte 0xe9 at line 2)"]),
         (_script(b"# -*- coding: klingon -*-\ndef run(b):\n    return b\n"), ["declares an unknown encoding: klingon"]),
-        (_script(b"x = " + b"-" * 200_000 + b"1\ndef run(b):\n    return b\n"), ["does not compile: it is nested too deeply"]),
+        (_script(b"x = " + b"-" * 200_000 + b"1\ndef run(b):\n    return b\n"),
+         ["does not compile: it is nested too deeply"]),
         (_script(b"x = " + b"(" * 300 + b")" * 300 + b"\n"), ["does not compile: line 1: too many nested parentheses"]),
         (_script(b"\xef\xbb\xbfdef run(b):\n    return b\n"), []),  # a BOM is valid Python: validate passes
     ],

@@ -223,7 +223,8 @@ def test_default_name(file, name):
     assert default_name(Path(file)) == name
 
 
-@pytest.mark.parametrize("name", ["out.txt", "-", "summary.json.bak", "rapport-été.txt", "x" * 251, "é" * 124 + ".t", "logs.txt",
+@pytest.mark.parametrize("name", ["out.txt", "-", "summary.json.bak", "rapport-été.txt", "x" * 251, "é" * 124 + ".t",
+                                  "logs.txt",
                                   ".hidden", "tmp", "a.tmp.csv"])
 def test_append_row_file_name_takes_any_plain_name_of_the_users(tmp_path, name):
     spec = load_spec(write(tmp_path, MINIMAL), [f"append_row_file_name={name!r}"])
@@ -237,5 +238,6 @@ def test_a_quoted_value_is_cut_short_in_the_message(tmp_path):
 
 
 def test_yaml_dates_are_text_where_text_is_expected(tmp_path):
-    spec = load_spec(write(tmp_path, MINIMAL + "arguments: [--day, 2024-01-31]\nenvironment_variables: {DAY: 2024-01-31}\n"))
+    text = MINIMAL + "arguments: [--day, 2024-01-31]\nenvironment_variables: {DAY: 2024-01-31}\n"
+    spec = load_spec(write(tmp_path, text))
     assert spec.arguments == ["--day", "2024-01-31"] and spec.environment_variables == {"DAY": "2024-01-31"}

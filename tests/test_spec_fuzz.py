@@ -140,7 +140,8 @@ def fuzz(tmp_path, text_files):
         spec_path = tmp_path / "job.yaml"
         spec_path.write_text(yaml.safe_dump(set_key(base, key, value), allow_unicode=True))
         problems = []
-        for how, args in (("in the file", [str(spec_path)]), ("with --set", [str(base_path), "--set", f"{key}={yaml_text(value)}"])):
+        ways = (("in the file", [str(spec_path)]), ("with --set", [str(base_path), "--set", f"{key}={yaml_text(value)}"]))
+        for how, args in ways:
             for command in ("validate", "plan"):
                 result = runner.invoke(app, [command, *args])
                 problem = _judge(result, command, key)
@@ -228,7 +229,8 @@ TABLE = "id,value\n" + "".join(f"r{i:03d},{i}\n" for i in range(50))
         ({"append_row_file_name": "é" * 124 + ".t"}, 3),
         ({"append_row_file_name": "x" * 251, "append_row_format": "parquet"}, 3),  # and its .tmp fit
         ({"append_row_file_name": "-"}, 3),
-        ({"environment_variables": {"EMPTY": "", "Ü": "✓", "NL": "a\nb", "N": 1}, "arguments": ["a\nb", "", "✓"]}, 3),
+        ({"environment_variables": {"EMPTY": "", "Ü": "✓", "NL": "a\nb", "N": 1},
+          "arguments": ["a\nb", "", "✓"]}, 3),
     ],
     ids=["most files", "longest timeout, most tries", "largest thresholds", "most bytes", "most rows",
          "one byte", "one row", "longest non-ASCII name", "longest name, parquet", "name '-'",
