@@ -8,6 +8,7 @@ spec keys (before validation, so the usual checks and messages apply);
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -68,11 +69,47 @@ def take_driver_flags(arguments: list[Any], explicit: set[str]) -> tuple[list[An
                 raise SpecError(f"arguments: {flag} needs a value")
             key = DRIVER_FLAGS.get(flag)
             if key and key not in explicit:
-                settings[key] = yaml.safe_load(value) if key != "mini_batch_size" else value
+                settings[key] = _flag_value(value) if key != "mini_batch_size" else value
         else:
             remaining.append(arguments[i])
         i += 1
     return remaining, settings
+
+
+def _flag_value(text: str) -> Any:
+    """A driver flag's value as YAML reads it (``5`` is a number); text that is not YAML stays text."""
+    from batchinfer.spec import YamlLimitError, load_yaml_text
+
+    try:
+        return load_yaml_text(text)
+    except YamlLimitError:
+        raise SpecError(f"arguments: the value {text[:40]!r} is not a setting",
+                        hint="give a number or a word") from None
+    except yaml.YAMLError:
+        return text
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """``value`` when it is a mapping (absent is empty); anything else is a one-line error naming ``where``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where} must be a mapping of keys to values (got {type(value).__name__})")
+    return value
+
+
+def _text(value: Any, where: str) -> str:
+    """A string-valued field (a number is written as text); lists, mappings and null are errors."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SpecError(f"{where} must be text (got {'null' if value is None else type(value).__name__})")
+    return str(value)
+
+
+def _path(value: Any, where: str) -> str:
+    path = _text(value, where)
+    if "\0" in path:
+        raise SpecError(f"{where} contains a NUL byte, which no path can hold")
+    return path
 
 
 def _no_azure_asset(value: Any, where: str) -> None:
@@ -85,22 +122,34 @@ def _no_azure_asset(value: Any, where: str) -> None:
 
 def _mltable(folder: Path) -> dict[str, Any]:
     """An MLTable folder: its files and format, as an ``inputs`` mapping."""
+    from batchinfer.spec import read_yaml
+
     spec_file = folder / "MLTable"
     if not spec_file.exists():
         raise SpecError(f"{folder}: an mltable input needs an MLTable file in its folder")
-    table = yaml.safe_load(spec_file.read_text()) or {}
+    table = read_yaml(spec_file)  # the job spec's own reading: size, encoding, aliases, one-line errors
     paths = []
-    for entry in table.get("paths", []):
+    for entry in _list(table.get("paths"), f"{spec_file}: paths"):
+        entry = _mapping(entry, f"{spec_file}: each entry of paths")
         for kind in ("file", "folder", "pattern"):
             if kind in entry:
-                paths.append(str(folder / entry[kind].removeprefix("./")))
+                paths.append(str(folder / _text(entry[kind], f"{spec_file}: paths.{kind}").removeprefix("./")))
     fmt = "auto"
-    for step in table.get("transformations", []) or []:
-        name = next(iter(step)) if isinstance(step, dict) else step
-        fmt = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}.get(name, fmt)
+    for step in _list(table.get("transformations"), f"{spec_file}: transformations"):
+        name = next(iter(step), None) if isinstance(step, dict) else step
+        fmt = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}.get(name, fmt) \
+            if isinstance(name, str) else fmt
     if not paths:
         raise SpecError(f"{spec_file}: 'paths' lists no file, folder or pattern")
     return {"type": "tabular", "path": paths, "format": fmt}
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"{where} must be a list (got {type(value).__name__})")
+    return value
 
 
 def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]:
@@ -108,11 +157,11 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
     for key in data:
         if key not in KNOWN_KEYS:
             raise SpecError(f"unknown key '{key}' in an Azure ML parallel job", hint=f"known: {', '.join(sorted(KNOWN_KEYS))}")
-    task = data.get("task") or {}
+    task = _mapping(data.get("task"), "task")
     if task.get("type", "run_function") != "run_function":
-        raise SpecError(f"task.type: only run_function tasks can run here, not {task.get('type')!r}")
-    inputs = data.get("inputs") or {}
-    outputs = data.get("outputs") or {}
+        raise SpecError(f"task.type: only run_function tasks can run here, not {str(task.get('type'))[:40]!r}")
+    inputs = _mapping(data.get("inputs"), "inputs")
+    outputs = _mapping(data.get("outputs"), "outputs")
     native: dict[str, Any] = {"name": data.get("name") or name}
     if "code" in task:
         _no_azure_asset(task["code"], "task.code")
@@ -129,9 +178,9 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         value = inputs[key]
         if isinstance(value, dict):
             _no_azure_asset(value.get("path"), f"inputs.{key}.path")
-            path = str(value.get("path", ""))
-            return path if "://" in path else str((base_dir / path).resolve())
-        return str(value)
+            path = _path(value.get("path", ""), f"inputs.{key}.path")
+            return path if "://" in path else os.path.realpath(base_dir / path)
+        return _text(value, f"inputs.{key}")
 
     main = data.get("input_data")
     match = BINDING.fullmatch(str(main).strip()) if main else None
@@ -142,13 +191,18 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         raise SpecError(f"inputs.{match.group(2)} needs a path")
     _no_azure_asset(source["path"], f"inputs.{match.group(2)}.path")
     if source.get("type") == "mltable":
-        native["inputs"] = _mltable((base_dir / source["path"]).resolve())
+        table_dir = _path(source["path"], f"inputs.{match.group(2)}.path")
+        native["inputs"] = _mltable(Path(os.path.realpath(base_dir / table_dir)))
     else:
         native["inputs"] = {"type": "file", "path": source["path"]}
 
-    text = str(task.get("program_arguments") or "")
+    raw = task.get("program_arguments")
+    text = "" if raw is None else _text(raw, "task.program_arguments")
     text = BINDING.sub(lambda m: shlex.quote(resolve(m.group(1), m.group(2), "task.program_arguments")), text)
-    native["arguments"] = shlex.split(text)
+    try:
+        native["arguments"] = shlex.split(text)
+    except ValueError as exc:  # an unclosed quote
+        raise SpecError(f"task.program_arguments: {exc}", hint="close the quote, or escape it") from None
     append_to = task.get("append_row_to")
     if append_to:
         found = BINDING.fullmatch(str(append_to).strip())
@@ -167,11 +221,14 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         native["allowed_failed_count"] = data["mini_batch_error_threshold"]
     if "max_concurrency_per_instance" in data:
         native["process_count_per_node"] = data["max_concurrency_per_instance"]
-    resources = data.get("resources") or {}
+    resources = _mapping(data.get("resources"), "resources")
     if "instance_count" in resources:
         native["node_count"] = resources["instance_count"]
-    retry = data.get("retry_settings") or {}
-    native["run_max_try"] = int(retry.get("max_retries", 2)) + 1  # Azure counts retries after the first try
+    retry = _mapping(data.get("retry_settings"), "retry_settings")
+    retries = retry.get("max_retries", 2)
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise SpecError(f"retry_settings.max_retries must be a whole number >= 0, not {str(retries)[:40]!r}")
+    native["run_max_try"] = retries + 1  # Azure counts retries after the first try
     if "timeout" in retry:
         native["run_invocation_timeout"] = retry["timeout"]
     return native

@@ -7,6 +7,16 @@ and an exit code; the library raises, it never prints.
 from __future__ import annotations
 
 import enum
+import re
+
+# C0 and C1 control characters: a newline in a message (from a file name, a value the user
+# wrote) would split the one line the CLI promises; other controls could drive the terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped (a newline as ``\\n``), so it prints as one line."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(m[0], f"\\x{ord(m[0]):02x}"), text)
 
 
 class ExitCode(enum.IntEnum):
@@ -26,9 +36,10 @@ class BatchInferError(Exception):
     exit_code: ExitCode = ExitCode.USAGE
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        message = one_line(message)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = one_line(hint) if hint else hint
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message

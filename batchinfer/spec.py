@@ -7,9 +7,13 @@ paths are absolute (or fsspec URLs), defaults are filled in, and
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import math
 import os
 import re
+import stat
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,15 +29,32 @@ from pydantic import (
 )
 
 from batchinfer.errors import BackendUnavailableError, SpecError
+from batchinfer.layout import file_name_problem
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-SIZE_PATTERN = re.compile(r"^(\d+)\s*([kKmMgG][bB])?$")
-ROWS_PATTERN = re.compile(r"^(\d+)\s*rows?$", re.IGNORECASE)
+SIZE_PATTERN = re.compile(r"^([0-9]+)\s*([kKmMgG][bB])?$")
+ROWS_PATTERN = re.compile(r"^([0-9]+)\s*rows?$", re.IGNORECASE)
+COUNT_PATTERN = re.compile(r"^[0-9]+$")
 VAR_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 UNITS = {"": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
 DEFAULT_FILE_BATCH = 10
 DEFAULT_TABULAR_BATCH = "1MB"
 TABULAR_FORMATS = ("csv", "parquet", "jsonl")
+
+# Limits: a real job spec is a few kilobytes with a few hundred values, nested a few levels.
+# They make a hostile or broken spec fail at once, in one line, instead of after minutes
+# (an alias bomb), with a RecursionError (deep nesting) or deep inside a run (a huge count).
+MAX_SPEC_BYTES = 2 * 1024**2  # parsing YAML in pure Python takes about 1 s per MB
+MAX_DEPTH = 64  # levels of nesting, aliases expanded
+MAX_VALUES = 100_000  # keys, items and scalars, each alias counted as what it expands to
+MAX_INT = 2**63 - 1  # thresholds: what int64 and C code accept
+MAX_PATH_BYTES = 4096  # PATH_MAX of Linux
+MAX_NUMBER_CHARS = 100  # digits of a YAML number (0x... too), anywhere in the spec
+MAX_BATCH_COUNT = 10**9  # files or rows per mini-batch
+MAX_BATCH_BYTES = 1024 * 1024**3  # 1024GB: more than any one file
+MAX_PROCESSES = 1024  # per node, and nodes
+MAX_TRIES = 100
+MAX_TIMEOUT = 30 * 24 * 3600  # seconds: 30 days
 
 
 def is_url(path: str) -> bool:
@@ -41,8 +62,19 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def _check_path_text(value: str) -> None:
+    """A path no file system can hold is a mistake in the spec, not an error deep in a run."""
+    if "\0" in value:
+        raise ValueError(f"{shown(value)} contains a NUL byte, which no path can hold")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise ValueError(f"{shown(value)} is longer than {MAX_PATH_BYTES} bytes, too long for a path")
+
+
 def _resolve_path(value: str, info: ValidationInfo) -> str:
     """Make a local path absolute against the YAML's folder; leave URLs alone."""
+    if not value:
+        raise ValueError("must not be empty (use '.' for the job spec's folder)")
+    _check_path_text(value)
     if value.startswith("file://"):
         value = value[len("file://") :]
     if is_url(value):
@@ -64,30 +96,62 @@ class BatchSize(BaseModel):
 
 def parse_batch_size(raw: Any, input_type: str) -> BatchSize:
     """Parse ``mini_batch_size`` for an input type; raise ``ValueError`` with a fix-it message."""
-    text = str(raw).strip()
+    if isinstance(raw, str):
+        text = raw.strip()
+    else:  # a number as YAML reads it; true, 1.5, lists: matched by no pattern below
+        text = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ""
     if input_type == "file":
-        if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
-            raise ValueError(f"must be a whole number of files >= 1 for file inputs, not {raw!r}")
+        if not COUNT_PATTERN.match(text) or _bounded(text, "files") < 1:
+            raise ValueError(f"must be a whole number of files >= 1 for file inputs, not {shown(raw)}")
         return BatchSize(unit="files", value=int(text))
-    if isinstance(raw, bool):
-        raise ValueError(f"must be a size such as 1MB, 100KB or 5000rows, not {raw!r}")
     rows = ROWS_PATTERN.match(text)
     if rows:
-        if int(rows.group(1)) < 1:
+        if _bounded(rows.group(1), "rows") < 1:
             raise ValueError("must be at least 1row")
         return BatchSize(unit="rows", value=int(rows.group(1)))
     size = SIZE_PATTERN.match(text)
-    if not size or int(size.group(1)) < 1:
+    if not size or _bounded(size.group(1), "bytes") < 1:
         raise ValueError(
-            f"must be a size in bytes such as 1024, 100KB, 10MB, 1GB, or a row count such as 5000rows, not {raw!r}"
+            "must be a size in bytes such as 1024, 100KB, 10MB, 1GB, or a row count such as 5000rows, "
+            f"not {shown(raw)}"
         )
-    return BatchSize(unit="bytes", value=int(size.group(1)) * UNITS[(size.group(2) or "").lower()])
+    value = int(size.group(1)) * UNITS[(size.group(2) or "").lower()]
+    if value > MAX_BATCH_BYTES:
+        raise ValueError(f"{shown(raw)} is too large: at most 1024GB per mini-batch")
+    return BatchSize(unit="bytes", value=value)
+
+
+def _bounded(digits: str, unit: str) -> int:
+    """The number ``digits``; past what counting and slicing accept (islice stops at sys.maxsize) it is an error."""
+    limit = MAX_BATCH_BYTES if unit == "bytes" else MAX_BATCH_COUNT
+    if len(digits.lstrip("0")) > len(str(limit)) or int(digits) > limit:
+        shown_limit = "1024GB" if unit == "bytes" else f"{limit} {unit}"
+        raise ValueError(f"{shown(digits, 30)} is too large: at most {shown_limit} per mini-batch")
+    return int(digits)
+
+
+def shown(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters, for messages that quote what the user wrote."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (Python refuses more than 4300 digits)
+        text = f"a number of {value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 class StrictModel(BaseModel):
     """Base for spec models: unknown keys are errors, values are checked strictly enough."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int or float field; in a job spec it is a mistake
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool) and annotation in (int, float):
+            raise ValueError(f"must be a number, not {str(value).lower()}")
+        return value
 
 
 class InputSpec(StrictModel):
@@ -137,21 +201,21 @@ class JobSpec(StrictModel):
     models: dict[str, str] = Field(default_factory=dict)
     mini_batch_size: BatchSize | None = None
     partition_keys: list[str] | None = None
-    error_threshold: int = Field(default=-1, ge=-1)
+    error_threshold: int = Field(default=-1, ge=-1, le=MAX_INT)
     allowed_failed_percent: float = Field(default=100.0, ge=0, le=100)
-    allowed_failed_count: int = Field(default=-1, ge=-1)
+    allowed_failed_count: int = Field(default=-1, ge=-1, le=MAX_INT)
     output_action: Literal["append_row", "summary_only"] = "append_row"
     append_row_file_name: str = "parallel_run_step.txt"
     append_row_format: Literal["txt", "csv", "jsonl", "parquet"] = "txt"
     append_row_dataframe_header: bool = False
     ordered: bool = False
     output: OutputSpec | None = None
-    node_count: int = Field(default=1, ge=1)
-    process_count_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    node_count: int = Field(default=1, ge=1, le=MAX_PROCESSES)
+    process_count_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_PROCESSES)
     backend: Literal["local", "ray"] = "local"
     ray_address: str | None = None
-    run_invocation_timeout: float = Field(default=60, gt=0)
-    run_max_try: int = Field(default=3, ge=1)
+    run_invocation_timeout: float = Field(default=60, gt=0, le=MAX_TIMEOUT)
+    run_max_try: int = Field(default=3, ge=1, le=MAX_TRIES)
     logging_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     environment_variables: dict[str, str] = Field(default_factory=dict)
     allow_reuse: bool = True
@@ -162,7 +226,7 @@ class JobSpec(StrictModel):
     def _name(cls, value: str) -> str:
         if not 3 <= len(value) <= 32 or not NAME_PATTERN.match(value):
             raise ValueError(
-                f"{value!r} is not a valid job name: use 3-32 lower-case letters, digits and '-', "
+                f"{shown(value)} is not a valid job name: use 3-32 lower-case letters, digits and '-', "
                 "starting with a letter and not ending with '-'"
             )
         return value
@@ -189,13 +253,31 @@ class JobSpec(StrictModel):
     @classmethod
     def _env(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): v if isinstance(v, str) else _scalar_text(v) for k, v in value.items()}
+            return {_scalar_text(k): v if isinstance(v, str) else _scalar_text(v) for k, v in value.items()}
+        return value
+
+    @field_validator("environment_variables")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not name or "=" in name or "\0" in name:
+                raise ValueError(f"{shown(name)} cannot be the name of an environment variable (empty, '=' or NUL)")
+            if "\0" in text:
+                raise ValueError(f"{name}: a value of an environment variable cannot hold a NUL byte")
         return value
 
     @field_validator("logging_level", mode="before")
     @classmethod
     def _level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("entry_script")
+    @classmethod
+    def _entry_script(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name the script's file, e.g. score.py")
+        _check_path_text(value)
+        return value
 
     @field_validator("source_directory")
     @classmethod
@@ -205,7 +287,13 @@ class JobSpec(StrictModel):
     @field_validator("side_inputs", "models")
     @classmethod
     def _named_paths(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        return {name: _resolve_path(path, info) for name, path in value.items()}
+        resolved = {}
+        for name, path in value.items():
+            try:
+                resolved[name] = _resolve_path(path, info)
+            except ValueError as exc:
+                raise ValueError(f"{shown(name)}: {exc}") from None
+        return resolved
 
     @field_validator("output", mode="before")
     @classmethod
@@ -215,14 +303,15 @@ class JobSpec(StrictModel):
     @field_validator("append_row_file_name")
     @classmethod
     def _file_name(cls, value: str) -> str:
-        if not value or "/" in value or "\\" in value or value in (".", ".."):
-            raise ValueError(f"must be a plain file name without folders, not {value!r}")
+        problem = file_name_problem(value)
+        if problem:
+            raise ValueError(f"{shown(value)} {problem}; use a name such as parallel_run_step.txt")
         return value
 
     @field_validator("mini_batch_size", mode="before")
     @classmethod
     def _batch_size(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None or isinstance(value, (BatchSize, dict)):
+        if value is None or isinstance(value, BatchSize):
             return value
         inputs = info.data.get("inputs") or []
         input_type = inputs[0].type if inputs else "file"
@@ -261,50 +350,211 @@ class JobSpec(StrictModel):
 
 
 def _scalar_text(value: Any) -> Any:
-    """YAML reads ``--x 5`` as an int; arguments and environment values are strings."""
+    """YAML reads ``--x 5`` as an int (and 2024-01-31 as a date); arguments and environment values are strings."""
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, datetime.date)):
         return str(value)
     return value
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects a key written twice in one mapping (PyYAML keeps the last)."""
+class YamlLimitError(yaml.MarkedYAMLError):
+    """A YAML text that is valid but past a limit of a job spec (nesting, expanded size)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark | None, hint: str) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.hint = hint
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """The loader of job specs and ``--set`` values: PyYAML's SafeLoader (no tag builds a Python
+    object) that also refuses a key given twice, nesting past MAX_DEPTH (before Python's recursion
+    limit is met) and a document whose aliases expand past MAX_VALUES (a 'billion laughs' builds
+    in microseconds as shared lists, but everything that walks it afterwards takes minutes)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YamlLimitError(
+                    f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark,
+                    hint="a job spec nests a few levels; check the brackets",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as exc:  # e.g. a date 2024-13-45, a 5000-digit number
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {shown(node.value)}: {exc}", node.start_mark
+            ) from None
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        # PyYAML keeps the last of a key written twice; in a job spec that hides a mistake
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                    None, None, f"key {shown(key)} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # a number no key can take, and that Python cannot even print (past 4300 digits: ValueError)
+        if len(node.value) > MAX_NUMBER_CHARS:
+            raise YamlLimitError(f"a number of {len(node.value)} characters", node.start_mark,
+                                 hint=f"numbers in a job spec have at most {MAX_NUMBER_CHARS} digits")
+        return super().construct_yaml_int(node)
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path``; every problem becomes a one-line :class:`SpecError`."""
-    if not path.exists():
-        raise SpecError(f"{path}: no such file", hint="check the path to the job spec")
-    if path.is_dir():
-        raise SpecError(f"{path} is a folder, not a job spec", hint="give the path to a .yaml file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read the file: {exc}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
+
+_SpecLoader.add_constructor("tag:yaml.org,2002:int", _SpecLoader.construct_yaml_int)
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that, aliases expanded, holds more than MAX_VALUES values or nests deeper
+    than MAX_DEPTH, or that contains itself. Each distinct node is measured once (an alias is the
+    node it names), so this takes time in proportion to the text, not to what it expands to."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth) once expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        if children_done:
+            values = 1 + sum(measured[id(c)][0] for c in children)
+            depth = 1 + max((measured[id(c)][1] for c in children), default=0)
+            open_nodes.discard(id(node))
+            measured[id(node)] = (values, depth)
+            if values > MAX_VALUES:
+                raise YamlLimitError(
+                    f"this holds more than {MAX_VALUES} values once its aliases (*name) are expanded",
+                    node.start_mark, hint="a job spec has a few hundred values; give many inputs as a folder or glob",
+                )
+            if depth > MAX_DEPTH:
+                raise YamlLimitError(
+                    f"this nests deeper than {MAX_DEPTH} levels once its aliases (*name) are expanded",
+                    node.start_mark, hint="a job spec nests a few levels",
+                )
+            continue
+        if id(node) in measured:
+            continue
+        if id(node) in open_nodes:
+            raise YamlLimitError(
+                "an alias (*name) refers to a collection that contains it", node.start_mark,
+                hint="a job spec cannot contain itself",
+            )
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse one YAML document with the spec's loader; raises ``yaml.YAMLError`` (marked where possible)."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise YamlLimitError(
+            f"{len(text)} characters is more than a job spec may hold ({MAX_SPEC_BYTES // 1024**2} MB)",
+            None, hint="give many inputs as a folder or glob",
+        )
+    return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def yaml_error_text(exc: yaml.YAMLError, text: str) -> tuple[str, str]:
+    """One line for a YAML error: (where and what, hint); PyYAML's own text spans several lines."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        name = "a NUL byte" if char == "\0" else f"the character U+{ord(char):04X}"
+        return f" line {line}: {name} is not allowed in YAML", "save the spec as plain UTF-8 text"
+    if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and exc.context_mark and exc.problem:
             problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
-        raise SpecError(f"{path}{where}: {problem}", hint="fix the YAML syntax") from None
+        if "constructor for the tag" in problem:
+            return f"{where}: {problem}", "a job spec holds plain values: tags such as !!python/object are not allowed"
+        return f"{where}: {problem}", getattr(exc, "hint", "fix the YAML syntax")
+    return f": invalid YAML: {' '.join(str(exc).split())}", "fix the YAML syntax"
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: 'a folder', 'a named pipe (FIFO)', ..."""
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+class NotRegularFileError(ValueError):
+    """A path given as a file is a folder, a device (/dev/zero never ends), a FIFO (blocks) or a socket."""
+
+
+class FileTooLargeError(ValueError):
+    """A file is larger than what batchinfer reads of that kind of file."""
+
+
+def read_capped(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path`` of at most ``limit`` bytes.
+
+    Raises :class:`NotRegularFileError` or :class:`FileTooLargeError` (saying what it is,
+    e.g. "is a folder, not a job spec"), or ``OSError`` as ``open`` does (no such file,
+    no permission, a symlink loop). Nothing but a regular file is opened.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(f"is {file_kind(info.st_mode)}, not {what}")
+    with open(path, "rb") as handle:  # the size is checked again while reading: the file may grow
+        data = handle.read(limit + 1)
+    if info.st_size > limit or len(data) > limit:
+        raise FileTooLargeError(f"is larger than {limit // 1024**2} MB, more than {what} may be")
+    return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; every problem becomes a one-line :class:`SpecError`."""
+    try:
+        raw = read_capped(path, MAX_SPEC_BYTES, "a job spec")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file", hint="check the path to the job spec") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    except NotRegularFileError as exc:
+        raise SpecError(f"{path} {exc}", hint="give the path to a .yaml file") from None
+    except FileTooLargeError as exc:
+        raise SpecError(f"{path} {exc}", hint="give many inputs as a folder or glob") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a BOM (as Notepad writes) is not part of the text
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(
+            f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line})", hint="save it as UTF-8"
+        ) from None
+    try:
+        data = load_yaml_text(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: invalid YAML: {exc}") from None
+        where, hint = yaml_error_text(exc, text)
+        raise SpecError(f"{path}{where}", hint=hint) from None
     if data is None:
         raise SpecError(f"{path} is empty", hint="a job spec needs at least entry_script and inputs")
     if not isinstance(data, dict):
@@ -347,13 +597,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise SpecError(f"--set {item!r}: expected KEY=VALUE", hint="for example --set mini_batch_size=20")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        target = data
+            raise SpecError(f"--set {shown(item)}: expected KEY=VALUE", hint="for example --set mini_batch_size=20")
         parts = key.split(".")
+        if len(parts) > MAX_DEPTH:
+            raise SpecError(f"--set {shown(key)}: the key has more than {MAX_DEPTH} parts")
+        try:
+            value = load_yaml_text(raw) if raw.strip() else ""
+        except YamlLimitError as exc:
+            where, hint = yaml_error_text(exc, raw)
+            raise SpecError(f"--set {shown(key)}: value {where.lstrip(': ')}", hint=hint) from None
+        except yaml.YAMLError:
+            value = raw  # not YAML (an unclosed bracket, a tag): the text itself
+        target = data
         for part in parts[:-1]:
             child = target.get(part)
             if isinstance(child, list) and len(child) == 1 and isinstance(child[0], dict):
@@ -397,10 +652,10 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[str, str |
     message = error["msg"].removeprefix("Value error, ")
     if kind in ("literal_error",):
         expected = error.get("ctx", {}).get("expected", "")
-        return f"{key}: {error['input']!r} is not one of {expected}", None
+        return f"{key}: {shown(error['input'])} is not one of {expected}", None
     got = error.get("input")
-    shown = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {got!r})"
-    return f"{key}: {message}{shown}", None
+    quoted = "" if isinstance(got, (dict, list)) or kind.startswith("value_error") else f" (got {shown(got)})"
+    return f"{key}: {message}{quoted}", None
 
 
 def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobSpec:

@@ -137,6 +137,28 @@ def test_tabular_default_batch_is_one_megabyte(tmp_path):
         (MINIMAL + "inputs: {path: []}\n", ["given twice"]),
         ("entry_script: s.py\ninputs: {path: []}\n", ["at least one path"]),
         ("entry_script: s.py\ninputs: {type: images, path: d}\n", ["inputs.type", "'file' or 'tabular'"]),
+        (MINIMAL + "append_row_file_name: summary.json\n", ["append_row_file_name", "batchinfer's own 'summary.json'"]),
+        (MINIMAL + "append_row_file_name: x.tmp\n", ["append_row_file_name", "must not end in '.tmp'"]),
+        (MINIMAL + "environment_variables: {'A=B': x}\n", ["environment_variables", "'A=B' cannot be the name"]),
+        (MINIMAL + "environment_variables: {'': x}\n", ["environment_variables", "'' cannot be the name"]),
+        (MINIMAL + 'environment_variables: {A: "a\\0b"}\n', ["environment_variables", "A: ", "NUL byte"]),
+        ('entry_script: "s\\0.py"\ninputs: d\n', ["entry_script", "NUL byte"]),
+        ("entry_script: ' '\ninputs: d\n", ["entry_script", "must name the script's file"]),
+        (MINIMAL + "source_directory: ''\n", ["source_directory", "must not be empty"]),
+        (MINIMAL + "output: ''\n", ["output.path", "must not be empty"]),
+        (MINIMAL + f"models: {{m: {'d/' * 2049}}}\n", ["models: 'm': ", "longer than 4096 bytes"]),
+        (MINIMAL + "mini_batch_size: {unit: files, value: 99999999999999999999999}\n", ["mini_batch_size"]),
+        (MINIMAL + "mini_batch_size: 1000000001\n", ["mini_batch_size", "at most 1000000000 files"]),
+        (MINIMAL + "mini_batch_size: \u0663\n", ["mini_batch_size", "whole number"]),  # an Arabic-Indic 3
+        ("entry_script: s.py\ninputs: {type: tabular, path: t.csv}\nmini_batch_size: 1025GB\n", ["at most 1024GB"]),
+        ("entry_script: s.py\ninputs: {type: tabular, path: t.csv}\nmini_batch_size: 1000000001rows\n",
+         ["at most 1000000000 rows"]),
+        (MINIMAL + "process_count_per_node: 1025\n", ["process_count_per_node", "1024"]),
+        (MINIMAL + "node_count: 1025\n", ["node_count", "1024"]),
+        (MINIMAL + "run_max_try: true\n", ["run_max_try", "must be a number, not true"]),
+        (MINIMAL + "run_invocation_timeout: .inf\n", ["run_invocation_timeout", "finite"]),
+        (MINIMAL + "run_invocation_timeout: 2592001\n", ["run_invocation_timeout", "2592000"]),
+        (MINIMAL + "allowed_failed_percent: .nan\n", ["allowed_failed_percent"]),
     ],
 )
 def test_spec_errors_say_what_and_where(tmp_path, text, fragments):
@@ -199,3 +221,23 @@ def test_ray_backend_is_not_available_yet(tmp_path):
                                             ("a.yaml", "a-job"), ("2024 run.yaml", "job-2024-run")])
 def test_default_name(file, name):
     assert default_name(Path(file)) == name
+
+
+@pytest.mark.parametrize("name", ["out.txt", "-", "summary.json.bak", "rapport-été.txt", "x" * 251, "é" * 124 + ".t",
+                                  "logs.txt",
+                                  ".hidden", "tmp", "a.tmp.csv"])
+def test_append_row_file_name_takes_any_plain_name_of_the_users(tmp_path, name):
+    spec = load_spec(write(tmp_path, MINIMAL), [f"append_row_file_name={name!r}"])
+    assert spec.append_row_file_name == name
+
+
+def test_a_quoted_value_is_cut_short_in_the_message(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        load_spec(write(tmp_path, MINIMAL + f"name: {'x' * 100_000}\n"))
+    assert len(str(caught.value)) < 500
+
+
+def test_yaml_dates_are_text_where_text_is_expected(tmp_path):
+    text = MINIMAL + "arguments: [--day, 2024-01-31]\nenvironment_variables: {DAY: 2024-01-31}\n"
+    spec = load_spec(write(tmp_path, text))
+    assert spec.arguments == ["--day", "2024-01-31"] and spec.environment_variables == {"DAY": "2024-01-31"}
