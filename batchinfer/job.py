@@ -23,6 +23,7 @@ from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
 from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, UsageError
 from batchinfer.inputs import InputPlan
+from batchinfer.layout import SUMMARY_FILE
 from batchinfer.output import (
     STATE_DIR,
     Journal,
@@ -46,8 +47,8 @@ from batchinfer.resume import (
     output_folder,
     prepare_output,
 )
-from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.manifest import seal_state
+from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import private_umask
 
@@ -338,7 +339,7 @@ def _run(
         },
     )
     summary["look_at"] = _failure_hint(summary, folder)
-    write_json_atomic(folder / "summary.json", summary)
+    write_json_atomic(folder / SUMMARY_FILE, summary)
     status_file.update(progress, state=status, force=True)
     seal_state(folder)
     log.info("job %s %s%s", spec.name, status, f": {reason}" if reason else "")

@@ -25,13 +25,13 @@ from pathlib import Path
 from pydantic import Field
 
 from batchinfer.errors import OutputError
+from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.spec import JobSpec
-from batchinfer.output import STATE_DIR
 from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, seal, shown, why_invalid, write_private_json
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-SUMMARY = "summary.json"
+SUMMARY = SUMMARY_FILE
 LOG_FILES = ("job.log", "errors.jsonl", "processed_mini_batches.csv", "failed_items.txt", "readme.txt")
 STATE_FILES = (JOB_FILE, "journal.jsonl", "status.json", "lock", MANIFEST)
 TREES = (f"{STATE_DIR}/parts", f"{STATE_DIR}/tmp")

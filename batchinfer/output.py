@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import OutputError
+from batchinfer.layout import STATE_DIR
 from batchinfer.redact import redact_text
 
-STATE_DIR = ".batchinfer"
 JOURNAL = "journal.jsonl"
 FSYNC_INTERVAL_S = 1.0
 

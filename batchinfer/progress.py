@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from batchinfer.errors import OutputError
+from batchinfer.layout import SUMMARY_FILE
 from batchinfer.lock import LOCK_FILE, LockHolder, lock_state
 from batchinfer.manifest import MANIFEST
 from batchinfer.output import STATE_DIR
@@ -67,7 +68,7 @@ def read_status(folder: Path) -> dict[str, Any]:
         raise OutputError(f"{shown(folder)} holds no batchinfer job", hint="give the output folder of a job")
     job = read_job_file(state_dir / JOB_FILE, damaged_ok=True)
     live = read_status_doc(state_dir / STATUS_FILE) or {}
-    summary = read_summary(folder / "summary.json")
+    summary = read_summary(folder / SUMMARY_FILE)
     if (state_dir / LOCK_FILE).exists():
         held, holder = lock_state(state_dir)
     else:  # written by batchinfer 0.1.0, which had no lock: trust the live file's pid

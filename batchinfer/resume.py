@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from batchinfer import __version__
 from batchinfer.entry import EntryScript
 from batchinfer.errors import OutputError
 from batchinfer.inputs import InputPlan, MiniBatch
+from batchinfer.layout import SUMMARY_FILE
 from batchinfer.lock import OutputLock
 from batchinfer.manifest import Manifest, check_folder, names_for, seal_state
 from batchinfer.output import STATE_DIR
@@ -74,6 +76,17 @@ def _stat_line(path: str) -> str:
         return f"{path}:missing\n"
 
 
+def _code_digest(path: str) -> bytes:
+    """The hash of one Python file of ``source_directory``; a FIFO, device or unreadable file named
+    ``*.py`` is not code the workers import as a module here, and must never block or crash the run."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b"not a regular file"
+        return hashlib.sha256(Path(path).read_bytes()).digest()
+    except OSError as exc:
+        return f"unreadable: {exc.errno}".encode()
+
+
 def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
     """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
     and the other Python files of ``source_directory``, and the files named in models and side_inputs.
@@ -94,8 +107,8 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(root, name)
-                digest.update(os.path.relpath(path, entry.source_directory).encode())
-                digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+                digest.update(os.fsencode(os.path.relpath(path, entry.source_directory)))
+                digest.update(_code_digest(path))
     for named in (spec.models, spec.side_inputs):
         for name, path in sorted(named.items()):
             digest.update(name.encode())
@@ -181,7 +194,7 @@ def _prepare(
     job_file = state / JOB_FILE
     old = read_job_file(job_file, damaged_ok=restart)
     legacy = os.path.lexists(job_file) and (old is None or old.format < JOB_FORMAT)
-    summary = read_summary(folder / "summary.json") if old is not None else None
+    summary = read_summary(folder / SUMMARY_FILE) if old is not None else None
     finished = summary is not None and summary["status"] in FINISHED
     if old is not None and old.fingerprint != print_ and not restart:
         raise OutputError(

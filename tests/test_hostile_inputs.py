@@ -17,6 +17,7 @@ import socket
 import socketserver
 
 import pytest
+import yaml
 from conftest import SCRIPTS, assert_one_line_error
 
 from batchinfer.inputs import InputPlan
@@ -179,3 +180,29 @@ def test_with_partition_keys_an_unreadable_table_is_one_line(tmp_path, job):
     assert run.code == 2 and "Traceback" not in run.stderr, run.stderr
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith("batchinfer: error: partition_keys: cannot read") and "b.csv' is a FIFO" in last
+
+
+SOURCE_TREES = {
+    # odd entries beside the entry script: the job's fingerprint reads every *.py of source_directory
+    "fifo named .py": lambda src: os.mkfifo(src / "pipe.py"),
+    "name not UTF-8": lambda src: (src / os.fsdecode(b"odd-\xff.py")).write_text("x = 1\n"),
+    "dangling link .py": lambda src: (src / "gone.py").symlink_to(src / "nowhere.py"),
+    "folder named .py": lambda src: (src / "pkg.py").mkdir(),
+}
+
+
+@pytest.mark.parametrize("case", list(SOURCE_TREES))
+def test_odd_entries_in_source_directory_never_block_or_crash_the_run(tmp_path, batchinfer, text_files, case):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "echo_names.py").write_text((SCRIPTS / "echo_names.py").read_text())
+    SOURCE_TREES[case](src)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"entry_script": "echo_names.py", "source_directory": str(src),
+                                    "inputs": {"path": str(text_files(4))}, "process_count_per_node": 1}))
+    out = tmp_path / "out"
+    result = batchinfer("run", str(spec), "--output", str(out), output=out, timeout=120)
+    assert result.code == 0, result.stderr
+    assert sorted(result.rows()) == [f"f{i:03d}.txt {i}" for i in range(4)]
+    rerun = batchinfer("run", str(spec), "--output", str(out), output=out, timeout=120)
+    assert rerun.code == 0 and "Traceback" not in rerun.stderr, rerun.stderr  # the same fingerprint: reused
