@@ -145,7 +145,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
-    from batchinfer.executors.local import LocalExecutor, warm_up
+    from batchinfer.executors.local import LocalExecutor, oversubscription_warning, warm_up
 
     warm_up()
     entry = check_entry_script(spec)
@@ -200,6 +200,8 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
              spec.name, spec.worker_count, "stdout" if to_stdout else folder, len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
+    if warning := oversubscription_warning(spec.worker_count):
+        reporter.note(warning)
     try:
         executor.start()
         progress = scheduler.run()
@@ -259,6 +261,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
             "failed_items_listed": failed_items,
             "workers": spec.worker_count,
+            "workers_started": executor.started,  # on demand: at most one per mini-batch
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
             # after --retry-failed (of fixed inputs), the output stands for the inputs as they are now

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import Journal, JournalEntry
-from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
+from batchinfer.protocol import EXCEPTION, OUT_OF_MEMORY, SHORT_RETURN, WORKER_DIED, Outcome
 from batchinfer.spec import JobSpec
 
 POLL_S = 0.2
@@ -86,7 +86,7 @@ class Progress:
 
 
 Key = tuple[int, "tuple[int, int] | None"]
-BISECTED_KINDS = (EXCEPTION, WORKER_DIED)  # data problems; timeouts and wrong types are not bisected
+BISECTED_KINDS = (EXCEPTION, WORKER_DIED, OUT_OF_MEMORY)  # data problems; timeouts and wrong types are not bisected
 TABLE_PIECES = 32  # a failing table slice is bisected down to 1/32 of its rows, not to single rows
 
 
