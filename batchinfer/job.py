@@ -101,7 +101,8 @@ job.log                     the coordinator's log: workers started and replaced,
 worker-N.log                each worker's log: the entry script's print() output, stdout and stderr,
                             its logger() messages, tracebacks, and the stack of a worker killed for a timeout
 errors.jsonl                one JSON object per failed try: mini_batch, part, items, try, worker,
-                            kind (exception, timeout, worker_died, short_return, wrong_type), message, traceback
+                            kind (exception, timeout, worker_died, out_of_memory, short_return, wrong_type),
+                            message, traceback
 processed_mini_batches.csv  one row per try: id, part, try, worker, start, seconds, items, succeeded, failed, status
 failed_items.txt            every item that finally failed (fix them, then: batchinfer run JOB --retry-failed)
 """
