@@ -154,13 +154,12 @@ def reap_adopted() -> None:
     """
     if not _adopting:
         return
-    helpers = _helper_pids()
-    while True:
+    while True:  # one system call per poll when nothing ended
         try:
             info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
             return
-        if info is None or info.si_pid in helpers:
+        if info is None or info.si_pid in _helper_pids():
             return
         try:
             os.waitpid(info.si_pid, 0)
