@@ -85,8 +85,11 @@ def test_workers_die_with_a_sigkilled_coordinator_even_while_holding_the_gil(
     helpers = [p.pid for p in _processes_with(run_marker) if p.pid != proc.pid]  # fork server, tracker, workers
     assert set(workers) <= set(helpers)
     proc.kill()  # SIGKILL to the coordinator only
-    proc.communicate()
-    assert all_gone(helpers) == [], "processes outlived their SIGKILLed coordinator"
+    proc.wait()  # not communicate(): a survivor holding its pipes would make that wait forever
+    proc.stdout.close()
+    proc.stderr.close()
+    left = all_gone(helpers)
+    assert left == [], f"outlived their SIGKILLed coordinator: {[psutil.Process(p).cmdline() for p in left]}"
 
 
 # ------------------------------------------------------------------ item 11: what the script starts
