@@ -220,3 +220,14 @@ def test_no_more_workers_start_than_there_are_mini_batches(job, text_files, requ
         assert f"warning: {requested} worker processes on {cores} cores" in run.stderr
     else:
         assert "warning" not in run.stderr
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", ">&- 2>&-"])
+def test_a_job_runs_with_stdout_or_stderr_closed(tmp_path, text_files, run_marker, closed):
+    """A guard for the helpers' start with /dev/null as stdout/stderr: a closed descriptor stays closed, no crash."""
+    spec = write_spec(tmp_path, "echo_names.py", text_files(3))
+    out = tmp_path / "out"
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m batchinfer run {spec} --output {out} {closed}"],
+                          env={**os.environ, MARKER: run_marker}, timeout=120)
+    assert proc.returncode == 0
+    assert sorted((out / "parallel_run_step.txt").read_text().splitlines()) == [f"f{i:03d}.txt {i}" for i in range(3)]

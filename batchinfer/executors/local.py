@@ -105,21 +105,37 @@ def warm_up() -> None:
     from batchinfer._forkserver import ARM_ENV
 
     _adopting = _adopting or _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None when the descriptor was closed
+            stream.flush()
+    saved = {fd: _dup_high(fd) for fd in (1, 2)}  # None: closed (batchinfer run >&-), and so it stays
+    low = os.open(os.devnull, os.O_WRONLY)  # 1 or 2 when one of them is closed
+    null = _dup_high(low)
+    os.close(low)
     os.environ[ARM_ENV] = str(os.getpid())
     try:  # nothing else runs in the coordinator meanwhile: its own output is not lost
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+        for fd in saved:
+            os.dup2(null, fd)
         multiprocessing.forkserver.ensure_running()  # starts the resource tracker first
     finally:
         os.environ.pop(ARM_ENV, None)
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (null, *saved):
-            os.close(fd)
+        for fd, copy in saved.items():
+            if copy is None:
+                os.close(fd)
+            else:
+                os.dup2(copy, fd)
+                os.close(copy)
+        os.close(null)
+
+
+def _dup_high(fd: int) -> int | None:
+    """A copy of ``fd`` numbered 3 or above (never 1 or 2, even when they are closed); None if ``fd`` is closed."""
+    import fcntl  # only called where the fork server exists (Linux)
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return None
 
 
 PR_SET_CHILD_SUBREAPER = 36
