@@ -119,7 +119,8 @@ job.log                     the coordinator's log: workers started and replaced,
 worker-N.log                each worker's log: the entry script's print() output, stdout and stderr,
                             its logger() messages, tracebacks, and the stack of a worker killed for a timeout
 errors.jsonl                one JSON object per failed try: mini_batch, part, items, try, worker,
-                            kind (exception, timeout, worker_died, short_return, wrong_type), message, traceback
+                            kind (exception, timeout, worker_died, out_of_memory, short_return, wrong_type),
+                            message, traceback
 processed_mini_batches.csv  one row per try: id, part, try, worker, start, seconds, items, succeeded, failed, status
 failed_items.txt            every item that finally failed (fix them, then: batchinfer run JOB --retry-failed)
 """
@@ -171,7 +172,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
-    from batchinfer.executors.local import warm_up
+    from batchinfer.executors.local import oversubscription_warning, warm_up
 
     warm_up()
     entry = check_entry_script(spec)
@@ -270,6 +271,8 @@ def _run(
              spec.name, spec.worker_count, "stdout" if to_stdout else folder, len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
+    if warning := oversubscription_warning(spec.worker_count):
+        reporter.note(warning)
     try:
         executor.start()
         progress = scheduler.run()
@@ -331,6 +334,7 @@ def _run(
             "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
             "failed_items_listed": failed_items,
             "workers": spec.worker_count,
+            "workers_started": executor.started,  # on demand: at most one per mini-batch
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,
             # after --retry-failed (of fixed inputs), the output stands for the inputs as they are now

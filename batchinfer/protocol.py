@@ -17,6 +17,7 @@ TIMEOUT = "timeout"
 WORKER_DIED = "worker_died"
 SHORT_RETURN = "short_return"
 WRONG_TYPE = "wrong_type"
+OUT_OF_MEMORY = "out_of_memory"  # MemoryError in a worker: the try failed and the worker was replaced
 
 # ${{outputs.x}} in an Azure job's arguments: the worker puts the output folder there
 OUTPUT_DIR_PLACEHOLDER = "{batchinfer.output_dir}"

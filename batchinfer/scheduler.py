@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from batchinfer.errors import InputError
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import Journal, JournalEntry, open_own_file
-from batchinfer.protocol import EXCEPTION, SHORT_RETURN, WORKER_DIED, Outcome
+from batchinfer.protocol import EXCEPTION, OUT_OF_MEMORY, SHORT_RETURN, WORKER_DIED, Outcome
 from batchinfer.redact import for_log, json_safe, redact_text
 from batchinfer.spec import JobSpec
 
@@ -86,7 +86,7 @@ class Progress:
 
 
 Key = tuple[int, "tuple[int, int] | None"]
-BISECTED_KINDS = (EXCEPTION, WORKER_DIED)  # data problems; timeouts and wrong types are not bisected
+BISECTED_KINDS = (EXCEPTION, WORKER_DIED, OUT_OF_MEMORY)  # data problems; timeouts and wrong types are not bisected
 TABLE_PIECES = 32  # a failing table slice is bisected down to 1/32 of its rows, not to single rows
 
 

@@ -8,8 +8,17 @@ A worker talks to its executor over one duplex connection:
     executor --None-->                      (stop: shutdown() is called, the process exits)
 
 The script's stdout and stderr (file descriptors 1 and 2, so C libraries too)
-go to ``logs/worker-N.log``, never to the terminal. The worker exits on its
-own when the coordinator disappears.
+go to ``logs/worker-N.log``, never to the terminal. The worker dies with the
+coordinator: the kernel kills it when the fork server dies, which the kernel
+kills when the coordinator dies (see ``_forkserver.py``), even while ``run()``
+holds the GIL.
+
+A try that raises ``MemoryError`` ends the worker: its outcome (kind
+``out_of_memory``) is sent, then the worker stops serving and the executor
+replaces it, as a process whose heap is exhausted fails whatever it runs next.
+``SystemExit`` from ``run()`` (``sys.exit()``) ends the worker too, as the script
+asked (kind ``worker_died``). Any other exception, ``KeyboardInterrupt`` and
+``RecursionError`` included, fails the try and the worker goes on.
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from batchinfer import _runtime
+from batchinfer import _forkserver, _runtime
 from batchinfer.output import format_rows, result_length
 from batchinfer.protocol import (
     EXCEPTION,
+    OUT_OF_MEMORY,
     OUTPUT_DIR_PLACEHOLDER,
     SHORT_RETURN,
+    WORKER_DIED,
     WRONG_TYPE,
     InitFailed,
     MiniBatch,
@@ -65,13 +76,11 @@ class MiniBatchContext:
 
 
 def _exit_with_coordinator(parent_pid: int, coordinator_pid: int) -> None:
-    """A daemon thread: when the coordinator or our parent is gone, exit at once (no orphans)."""
-    try:  # Linux: the kernel signals us when our parent (the fork server) exits
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    """Die with the coordinator: a kernel signal on Linux, and a watch thread as a second guard."""
+    # the kernel SIGKILLs us when our parent, the fork server, exits (it needs no GIL); if the
+    # server is gone already, we were orphaned before asking: exit now
+    if not _forkserver.die_with_parent(parent_pid):
+        os._exit(3)
 
     def watch() -> None:
         while True:
@@ -88,6 +97,24 @@ def _exit_with_coordinator(parent_pid: int, coordinator_pid: int) -> None:
                 os._exit(3)
 
     threading.Thread(target=watch, name="batchinfer-parent-watch", daemon=True).start()
+
+
+def _close_on_exec() -> None:
+    """Keep our pipes (to the coordinator, the fork server, the resource tracker) from programs the script runs.
+
+    File descriptors received from the fork server are inheritable; a child that held
+    one would keep a helper of batchinfer's alive after the job.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd > 2:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
 
 
 def _redirect_output(log_path: Path, level: str) -> None:
@@ -145,14 +172,36 @@ def _failure(batch: MiniBatch, index: int, kind: str, message: str, started: flo
         items=items,
         kind=kind,
         message=message,
-        traceback=traceback.format_exc() if kind == EXCEPTION else "",
+        traceback=_traceback() if kind in (EXCEPTION, OUT_OF_MEMORY, WORKER_DIED) else "",
         started=started,
         seconds=time.time() - started,
     )
 
 
+def _traceback() -> str:
+    try:
+        return traceback.format_exc()
+    except MemoryError:
+        return ""
+
+
+def _ends_worker(exc: BaseException, index: int, batch: MiniBatch, started: float, items: int | None,
+                 step: str) -> Outcome:
+    """The failed try of an exception after which this worker must not run anything else."""
+    if isinstance(exc, MemoryError):
+        detail = f": {exc}" if str(exc) else ""
+        message = f"{step} raised MemoryError{detail}; worker {index} was replaced"
+        return _failure(batch, index, OUT_OF_MEMORY, message, started, items)
+    message = f"{step} called sys.exit({exc.code!r}); worker {index} exited and was replaced"
+    return _failure(batch, index, WORKER_DIED, message, started, items)
+
+
 def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scratch: str) -> Outcome:
-    """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned."""
+    """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned.
+
+    ``MemoryError`` (anywhere) and ``SystemExit`` (from ``run()``) give an outcome whose kind
+    (``out_of_memory``, ``worker_died``) tells the worker to stop serving.
+    """
     started = time.time()
     items = batch.known_items
     downloads: list[str] = []  # a folder for remote files, made only when some must be fetched
@@ -164,6 +213,8 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
     try:
         try:
             data = read_mini_batch(batch, config.storage_options[batch.input_index], make_folder)
+        except MemoryError as exc:
+            return _ends_worker(exc, index, batch, started, items, "reading the mini-batch")
         except Exception as exc:
             return _failure(batch, index, EXCEPTION, f"cannot read the mini-batch: {exc}", started, items)
         items = len(data)
@@ -172,7 +223,9 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
                 result = script.run(data, MiniBatchContext(batch))
             else:
                 result = script.run(data)
-        except Exception as exc:
+        except (MemoryError, SystemExit) as exc:
+            return _ends_worker(exc, index, batch, started, items, "run()")
+        except (Exception, KeyboardInterrupt) as exc:  # Ctrl-C is the coordinator's: this one came from the script
             return _failure(batch, index, EXCEPTION, f"run() raised {type(exc).__name__}: {exc}", started, items)
         returned = result_length(result)
         if returned is None:
@@ -182,6 +235,8 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
         if config.row_format is not None:
             try:
                 rows, header = format_rows(result, config.row_format, config.row_header)
+            except MemoryError as exc:
+                return _ends_worker(exc, index, batch, started, items, "writing run()'s result")
             except Exception as exc:
                 message = f"cannot write run()'s result as {config.row_format}: {type(exc).__name__}: {exc}"
                 return _failure(batch, index, EXCEPTION, message, started, items)
@@ -218,7 +273,8 @@ def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> N
     """The worker process's entry point (started by the local executor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _exit_with_coordinator(os.getppid(), config.coordinator_pid)
+    _exit_with_coordinator(_forkserver.SERVER_PID or os.getppid(), config.coordinator_pid)
+    _close_on_exec()
     _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
     os.makedirs(config.scratch_dir or tempfile.gettempdir(), exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f"worker-{index}-", dir=config.scratch_dir or None)
@@ -287,6 +343,11 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
         if not outcome.ok:
             log.error("mini-batch %s failed: %s\n%s", batch.id, outcome.message, outcome.traceback)
         conn.send(outcome)
+        if outcome.kind in (OUT_OF_MEMORY, WORKER_DIED):
+            log.error("this worker stops here (shutdown() is not called); the coordinator replaces it")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)  # not a normal exit: the script's atexit handlers and threads could hang it
     if hasattr(script, "shutdown"):
         try:
             script.shutdown()

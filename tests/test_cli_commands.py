@@ -9,6 +9,7 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 import time
 
 import yaml
@@ -59,13 +60,39 @@ def test_progress_bar_on_a_terminal_reaches_100_percent(tmp_path, text_files, ru
     assert proc.stdout.read() == b""  # the bar never touches stdout
 
 
-def test_progress_in_a_pipe_is_plain_timestamped_lines(job, text_files):
-    data = text_files(30)
-    run = job("slow_echo.py", "--progress-interval", "0.2", inputs={"path": str(data)}, mini_batch_size=1)
-    assert run.code == 0, run.stderr
-    assert "\x1b[" not in run.stderr
-    lines = [line for line in run.stderr.splitlines() if "mini-batches" in line and not line.startswith("batchinfer")]
-    assert len(lines) >= 3
+def wait_until(condition, proc, what: str, timeout: float = 60) -> None:
+    """Poll ``condition()`` until it holds (a generous deadline: it guards against hangs, not slowness)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the job ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
+        time.sleep(0.05)
+
+
+def test_progress_in_a_pipe_is_plain_timestamped_lines(tmp_path, text_files, run_marker):
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, "gated_echo.py", text_files(30), mini_batch_size=1, arguments=["--gate", str(gate)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", str(tmp_path / "out"),
+         "--progress-interval", "0.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, MARKER: run_marker},
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def progress_lines() -> list[str]:
+        return [line for line in list(seen) if "mini-batches" in line and not line.startswith("batchinfer")]
+
+    # the workers wait at the gate: the job stays running until three periodic lines came, however long that takes
+    wait_until(lambda: len(progress_lines()) >= 3, proc, "three progress lines")
+    gate.touch()
+    assert proc.wait(timeout=60) == 0
+    reader.join(timeout=60)
+    text = "".join(seen)
+    assert "\x1b[" not in text
+    lines = [line.rstrip("\n") for line in progress_lines()]
+    assert ": 0/" in lines[0]  # nothing done while the gate was shut
     assert lines[-1].endswith("0/2 workers busy") and " 30/30 mini-batches" in lines[-1]
     assert all(line[:4].isdigit() and "T" in line[:11] for line in lines)  # an ISO timestamp first
 
@@ -99,17 +126,23 @@ def test_output_dash_streams_rows_to_stdout_and_nothing_else(tmp_path, text_file
 
 
 def test_closed_pipe_ends_the_job_quietly(tmp_path, text_files, run_marker):
-    spec = write_spec(tmp_path, "slow_echo.py", text_files(400), mini_batch_size=2)
-    started = time.monotonic()
-    proc = subprocess.run(
-        ["bash", "-c", f"set -o pipefail; {sys.executable} -m batchinfer run {spec} --output - | head -3"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, MARKER: run_marker},
+    data = text_files(10)
+    for i in range(10):
+        (data / f"late{i:03d}.txt").write_text(f"{100 + i}\n")
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, "gated_echo.py", data, mini_batch_size=1,
+                      arguments=["--gate", str(gate), "--held", "late"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, MARKER: run_marker},
     )
-    assert time.monotonic() - started < 30
-    rows = proc.stdout.splitlines()
-    assert len(rows) == 3 and all(row == f"{row.split()[0]} {int(row[1:4])}" for row in rows)  # in completion order
+    rows = [proc.stdout.readline() for _ in range(3)]  # as '| head -3' does, then it goes away
+    proc.stdout.close()
+    gate.touch()  # the late rows are written only now, to a pipe nobody reads
+    _, stderr = proc.communicate(timeout=60)
+    assert all(row == f"{row.split()[0]} {int(row[1:4])}\n" for row in rows)  # in completion order
     assert proc.returncode == 141  # like any program whose reader went away
-    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr
+    assert "Traceback" not in stderr and "Error" not in stderr
     # the run_marker fixture then checks that no worker outlived the job
 
 
@@ -154,28 +187,32 @@ def test_plan_lists_mini_batches_without_importing_the_script(tmp_path, text_fil
 
 
 def test_status_of_a_running_then_finished_job(tmp_path, text_files, run_marker, batchinfer):
-    spec = write_spec(tmp_path, "slow_echo.py", text_files(60), mini_batch_size=1)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, "gated_echo.py", text_files(60), mini_batch_size=1, arguments=["--gate", str(gate)])
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", str(out)],
-        env={**os.environ, MARKER: run_marker, "SLOW_ECHO_S": "0.1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, MARKER: run_marker}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while not (out / ".batchinfer" / "status.json").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    # the workers wait at the gate: the job is running until the test opens it
+    wait_until((out / ".batchinfer" / "status.json").exists, proc, "status.json")
     running = batchinfer("status", str(out), "--json")
     assert running.code == 0, running.stderr
     doc = json.loads(running.stdout)
     assert doc["state"] == "running" and doc["pid"] == proc.pid and doc["workers"] == 2
     line = batchinfer("status", str(out))
     assert "running (pid" in line.stdout and "mini-batches" in line.stdout
-    watched = batchinfer("status", str(out), "--watch", "--interval", "0.5")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "batchinfer", "status", str(out), "--watch", "--interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, MARKER: run_marker},
+    )
+    first = watcher.stdout.readline()  # printed while the job still waits at the gate
+    assert "running (pid" in first, watcher.stderr.read()
+    gate.touch()
     assert proc.wait(timeout=60) == 0
-    assert watched.code == 0
-    assert watched.stdout.splitlines()[-1].startswith("job: succeeded: 60/60 items succeeded")
-    assert len(watched.stdout.splitlines()) >= 2
+    rest, _ = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0
+    assert rest.splitlines()[-1].startswith("job: succeeded: 60/60 items succeeded")
 
 
 def test_status_of_something_else_is_an_error(tmp_path, batchinfer):

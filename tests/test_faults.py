@@ -60,7 +60,19 @@ def assert_exactly_once(out: Path, expected: list[str]) -> None:
     assert sorted(rows) == sorted(expected)
 
 
-def workers_gone(marker: str, within: float) -> bool:
+def wait_for_stderr(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
+    """Read the command's stderr line by line until a line holds ``text``; return what was read."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        assert time.monotonic() < deadline, f"no {text!r} on stderr: {seen}"
+        line = proc.stderr.readline()
+        assert line, f"stderr closed before {text!r}: {seen}"
+        seen += line
+    return seen
+
+
+def workers_gone(marker: str, within: float = 10) -> bool:
     deadline = time.monotonic() + within
     while _processes_with(marker):
         if time.monotonic() > deadline:
@@ -75,7 +87,8 @@ def workers_gone(marker: str, within: float) -> bool:
 def test_run_that_hangs_is_timed_out_and_its_item_fails(job, tmp_path, text_files):
     data = text_files(6)
     (data / "f002-hang.txt").write_text("x")
-    run = job("hang_on.py", inputs={"path": str(data)}, mini_batch_size=1, run_invocation_timeout=1.5, run_max_try=2)
+    # the timeout must also cover a worker's start on a loaded machine: 5s, not 1s
+    run = job("hang_on.py", inputs={"path": str(data)}, mini_batch_size=1, run_invocation_timeout=5, run_max_try=2)
     assert run.code == 0, run.stderr
     summary = run.summary
     assert (summary["items_succeeded"], summary["items_failed"]) == (6, 1)
@@ -90,7 +103,7 @@ def test_run_that_hangs_is_timed_out_and_its_item_fails(job, tmp_path, text_file
 def test_timeouts_are_not_bisected(job, tmp_path, text_files):
     data = text_files(3)
     (data / "f001-hang.txt").write_text("x")
-    run = job("hang_on.py", inputs={"path": str(data)}, mini_batch_size=4, run_invocation_timeout=1, run_max_try=1)
+    run = job("hang_on.py", inputs={"path": str(data)}, mini_batch_size=4, run_invocation_timeout=5, run_max_try=1)
     assert run.summary["items_failed"] == 4
     assert [e["kind"] for e in run.errors()] == ["timeout"]
 
@@ -130,7 +143,7 @@ def test_coordinator_killed_then_rerun_gives_every_row_once(tmp_path, text_files
     wait_for_commits(out, commits_before_kill, proc)
     proc.kill()  # SIGKILL to the coordinator only
     proc.wait()
-    assert workers_gone(run_marker, within=5), "workers outlived their coordinator"
+    assert workers_gone(run_marker), "workers outlived their coordinator"
     again = batchinfer("run", str(spec), "--output", str(out), output=out)
     assert again.code == 0, again.stderr
     assert_exactly_once(out, [f"f{i:03d}.txt {i}" for i in range(60)])
@@ -169,7 +182,7 @@ def test_sigint_stops_with_130_and_a_rerun_completes(tmp_path, text_files, run_m
     assert "Traceback" not in stderr and "stopping" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["items_succeeded"] < 80
-    assert workers_gone(run_marker, within=5)
+    assert workers_gone(run_marker)
     again = batchinfer("run", str(spec), "--output", str(out), output=out)
     assert again.code == 0, again.stderr
     assert_exactly_once(out, [f"f{i:03d}.txt {i}" for i in range(80)])
@@ -195,14 +208,13 @@ def test_second_ctrl_c_stops_at_once(tmp_path, text_files, run_marker, batchinfe
     out = tmp_path / "out"
     proc = start(spec, out, run_marker)
     wait_for_commits(out, 3, proc)  # f000-f002 done; f003-hang is running and never returns
-    time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.5)
+    wait_for_stderr(proc, "stopping: letting running mini-batches finish")
     assert proc.poll() is None  # still waiting for the hung mini-batch (grace period)
     os.killpg(proc.pid, signal.SIGINT)
-    proc.communicate(timeout=10)
+    proc.communicate(timeout=60)
     assert proc.returncode == 130
-    assert workers_gone(run_marker, within=5)
+    assert workers_gone(run_marker)
     rows = (out / "parallel_run_step.txt").read_text().splitlines()
     assert rows == ["f000.txt", "f001.txt", "f002.txt"]
 
@@ -279,27 +291,29 @@ def test_retry_failed_needs_a_finished_job(tmp_path, text_files, batchinfer):
 
 @pytest.mark.slow
 def test_stress_coordinator_killed_at_20_random_moments(tmp_path, text_files, run_marker, batchinfer):
+    """20 SIGKILLs, each after a random number (1-4) of new commits: moments defined by progress, not time.
+
+    300 mini-batches of one item; a run commits what it waited for plus the few that were in
+    flight when it was killed (run() sleeps, so no machine runs it faster than 40 mini-batches
+    a second), far from 300 after 20 runs: if a run ever finished first, the test says so.
+    """
     import random
 
     rng = random.Random(20261125)
     data = text_files(300)
-    spec = write_spec(tmp_path, "slow_echo.py", data, mini_batch_size=2)
+    spec = write_spec(tmp_path, "slow_echo.py", data, mini_batch_size=1)
     out = tmp_path / "out"
-    kills = 0
-    while kills < 20:
-        proc = start(spec, out, run_marker, env={"SLOW_ECHO_S": "0.01"})
-        time.sleep(rng.uniform(0.05, 1.2))
-        if proc.poll() is not None:
-            break  # finished before this kill
+    for _ in range(20):
+        proc = start(spec, out, run_marker, env={"SLOW_ECHO_S": "0.05"})
+        wait_for_commits(out, journal_lines(out) + rng.randint(1, 4), proc)  # fails if the job ended first
         proc.kill()
         proc.wait()
-        kills += 1
-        assert workers_gone(run_marker, within=5)
+        assert workers_gone(run_marker)
     final = batchinfer("run", str(spec), "--output", str(out), output=out, env={"SLOW_ECHO_S": "0.01"})
     assert final.code == 0, final.stderr
-    assert kills >= 10
     assert_exactly_once(out, [f"f{i:03d}.txt {i}" for i in range(300)])
     assert final.summary["items_succeeded"] == 300 and final.summary["items_total"] == 300
+    assert final.summary["mini_batches_resumed"] >= 20
 
 
 def test_a_failing_row_in_a_table_slice_costs_a_small_slice(tmp_path, job):

@@ -16,6 +16,21 @@ paid once per several mini-batches. Mini-batches given to one worker in one
 round go in one message. A worker that dies loses only the mini-batch it was
 running (reported as a failed try); the queued ones go to other workers untried.
 
+Workers start on demand (a submission that finds no idle worker starts one, up to
+the count), so a job never has more workers than mini-batches; a worker that died,
+timed out or ran out of memory is replaced the same way, when there is work for it.
+
+Processes, and why none outlives the job (Linux):
+
+    coordinator (child subreaper) --+-- fork server (PDEATHSIG: dies with the coordinator)
+                                    |     +-- worker i (PDEATHSIG: dies with the fork server)
+                                    |           +-- what the script starts (killed with its worker)
+                                    +-- resource tracker (exits when the last worker does)
+                                    +-- adopted orphans: a worker's double-forked children
+                                        (killed by kill_all() when the job ends)
+
+The fork server and the resource tracker never hold the command's stdout or stderr.
+
 Unlike ``concurrent.futures.ProcessPoolExecutor``, one dead worker never breaks the pool.
 """
 
@@ -38,7 +53,7 @@ import psutil
 
 from batchinfer.errors import JobFailedError
 from batchinfer.inputs import MiniBatch
-from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
+from batchinfer.protocol import OUT_OF_MEMORY, TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.worker import worker_main
 
 # Queued mini-batches per worker behind the running one: enough to hide the round trip to
@@ -49,6 +64,7 @@ MAX_PREFETCH = 32
 QUEUE_S = 0.01
 STACK_DUMP_WAIT_S = 0.3
 STOP_WAIT_S = 10.0
+OVERSUBSCRIBED = 4  # workers per core above which the count is worth a warning
 
 log = logging.getLogger("batchinfer.executor")
 
@@ -57,21 +73,145 @@ def _context() -> multiprocessing.context.BaseContext:
     """forkserver where available: workers start fast and clean (TensorFlow is not fork-safe)."""
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["batchinfer.worker"])
+        # batchinfer._forkserver first: it ties the server's life to the coordinator's
+        ctx.set_forkserver_preload(["batchinfer._forkserver", "batchinfer.worker"])
         return ctx
     return multiprocessing.get_context("spawn")
 
 
+_adopting = False  # this process is a child subreaper: its workers' orphaned children come back to it
+
+
 def warm_up() -> None:
-    """Start the fork server now, so that its start-up overlaps the coordinator's own checks.
+    """Prepare this process to be a coordinator, and start the fork server now.
 
-    Starting it costs a Python start and an import of the worker module (~0.2 s); done here,
-    the first worker forks from a server that is already up.
+    - The coordinator becomes a child subreaper (Linux): a process that a worker's child
+      leaves behind (a double-forked daemon) is re-parented to the coordinator instead of
+      init, so that :meth:`LocalExecutor.kill_all` finds and kills it when the job ends.
+    - The fork server and the resource tracker are started with stdout and stderr on
+      /dev/null: multiprocessing starts them with the coordinator's, and they live as long
+      as any process holding their pipes (a worker's grandchild may), which kept a reader
+      of ``batchinfer run ... | cat`` waiting for an EOF.
+    - The fork server dies with the coordinator (see ``batchinfer/_forkserver.py``).
+
+    Starting the server costs a Python start and an import of the worker module (~0.2 s);
+    done here, it overlaps the coordinator's own checks.
     """
-    if _context().get_start_method() == "forkserver":
-        import multiprocessing.forkserver
+    global _adopting
+    if _context().get_start_method() != "forkserver":
+        return
+    import multiprocessing.forkserver
 
-        multiprocessing.forkserver.ensure_running()
+    from batchinfer._forkserver import ARM_ENV
+
+    _adopting = _adopting or _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None when the descriptor was closed
+            stream.flush()
+    saved = {fd: _dup_high(fd) for fd in (1, 2)}  # None: closed (batchinfer run >&-), and so it stays
+    low = os.open(os.devnull, os.O_WRONLY)  # 1 or 2 when one of them is closed
+    null = _dup_high(low)
+    os.close(low)
+    os.environ[ARM_ENV] = str(os.getpid())
+    try:  # nothing else runs in the coordinator meanwhile: its own output is not lost
+        for fd in saved:
+            os.dup2(null, fd)
+        multiprocessing.forkserver.ensure_running()  # starts the resource tracker first
+    finally:
+        os.environ.pop(ARM_ENV, None)
+        for fd, copy in saved.items():
+            if copy is None:
+                os.close(fd)
+            else:
+                os.dup2(copy, fd)
+                os.close(copy)
+        os.close(null)
+
+
+def _dup_high(fd: int) -> int | None:
+    """A copy of ``fd`` numbered 3 or above (never 1 or 2, even when they are closed); None if ``fd`` is closed."""
+    import fcntl  # only called where the fork server exists (Linux)
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    except OSError:
+        return None
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _helper_pids() -> set[int]:
+    """multiprocessing's own helper processes (children of the coordinator that are not adopted)."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    pids = {
+        getattr(multiprocessing.forkserver._forkserver, "_forkserver_pid", None),
+        getattr(multiprocessing.resource_tracker._resource_tracker, "_pid", None),
+    }
+    return {pid for pid in pids if pid}
+
+
+def reap_adopted() -> None:
+    """Collect the exit status of adopted processes that ended (so they do not stay zombies).
+
+    Only pids that are not multiprocessing's helpers are waited for (by pid, so nobody
+    else's status is taken); the coordinator starts no other child processes itself.
+    """
+    if not _adopting:
+        return
+    while True:  # one system call per poll when nothing ended
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid in _helper_pids():
+            return
+        try:
+            os.waitpid(info.si_pid, 0)
+        except ChildProcessError:
+            return
+
+
+def kill_adopted(wait_s: float = 5.0) -> None:
+    """Kill whatever the workers left behind that was re-parented to the coordinator, and reap it."""
+    if not _adopting:
+        return
+    helpers = _helper_pids()
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            adopted = [p for p in psutil.Process().children() if p.pid not in helpers]
+        except psutil.Error:
+            return
+        if not adopted:
+            return
+        for proc in adopted:
+            kill_tree(proc.pid)  # a dying process's own children come back to us: loop
+        for proc in adopted:
+            try:
+                os.waitpid(proc.pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def oversubscription_warning(count: int, cores: int | None = None) -> str | None:
+    """A warning when the worker count is far above the number of cores (more than 4x)."""
+    cores = cores or os.cpu_count() or 1
+    if count > OVERSUBSCRIBED * cores:
+        return (f"warning: {count} worker processes on {cores} cores (at most as many as there are "
+                f"mini-batches are started; lower process_count_per_node unless run() mostly waits)")
+    return None
 
 
 def describe_exit(code: int | None) -> str:
@@ -143,6 +283,8 @@ class LocalExecutor:
         self.timeout = timeout
         self.on_ready = on_ready
         self.slots: dict[int, _Slot] = {}
+        self.started = 0  # worker processes started so far (replacements included)
+        self.peak = 0  # most workers alive at once
         self.orphans: deque[MiniBatch] = deque()  # queued on a dead worker, never started
         self.init_failures_in_a_row = 0
         self.prefetch = MIN_PREFETCH
@@ -153,11 +295,16 @@ class LocalExecutor:
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start every worker (init() runs in all of them in parallel)."""
-        for index in range(self.count):
-            self._spawn(index)
+        """Nothing to start yet: workers start on demand, as mini-batches are submitted.
 
-    def _spawn(self, index: int) -> None:
+        A submission that finds no idle worker starts one more, up to ``count``: a job
+        of 6 mini-batches starts at most 6 workers whatever the count, and a job of
+        many starts them all at once (their init() runs in parallel). A worker that dies
+        or is retired is replaced the same way, when there is work for it.
+        """
+
+    def _spawn(self) -> _Slot:
+        index = min(set(range(len(self.slots) + 1)) - set(self.slots))  # reuse the lowest free number
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
@@ -168,10 +315,13 @@ class LocalExecutor:
         process.start()
         child.close()
         slot = self.slots[index] = _Slot(index, process, parent, time.monotonic())
+        self.started += 1
+        self.peak = max(self.peak, len(self.slots))
         # one selector for the whole run: a worker's pipe and its exit are watched together
         self._selector.register(parent, selectors.EVENT_READ, ("pipe", slot))
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("exit", slot))
         log.debug("worker %d started (pid %s)", index, process.pid)
+        return slot
 
     def stop(self) -> None:
         """Ask every worker to finish (shutdown() runs), then kill what is left."""
@@ -186,7 +336,7 @@ class LocalExecutor:
         self.kill_all()
 
     def kill_all(self) -> None:
-        """Kill every worker at once (and whatever they started)."""
+        """Kill every worker at once, and whatever they started (even what outlived them)."""
         for slot in list(self.slots.values()):
             self._forget(slot)
             if slot.process.is_alive():
@@ -194,6 +344,7 @@ class LocalExecutor:
             slot.process.join(1)
             slot.conn.close()
         self.slots.clear()
+        kill_adopted()
 
     @property
     def busy(self) -> int:
@@ -203,8 +354,9 @@ class LocalExecutor:
     # ------------------------------------------------------------- dispatch
 
     def free_slots(self) -> int:
-        """How many more mini-batches the pool takes now (orphans go first)."""
+        """How many more mini-batches the pool takes now, counting workers not started yet (orphans go first)."""
         room = sum(s.room(self.prefetch) for s in self.slots.values())
+        room += (self.count - len(self.slots)) * (1 + self.prefetch)
         return max(0, room - len(self.orphans))
 
     def submit(self, batch: MiniBatch) -> None:
@@ -214,10 +366,14 @@ class LocalExecutor:
     def _send(self, batch: MiniBatch) -> None:
         """Assign to the least loaded worker; :meth:`_flush_outboxes` sends it."""
         open_slots = [s for s in self.slots.values() if s.room(self.prefetch) > 0]
-        if not open_slots:
+        idle = any(not s.assigned and not s.broken for s in self.slots.values())
+        if not idle and len(self.slots) < self.count:
+            slot = self._spawn()  # no idle worker: one more, for this mini-batch
+        elif not open_slots:
             self.orphans.appendleft(batch)
             return
-        slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
+        else:
+            slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
         now = time.monotonic()
         if not slot.assigned and slot.ready_at is not None:
             slot.head_started = now
@@ -241,7 +397,9 @@ class LocalExecutor:
                 self.orphans.extendleft(reversed(batches))
 
     def _flush_orphans(self) -> None:
-        while self.orphans and any(s.room(self.prefetch) > 0 for s in self.slots.values()):
+        while self.orphans and (
+            len(self.slots) < self.count or any(s.room(self.prefetch) > 0 for s in self.slots.values())
+        ):
             self._send(self.orphans.popleft())
 
     # ------------------------------------------------------------- events
@@ -262,6 +420,7 @@ class LocalExecutor:
             if what == "exit" and self.slots.get(slot.index) is slot:
                 self._on_death(slot, outcomes)
         self._watchdog(outcomes)
+        reap_adopted()
         self._flush_orphans()
         self._flush_outboxes()
         self._adapt_prefetch(outcomes)
@@ -295,6 +454,12 @@ class LocalExecutor:
                 slot.head_started = now if slot.assigned else None
                 self.init_failures_in_a_row = 0
                 outcomes.append(message)
+                if message.kind in (OUT_OF_MEMORY, WORKER_DIED):  # it stops serving (worker.py): replace it
+                    log.error("worker %d stopped after mini-batch %s: %s", slot.index, message.batch_id,
+                              message.message)
+                    self._retire(slot)
+                    self.orphans.extendleft(reversed([batch for batch, _ in slot.assigned]))
+                    return
             elif isinstance(message, Ready):
                 slot.ready_at = now
                 slot.head_started = now if slot.assigned else None
@@ -311,13 +476,12 @@ class LocalExecutor:
         log.error("worker %d failed to start: %s\n%s", slot.index, message, details)
         self._retire(slot)
         self.orphans.extendleft(reversed([batch for batch, _ in slot.assigned]))
-        if self.init_failures_in_a_row >= 3 * self.count:
+        if self.init_failures_in_a_row >= 3 * max(1, self.peak):
             self.kill_all()
             raise JobFailedError(
                 f"workers failed to start {self.init_failures_in_a_row} times in a row: {message}",
                 hint=f"see {self.config.log_dir}/worker-*.log",
             )
-        self._spawn(slot.index)
 
     def _forget(self, slot: _Slot) -> None:
         for obj in (slot.conn, slot.process.sentinel):
@@ -350,7 +514,6 @@ class LocalExecutor:
             log.error(message)
             outcomes.append(self._lost(batch, slot, WORKER_DIED, message))
             self.orphans.extendleft(reversed([b for b, _ in slot.assigned]))
-        self._spawn(slot.index)
 
     def _lost(self, batch: MiniBatch, slot: _Slot, kind: str, message: str) -> Outcome:
         started = slot.head_started or time.monotonic()
@@ -390,4 +553,3 @@ class LocalExecutor:
             outcomes.append(self._lost(batch, slot, TIMEOUT, message))
             self._retire(slot)
             self.orphans.extendleft(reversed([b for b, _ in slot.assigned]))
-            self._spawn(slot.index)

@@ -1,0 +1,56 @@
+"""Ties multiprocessing's fork server to the coordinator's life, through the kernel (Linux).
+
+The workers are children of the fork server, not of the coordinator, and the fork
+server only exits when every holder of its "alive" pipe has closed it: the workers
+hold it too, so a SIGKILLed coordinator left a live fork server and live workers.
+A watch thread in each worker cannot help while ``run()`` holds the GIL.
+
+So the chain of deaths is made kernel-driven, needing no Python code to run:
+
+    coordinator dies --PR_SET_PDEATHSIG--> fork server gets SIGKILL --PR_SET_PDEATHSIG--> workers get SIGKILL
+
+This module is the first module the fork server preloads (see ``executors/local.py``);
+importing it anywhere else does nothing. The coordinator names itself in
+``ARM_ENV`` only while it starts the fork server; the fork server removes the
+variable, so that the workers and whatever they start never see it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ARM_ENV = "BATCHINFER_FORKSERVER_OF"
+PR_SET_PDEATHSIG = 1
+
+# the fork server's pid, seen by the workers it forks (they inherit this module): a worker
+# whose parent is no longer this process was orphaned before it could arm its own signal
+SERVER_PID: int | None = None
+
+
+def die_with_parent(expected_parent: int) -> bool:
+    """Ask the kernel to SIGKILL this process when its parent exits; False if it is already gone.
+
+    The check after ``prctl`` closes the race of a parent that died before the call
+    (its children are then re-parented and the signal would never come).
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return True  # not Linux: the worker's watch thread is the only guard
+    return os.getppid() == expected_parent
+
+
+def _arm() -> None:
+    global SERVER_PID
+    coordinator = os.environ.pop(ARM_ENV, None)
+    if not coordinator:
+        return
+    if not die_with_parent(int(coordinator)):
+        os._exit(0)  # the coordinator died while this fork server started
+    SERVER_PID = os.getpid()
+
+
+_arm()
