@@ -18,7 +18,7 @@ import typer
 
 from batchinfer import __version__
 from batchinfer.errors import BatchInferError, ExitCode, UsageError
-from batchinfer.redact import for_log
+from batchinfer.redact import for_log, one_line
 
 app = typer.Typer(
     name="batchinfer",
@@ -33,7 +33,10 @@ app = typer.Typer(
 )
 
 JobArg = Annotated[
-    Path, typer.Argument(metavar="JOB", help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False)
+    Path, typer.Argument(
+        metavar="JOB", help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False,
+        readable=False,  # load_spec says what is wrong with the file, in batchinfer's words
+    )
 ]
 SetOpt = Annotated[
     Optional[list[str]],
@@ -258,13 +261,29 @@ def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 para
         fail(error)
 
 
+def _usage_line(error: Exception) -> str:
+    """A usage mistake that typer found (a missing argument, an unknown option, a bad value) as one line."""
+    message = error.format_message() if hasattr(error, "format_message") else str(error)
+    ctx = getattr(error, "ctx", None)
+    hint = f" (see '{ctx.command_path if ctx is not None else 'batchinfer'} --help')"
+    return f"batchinfer: error: {one_line(message)}{hint}\n"
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every mistake, typer's usage errors too, is one line on stderr."""
     try:
-        app()
-    except KeyboardInterrupt:  # Ctrl-C outside a job (e.g. while listing inputs)
+        code = app(standalone_mode=False)  # typer raises its usage errors instead of printing a usage block
+    except typer.TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # plain 'batchinfer': the help, as before
+            error.show()
+        else:
+            sys.stderr.write(_usage_line(error))
+        code = int(getattr(error, "exit_code", ExitCode.USAGE))
+    except (KeyboardInterrupt, typer.Abort):  # Ctrl-C outside a job (e.g. while listing inputs)
+        code = ExitCode.INTERRUPTED
+    if code == ExitCode.INTERRUPTED:
         sys.stderr.write("batchinfer: interrupted\n")
-        sys.exit(int(ExitCode.INTERRUPTED))
+    sys.exit(int(code) if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
-    from batchinfer.executors.local import oversubscription_warning, warm_up
+    from batchinfer.executors.local import warm_up
 
     warm_up()
     entry = check_entry_script(spec)
@@ -224,7 +224,7 @@ def _run(
     to_stdout: bool, started: float,
 ) -> JobResult:
     """The run itself, in a prepared and locked output folder."""
-    from batchinfer.executors.local import LocalExecutor
+    from batchinfer.executors.local import LocalExecutor, oversubscription_warning
 
     with output_errors(folder):
         (folder / "logs" / "readme.txt").write_text(LOGS_README)

@@ -52,6 +52,14 @@ class Run:
         return [json.loads(line) for line in self.log("errors.jsonl").splitlines()]
 
 
+# Tests run as root here, and root reads and writes any file whatever its mode. Run as root
+# without the two capabilities that bypass file permissions, a command meets chmod 000 as any
+# user would (the files the tests make are root's own, so their owner bits decide).
+OBEY_PERMISSIONS = (
+    ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+)
+
+
 def _processes_with(marker: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
@@ -81,11 +89,12 @@ def batchinfer(run_marker, tmp_path):
     """Run the real command line: ``batchinfer(*args, cwd=..., env=...) -> Run``."""
 
     def invoke(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-               output: Path | None = None, timeout: float = 180, input: str | None = None) -> Run:
+               output: Path | None = None, timeout: float = 180, input: str | None = None,
+               obey_permissions: bool = False) -> Run:
         environment = {**os.environ, MARKER: run_marker, **(env or {})}
         environment.pop("COLUMNS", None)
         proc = subprocess.run(
-            [sys.executable, "-m", "batchinfer", *args],
+            [*(OBEY_PERMISSIONS if obey_permissions else []), sys.executable, "-m", "batchinfer", *args],
             cwd=cwd or tmp_path,
             env=environment,
             capture_output=True,
