@@ -9,6 +9,7 @@ so ``batchinfer --help`` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ SetOpt = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+CLOSED_STREAMS: set[int] = set()  # standard descriptors that were closed when batchinfer started
 
 
 def fail(error: BatchInferError) -> None:
@@ -127,6 +129,9 @@ def run(
     try:
         if restart and retry_failed:
             raise UsageError("--restart and --retry-failed cannot be used together", hint="choose one")
+        if 1 in CLOSED_STREAMS and (output == "-" or as_json):
+            raise UsageError("stdout is closed: there is nowhere to write the rows or the JSON",
+                             hint="give --output a folder, or run without '>&-'")
         if as_json and output == "-":
             raise UsageError("--json and --output - both write to stdout", hint="use --logs DIR and read DIR/summary.json")
         spec = _load(job, overrides)
@@ -269,8 +274,32 @@ def _usage_line(error: Exception) -> str:
     return f"batchinfer: error: {one_line(message)}{hint}\n"
 
 
+def _reopen_closed_std_streams() -> set[int]:
+    """Put /dev/null on a closed stdin, stdout or stderr (``batchinfer run job.yaml 2>&-``); return which.
+
+    Left closed, the next file batchinfer opens (the lock, the journal) would get that number,
+    and whatever writes to fd 2 (a C library, faulthandler) would write into it.
+    """
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if 1 in closed or sys.stdout is None:
+        sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    if 2 in closed or sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)
+    return closed
+
+
 def main() -> None:
     """Console-script entry point: every mistake, typer's usage errors too, is one line on stderr."""
+    CLOSED_STREAMS.update(_reopen_closed_std_streams())
     try:
         code = app(standalone_mode=False)  # typer raises its usage errors instead of printing a usage block
     except typer.TyperException as error:

@@ -79,9 +79,21 @@ def run_marker():
     deadline = time.monotonic() + 10
     while (left := _processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    described = [_describe(p) for p in left]
     for proc in left:
-        proc.kill()
-    assert not left, f"processes left behind: {[p.cmdline() for p in left]}"
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    assert not left, f"processes left behind: {described}"
+
+
+def _describe(proc: psutil.Process) -> str:
+    """A leftover process for the failure message (it may have become a zombie meanwhile)."""
+    try:
+        return f"{proc.pid} {proc.cmdline()}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return f"{proc.pid} (exited meanwhile)"
 
 
 @pytest.fixture

@@ -222,8 +222,7 @@ def test_no_more_workers_start_than_there_are_mini_batches(job, text_files, requ
         assert "warning" not in run.stderr
 
 
-# --quiet with stderr closed: the progress reporter needs a stderr (progress.py, not this test's subject)
-@pytest.mark.parametrize("closed", [">&-", "--quiet 2>&-", "--quiet >&- 2>&-"])
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "--quiet 2>&-", ">&- 2>&-", "<&- >&- 2>&-"])
 def test_a_job_runs_with_stdout_or_stderr_closed(tmp_path, text_files, run_marker, closed):
     """A guard for the helpers' start with /dev/null as stdout/stderr: a closed descriptor stays closed, no crash."""
     spec = write_spec(tmp_path, "echo_names.py", text_files(3))
@@ -232,3 +231,11 @@ def test_a_job_runs_with_stdout_or_stderr_closed(tmp_path, text_files, run_marke
                           env={**os.environ, MARKER: run_marker}, timeout=120)
     assert proc.returncode == 0
     assert sorted((out / "parallel_run_step.txt").read_text().splitlines()) == [f"f{i:03d}.txt {i}" for i in range(3)]
+
+
+def test_rows_to_a_closed_stdout_is_a_mistake_not_a_silent_loss(tmp_path, text_files, run_marker):
+    spec = write_spec(tmp_path, "echo_names.py", text_files(3))
+    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m batchinfer run {spec} --output - >&-"],
+                          env={**os.environ, MARKER: run_marker}, timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("batchinfer: error: stdout is closed") and proc.stderr.count("\n") == 1
