@@ -260,7 +260,8 @@ def test_tiny_timeout_runs_and_fails_or_succeeds_cleanly(job, text_files):
     assert run.code in (0, 1), run.stderr
     assert "Traceback" not in run.stderr
     summary = run.summary
-    assert summary["items_succeeded"] + summary["items_failed"] == 3
+    if summary["items_succeeded"] + summary["items_failed"] < 3:  # the workers' start (init) outlived it too
+        assert run.code == 1 and "failed to start" in summary["reason"], summary
 
 
 
