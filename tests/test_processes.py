@@ -92,6 +92,33 @@ def test_workers_die_with_a_sigkilled_coordinator_even_while_holding_the_gil(
     assert left == [], f"outlived their SIGKILLed coordinator: {[psutil.Process(p).cmdline() for p in left]}"
 
 
+def test_what_the_script_started_dies_with_a_sigkilled_coordinator(tmp_path, text_files, run_marker):
+    """The fork server kills everything below it when the coordinator dies: the script's children too.
+
+    Only a double-forked daemon escapes a SIGKILLed coordinator (it was re-parented to the
+    coordinator, then to init): this test kills those itself, as the README says.
+    """
+    state, gate = tmp_path / "state", tmp_path / "gate"
+    state.mkdir()
+    spec = write_spec(tmp_path, "spawns.py", text_files(4),
+                      arguments=["--state", str(state), "--gate", str(gate), "--where", "run"])
+    proc = start(spec, run_marker, "--output", str(tmp_path / "out"))
+    pairs = [f.read_text().split() for f in wait_for_files(state, 2, proc)]
+    children, daemons = [int(child) for child, _ in pairs], [int(daemon) for _, daemon in pairs]
+    proc.kill()  # SIGKILL to the coordinator only
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    try:
+        assert all_gone(children) == [], "the script's children outlived their SIGKILLed coordinator"
+    finally:
+        for pid in daemons:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 # ------------------------------------------------------------------ item 11: what the script starts
 
 

@@ -22,9 +22,10 @@ timed out or ran out of memory is replaced the same way, when there is work for 
 
 Processes, and why none outlives the job (Linux):
 
-    coordinator (child subreaper) --+-- fork server (PDEATHSIG: dies with the coordinator)
+    coordinator (child subreaper) --+-- fork server (PDEATHSIG SIGTERM: kills all below it, then exits)
                                     |     +-- worker i (PDEATHSIG: dies with the fork server)
-                                    |           +-- what the script starts (killed with its worker)
+                                    |           +-- what the script starts (killed with its worker, or
+                                    |               by the fork server when the coordinator died)
                                     +-- resource tracker (exits when the last worker does)
                                     +-- adopted orphans: a worker's double-forked children
                                         (killed by kill_all() when the job ends)
