@@ -32,6 +32,8 @@ from batchinfer.output import (
     OutputClosed,
     RowSink,
     StreamSink,
+    open_own_file,
+    own_file_size,
     write_json_atomic,
     write_text_atomic,
 )
@@ -87,8 +89,25 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerCon
     )
 
 
+class _OwnFileHandler(logging.FileHandler):
+    """A log file opened as batchinfer opens its own files: never through a link or into a FIFO."""
+
+    def _open(self):  # noqa: ANN202 - logging.FileHandler's hook
+        fd = open_own_file(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
+def _check_worker_logs(log_dir: Path) -> None:
+    """Refuse (one line, exit 2) a link, FIFO or folder standing at a worker's log name, before any
+    worker starts: a worker opens its log as batchinfer's other files, and would fail to start."""
+    with os.scandir(log_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith("worker-") and entry.name.endswith(".log"):
+                own_file_size(Path(entry.path))  # raises OutputError for anything but a regular file
+
+
 def _job_log(folder: Path, level: str) -> logging.Handler:
-    handler = logging.FileHandler(folder / "logs" / "job.log", encoding="utf-8")
+    handler = _OwnFileHandler(folder / "logs" / "job.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactingFilter())
     log.addHandler(handler)
@@ -227,7 +246,8 @@ def _run(
     from batchinfer.executors.local import LocalExecutor, oversubscription_warning
 
     with output_errors(folder):
-        (folder / "logs" / "readme.txt").write_text(LOGS_README)
+        write_text_atomic(folder / "logs" / "readme.txt", LOGS_README)
+        _check_worker_logs(folder / "logs")
         handler = _job_log(folder, spec.logging_level)
         row_file = folder / spec.append_row_file_name
         with private_umask():  # .batchinfer/ is the owner's only

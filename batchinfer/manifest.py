@@ -25,7 +25,7 @@ from pathlib import Path
 from pydantic import Field
 
 from batchinfer.errors import OutputError
-from batchinfer.layout import STATE_DIR, SUMMARY_FILE
+from batchinfer.layout import LOGS_DIR, STATE_DIR, SUMMARY_FILE
 from batchinfer.spec import JobSpec
 from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, seal, shown, why_invalid, write_private_json
 
@@ -51,7 +51,7 @@ def names_for(spec: JobSpec, to_stdout: bool) -> set[str]:
     names |= {f"logs/{name}" for name in LOG_FILES}
     names |= {f"logs/worker-{i}.log" for i in range(spec.worker_count)}
     names |= {f"{STATE_DIR}/{name}" for name in STATE_FILES}
-    names |= {f"{STATE_DIR}/{name}.tmp" for name in (JOB_FILE, "status.json", MANIFEST)}
+    names |= {f"{STATE_DIR}/{name}.tmp" for name in (JOB_FILE, "status.json", MANIFEST, "journal.jsonl")}
     return names
 
 
@@ -173,6 +173,12 @@ def check_folder(folder: Path) -> None:
         raise OutputError(f"output {shown(folder)} is a file, not a folder", hint="give --output a folder path")
     if not folder.exists():
         return
+    for own in (STATE_DIR, LOGS_DIR):  # a link there would make batchinfer write and remove in its target
+        if (folder / own).is_symlink():
+            raise OutputError(
+                f"output {shown(folder)}: {own} is a symbolic link; batchinfer's own folders must be real folders",
+                hint=f"remove the link {shown(folder / own)}, or choose another --output",
+            )
     state = folder / STATE_DIR
     if _exists(state / JOB_FILE) or _exists(state / MANIFEST):
         return

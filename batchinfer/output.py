@@ -207,6 +207,12 @@ def open_own_file(path: Path, flags: int, private: bool = True) -> int:
     return fd
 
 
+def _new_private_file(path: Path) -> Any:
+    """A new file at ``path``, owner-only, for writing bytes: whatever stood there (a link) is replaced."""
+    path.unlink(missing_ok=True)
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "wb")
+
+
 def own_file_size(path: Path) -> int:
     """The size of one of batchinfer's own files (0 when there is none), refusing what open_own_file refuses."""
     try:
@@ -360,7 +366,7 @@ class Journal:
             try:
                 entry, version = parse_line(raw)
                 if number == 1 and version < JOURNAL_FORMAT:
-                    migrate = open(self.path.with_name(JOURNAL + ".tmp"), "wb")
+                    migrate = _new_private_file(self.path.with_name(JOURNAL + ".tmp"))
                 elif (version < JOURNAL_FORMAT) != (migrate is not None):
                     raise BadLine("journal formats are mixed")
                 if entry.end < self.end:
@@ -371,7 +377,7 @@ class Journal:
             except BadLine as bad:
                 if migrate is not None:
                     migrate.close()
-                    os.unlink(migrate.name)
+                    os.unlink(self.path.with_name(JOURNAL + ".tmp"))
                 raise OutputError(
                     f"{self.path}, line {number}: {bad}",
                     hint="the journal was damaged or changed by something other than batchinfer; "
@@ -386,7 +392,7 @@ class Journal:
             migrate.flush()
             os.fsync(migrate.fileno())
             migrate.close()
-            os.replace(migrate.name, self.path)
+            os.replace(self.path.with_name(JOURNAL + ".tmp"), self.path)
         elif kept < len(data):
             with open(self.path, "r+b") as f:
                 f.truncate(kept)

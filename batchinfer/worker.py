@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer import _forkserver, _runtime
-from batchinfer.output import format_rows, result_length
+from batchinfer.errors import OutputError
+from batchinfer.output import format_rows, open_own_file, result_length
 from batchinfer.protocol import (
     EXCEPTION,
     OUT_OF_MEMORY,
@@ -55,6 +56,7 @@ from batchinfer.protocol import (
     WorkerConfig,
 )
 from batchinfer.readers import read_mini_batch
+from batchinfer.redact import RedactingFilter
 
 COMPAT_DIR = Path(__file__).parent / "_compat"
 # thread pools of numeric libraries: by default each worker gets its share of the cores, so N workers
@@ -119,7 +121,7 @@ def _close_on_exec() -> None:
 
 def _redirect_output(log_path: Path, level: str) -> None:
     """Send fds 1 and 2 to the worker's log file and set up logging and faulthandler there."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_own_file(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)  # never through a link
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
@@ -133,6 +135,8 @@ def _redirect_output(log_path: Path, level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for handler in logging.root.handlers:  # batchinfer's and the libraries' records (fsspec names URLs)
+        handler.addFilter(RedactingFilter(one_line=False))
     faulthandler.enable(file=sys.stderr, all_threads=True)
     # the coordinator sends SIGUSR1 before killing a hung worker: the stack lands in the log
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
@@ -275,7 +279,11 @@ def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> N
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _exit_with_coordinator(_forkserver.SERVER_PID or os.getppid(), config.coordinator_pid)
     _close_on_exec()
-    _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
+    try:
+        _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
+    except OutputError as exc:  # a link or a FIFO planted at the log's name: say so, start nothing
+        conn.send(InitFailed(index, exc.message, ""))
+        return
     os.makedirs(config.scratch_dir or tempfile.gettempdir(), exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f"worker-{index}-", dir=config.scratch_dir or None)
     try:

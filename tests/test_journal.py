@@ -391,7 +391,7 @@ def replaced_by_a_folder(path: Path, target: Path) -> None:
 
 
 @pytest.mark.parametrize("name", [".batchinfer/journal.jsonl", "parallel_run_step.txt", "logs/errors.jsonl",
-                                  "logs/processed_mini_batches.csv"])
+                                  "logs/processed_mini_batches.csv", "logs/job.log", "logs/worker-0.log"])
 @pytest.mark.parametrize("replace", [replaced_by_a_link, replaced_by_a_fifo, replaced_by_a_folder])
 def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(folder, batchinfer, tmp_path, name, replace):
     """Someone who can write to the output folder must not make batchinfer write (or truncate) another file,
@@ -409,7 +409,7 @@ def test_a_state_file_replaced_by_a_link_fifo_or_folder_is_refused_not_followed(
 
 
 @pytest.mark.parametrize("name", ["summary.json.tmp", ".batchinfer/job.json.tmp", "logs/failed_items.txt",
-                                  "logs/failed_items.txt.tmp"])
+                                  "logs/failed_items.txt.tmp", "logs/readme.txt", "logs/readme.txt.tmp"])
 def test_a_link_planted_at_a_temporary_name_is_replaced_not_written_through(folder, batchinfer, tmp_path, name):
     """A file batchinfer rewrites whole is written anew and moved into place: a link there is replaced."""
     spec, out = folder
@@ -420,3 +420,17 @@ def test_a_link_planted_at_a_temporary_name_is_replaced_not_written_through(fold
     run = resume(batchinfer, spec, out)
     assert run.code == 0, run.stderr
     assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("own", ["logs", ".batchinfer"])
+@pytest.mark.parametrize("args", [(), ("--restart",)])
+def test_batchinfers_own_folder_replaced_by_a_link_is_refused(folder, batchinfer, tmp_path, own, args):
+    """A link at logs/ or .batchinfer/ would make batchinfer write, chmod and remove in its target."""
+    spec, out = folder
+    target = tmp_path / "users-own-folder"
+    shutil.move(out / own, target)
+    (out / own).symlink_to(target)
+    before = {p.name: (p.read_bytes(), p.stat().st_mode) for p in target.iterdir() if p.is_file()}
+    run = resume(batchinfer, spec, out, *args)
+    assert_one_line_error(run, f"{own} is a symbolic link")
+    assert {p.name: (p.read_bytes(), p.stat().st_mode) for p in target.iterdir() if p.is_file()} == before
