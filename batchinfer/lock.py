@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import Field
 
 from batchinfer.errors import OutputError
+from batchinfer.layout import STATE_DIR
 from batchinfer.statefiles import ReadBack, private_dir, read_json, shown
 
 LOCK_FILE = "lock"  # in <output>/.batchinfer/
@@ -70,7 +71,7 @@ class OutputLock:
     @classmethod
     def acquire(cls, folder: Path) -> OutputLock:
         """Create ``folder/.batchinfer`` (0700) and take its lock, or raise :class:`OutputError` naming the holder."""
-        state_dir = folder / ".batchinfer"
+        state_dir = folder / STATE_DIR
         private_dir(state_dir)
         path = state_dir / LOCK_FILE
         fd = _open(path, os.O_RDWR | os.O_CREAT)

@@ -20,6 +20,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchinfer.errors import ExitCode, OutputError
+from batchinfer.redact import for_log
 
 JOB_FILE = "job.json"
 JOB_FORMAT = 2  # 1: batchinfer 0.1.0 (no "format" key); 2: with a manifest of what batchinfer wrote
@@ -27,8 +28,9 @@ MAX_STATE_BYTES = 1 << 20  # job.json, summary.json, status.json are a few kB; a
 
 
 def shown(path: Any) -> str:
-    """A path for a one-line message: control characters (a newline in a name) are escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
+    """A path for a one-line message, as every message shows names (see ``redact.for_log``):
+    control characters and bytes that are not UTF-8 escaped, credentials masked."""
+    return for_log(str(path))
 
 
 # ---------------------------------------------------------------- owner-only files
