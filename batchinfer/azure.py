@@ -78,7 +78,7 @@ def take_driver_flags(arguments: list[Any], explicit: set[str]) -> tuple[list[An
 
 def _flag_value(text: str) -> Any:
     """A driver flag's value as YAML reads it (``5`` is a number); text that is not YAML stays text."""
-    from batchinfer.spec import YamlLimitError, load_yaml_text
+    from batchinfer.safeyaml import YamlLimitError, load_yaml_text
 
     try:
         return load_yaml_text(text)

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchinfer.errors import EntryScriptError
-from batchinfer.spec import FileTooLargeError, JobSpec, NotRegularFileError, file_kind, is_url, read_capped
+from batchinfer.safeyaml import FileTooLargeError, NotRegularFileError, file_kind, read_capped
+from batchinfer.spec import JobSpec, is_url
 
 MAX_SCRIPT_BYTES = 64 * 1024**2  # a script with a model inlined is still far smaller
 
