@@ -26,6 +26,7 @@ from typing import Any
 from batchinfer.errors import OutputError
 from batchinfer.layout import STATE_DIR
 from batchinfer.redact import redact_text
+from batchinfer.statefiles import create_new, write_atomic
 
 JOURNAL = "journal.jsonl"
 FSYNC_INTERVAL_S = 1.0
@@ -208,9 +209,8 @@ def open_own_file(path: Path, flags: int, private: bool = True) -> int:
 
 
 def _new_private_file(path: Path) -> Any:
-    """A new file at ``path``, owner-only, for writing bytes: whatever stood there (a link) is replaced."""
-    path.unlink(missing_ok=True)
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "wb")
+    """A new owner-only file at ``path`` for writing bytes (see ``statefiles.create_new``)."""
+    return os.fdopen(create_new(path, private=True), "wb")
 
 
 def own_file_size(path: Path) -> int:
@@ -635,11 +635,5 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a new temporary file moved into place: never
-    half a file, and never written through a link left at either name (the link is replaced)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666),
-                   "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` (UTF-8) to ``path`` atomically, never through a link (see ``statefiles.write_atomic``)."""
+    write_atomic(path, text.encode("utf-8"))

@@ -20,6 +20,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchinfer.errors import ExitCode, OutputError
+from batchinfer.layout import TMP_SUFFIX
 from batchinfer.redact import for_log
 
 JOB_FILE = "job.json"
@@ -57,17 +58,28 @@ def private_umask() -> Iterator[None]:
         os.umask(before)
 
 
-def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` atomically (through ``<name>.tmp``), readable by the owner only."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a new file, never one (or a link) left at that name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
+def create_new(path: Path, private: bool) -> int:
+    """A new file at ``path``, open for writing: whatever stood there (a link someone planted) is
+    replaced, never written through. ``private``: readable by the owner only, whatever the umask."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600 if private else 0o666)
+    if private:
         os.fchmod(fd, 0o600)
-        os.write(fd, (json.dumps(data, indent=2, default=str) + "\n").encode())
-    finally:
-        os.close(fd)
+    return fd
+
+
+def write_atomic(path: Path, data: bytes, private: bool = False) -> None:
+    """Write ``data`` to ``path`` through a new ``<name>.tmp`` moved into place: readers never see half
+    a file, and a link left at either name is replaced, not written through."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with os.fdopen(create_new(tmp, private), "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically, readable by the owner only."""
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode(), private=True)
 
 
 def seal(paths: list[Path]) -> None:
