@@ -65,12 +65,6 @@ class FoundFile(NamedTuple):
     regular: bool = True
 
 
-def _shown(path: str) -> str:
-    """An input path or URL as messages show it: credentials masked, on one line, printable
-    (a newline as ``\n``, bytes that are not UTF-8 as ``\xff``)."""
-    return for_log(path)
-
-
 def _why(exc: BaseException) -> str:
     """What went wrong, from the innermost cause (fsspec wraps network errors in others)."""
     while exc.__cause__ is not None:
@@ -134,7 +128,7 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise InputError(f"cannot read input folder {_shown(root)}: {exc.strerror}",
+        raise InputError(f"cannot read input folder {for_log(root)}: {exc.strerror}",
                          hint="check the folder and its permissions") from None
     # each level: (folder, its depth left, (device, inode), names still to visit, which are folders)
     stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, None))]
@@ -155,7 +149,7 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
         except FileNotFoundError:
             continue  # removed while we listed: nothing in it was seen
         except OSError as exc:
-            raise InputError(f"cannot read input folder {_shown(path)}: {exc.strerror}",
+            raise InputError(f"cannot read input folder {for_log(path)}: {exc.strerror}",
                              hint="check the folder and its permissions") from None
         key = (info.st_dev, info.st_ino)
         loop = next((f for f, _, k, _, _ in stack if k == key), None)
@@ -185,7 +179,7 @@ def _scan(folder: str, skipped: dict[str, str] | None) -> tuple[list[str], set[s
     except (FileNotFoundError, NotADirectoryError):
         return [], set()  # removed while we listed: nothing in it was seen
     except OSError as exc:
-        raise InputError(f"cannot list input folder {_shown(folder)}: {exc.strerror}",
+        raise InputError(f"cannot list input folder {for_log(folder)}: {exc.strerror}",
                          hint="check the folder's permissions") from None
     names.sort(reverse=True)  # popped from the end: in order, and freed as we go
     return names, folders
@@ -232,7 +226,7 @@ class Lister:
         try:
             return fsspec.core.url_to_fs(path, **self.spec.storage_options)
         except (ImportError, ValueError) as exc:
-            raise InputError(f"inputs.path {_shown(path)}: {exc}") from None
+            raise InputError(f"inputs.path {for_log(path)}: {exc}") from None
 
     def _ask(self, path: str, call: Callable[[], Any]) -> Any:
         """``call()`` (a question to the file system about ``path``); whatever goes wrong other
@@ -244,7 +238,7 @@ class Lister:
         except Exception as exc:
             verb = "reach" if is_url(path) else "read"
             raise InputError(
-                f"cannot {verb} input {_shown(path)}: {_why(exc)}",
+                f"cannot {verb} input {for_log(path)}: {_why(exc)}",
                 hint="check the path or URL, the network and inputs.storage_options",
             ) from None
 
@@ -273,7 +267,7 @@ class Lister:
         local = isinstance(fs, LocalFileSystem)
         if local and (outside := _inside(os.path.normpath(root), self.exclude)):
             raise InputError(
-                f"input {_shown(path)} is inside the output folder {_shown(outside)}",
+                f"input {for_log(path)} is inside the output folder {for_log(outside)}",
                 hint="choose an output folder outside the inputs",
             )
         if _is_http(path):  # literal: a query string is not a glob
@@ -282,7 +276,7 @@ class Lister:
             try:
                 info = self._ask(path, lambda: fs.info(root))
             except FileNotFoundError as exc:
-                raise InputError(f"cannot read input {_shown(path)}: {_why(exc)}",
+                raise InputError(f"cannot read input {for_log(path)}: {_why(exc)}",
                                  hint="check the URL and that its server answers") from None
             return iter([info])
         if self._ask(path, lambda: fs.exists(root)):
@@ -301,7 +295,7 @@ class Lister:
         base = "/".join(parts[:static]) or ("/" if root.startswith("/") else ".")
         rest = "/".join(parts[static:])
         if not GLOB_CHARS.search(rest):
-            raise InputError(f"input {_shown(path)} does not exist",
+            raise InputError(f"input {for_log(path)} does not exist",
                              hint="input paths are relative to the job spec's folder")
         depth = None if "**" in rest else len(parts) - static
         regex = re.compile(re.escape(base.rstrip("/") + "/") + _glob_regex(rest).pattern)
@@ -433,7 +427,7 @@ class InputPlan:
         for kind, named in (("models", self.spec.models), ("side_inputs", self.spec.side_inputs)):
             for name, path in named.items():
                 if not is_url(path) and not os.path.exists(path):
-                    raise InputError(f"{kind}.{name}: {_shown(path)} does not exist", hint="paths are relative to the job spec's folder")
+                    raise InputError(f"{kind}.{name}: {for_log(path)} does not exist", hint="paths are relative to the job spec's folder")
         for index, lister in enumerate(self.listers):
             for entry, path in enumerate(lister.spec.path):
                 listing = self._entry_files(index, entry)
@@ -441,7 +435,7 @@ class InputPlan:
                 if first is None:
                     tabular = self.spec.input_type == "tabular"
                     raise InputError(
-                        f"no input {'table ' if tabular else ''}files match {_shown(path)}",
+                        f"no input {'table ' if tabular else ''}files match {for_log(path)}",
                         hint=(f"tabular inputs are {TABLE_NAMES}, or set inputs.format; " if tabular else "")
                         + "paths are relative to the job spec's folder; names starting with '.' are skipped",
                     )
@@ -460,11 +454,11 @@ class InputPlan:
         lines = []
         if self.files_without_rows:
             paths = list(self.files_without_rows)
-            shown = ", ".join(_shown(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+            shown = ", ".join(for_log(os.path.basename(p)) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
             lines.append(f"note: {len(paths)} input file{'s hold' if len(paths) > 1 else ' holds'} no rows: {shown}")
         for lister in self.listers:
             for path, why in lister.skipped.items():
-                lines.append(f"note: input folder {_shown(path)} was not followed: {_shown(why)}")
+                lines.append(f"note: input folder {for_log(path)} was not followed: {for_log(why)}")
         return lines
 
     def files(self) -> Iterator[tuple[int, FoundFile]]:
@@ -550,13 +544,13 @@ class InputPlan:
                 frame = read_columns(found.path, fmt, keys, self.spec.inputs[index].storage_options)
             except KeyError as exc:
                 raise InputError(
-                    f"partition_keys: column {exc.args[0]!r} is not in {_shown(found.path)}",
+                    f"partition_keys: column {exc.args[0]!r} is not in {for_log(found.path)}",
                     hint="partition_keys must name columns present in every input file",
                 ) from None
             except Exception as exc:  # the keys of every file decide the mini-batches: none may be skipped
                 why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
                 raise InputError(
-                    f"partition_keys: cannot read {_shown(found.path)}: {_shown(why)}",
+                    f"partition_keys: cannot read {for_log(found.path)}: {for_log(why)}",
                     hint="fix or remove that file; with partition_keys every input file is read before the run",
                 ) from None
             for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
@@ -609,8 +603,8 @@ def describe(plan: InputPlan, first: int = 10) -> dict[str, Any]:
             shown.append({
                 "id": batch.id,
                 "items": batch.known_items,
-                "first": _shown(labels[0]),
-                "last": _shown(labels[-1]) if len(labels) > 1 else None,
+                "first": for_log(labels[0]),
+                "last": for_log(labels[-1]) if len(labels) > 1 else None,
             })
     sizes.sort()
     return {
