@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from batchinfer.worker import COMPAT_DIR
 from conftest import SCRIPTS
+
+from batchinfer._compat import command_step_environment
 
 
 def metrics(run) -> list[dict]:
@@ -214,7 +214,7 @@ def test_mini_batch_context_dataset_of_files(tmp_path, job, text_files):
     run = job("azure_style/dataset_context.py", inputs={"path": str(data)}, mini_batch_size=3, process_count_per_node=1)
     assert run.code == 0, run.stderr
     assert sorted(run.rows()) == [f"f00{i}.txt /f00{i}.txt 3" for i in range(3)]
-    assert f"dataset = LocalDataset(3 files of mini-batch 0)" in run.log("worker-0.log")
+    assert "dataset = LocalDataset(3 files of mini-batch 0)" in run.log("worker-0.log")
 
 
 def test_mini_batch_context_dataset_of_rows(tmp_path, job):
@@ -227,11 +227,10 @@ def test_mini_batch_context_dataset_of_rows(tmp_path, job):
 
 # --- outside a worker (a pipeline's command step)
 def _command_step(code: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(Path(__file__).resolve().parent.parent), str(COMPAT_DIR / "azureml"),
-                            str(COMPAT_DIR / "azureml_user")])
-    environment = {k: v for k, v in os.environ.items() if k != "BATCHINFER_LOG_DIR"}
-    return subprocess.run([sys.executable, "-c", code], env={**environment, "PYTHONPATH": path, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    """Run ``code`` as a pipeline's command step runs its script (see batchinfer._compat)."""
+    environment = command_step_environment(os.environ, env.get("BATCHINFER_LOG_DIR"))
+    return subprocess.run([sys.executable, "-c", code], check=False, env=environment, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
 
 
 STEP_CODE = ("from azureml.core import Run\nrun = Run.get_context()\nrun.log('accuracy', 0.9)\n"

@@ -26,7 +26,8 @@ def _named(kind: str, key: str, name: str, call: str) -> str:
     try:
         return _runtime._named(kind, getattr(_runtime.get_context(), key), name)
     except RuntimeError:
-        raise NoLocalMeaning(call, f"outside a batchinfer job there is no job spec to find {kind} {name!r} in") from None
+        hint = f"outside a batchinfer job there is no job spec to find {kind} {name!r} in"
+        raise NoLocalMeaning(call, hint) from None
 
 
 class LocalDataset(ApiObject):

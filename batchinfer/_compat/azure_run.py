@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,6 +61,7 @@ class _Sink:
 
     def __init__(self) -> None:
         self.fd: int | None = None
+        self.opening = threading.Lock()  # a script's threads may log at once: open the file once
 
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
@@ -68,11 +70,13 @@ class _Sink:
             sys.stderr.write(f"azureml run: {line.decode('utf-8')}")
             sys.stderr.flush()
             return
-        if self.fd is None:
-            from batchinfer.output import open_own_file  # refuses a link or a FIFO planted at the name
+        with self.opening:
+            if self.fd is None:
+                from batchinfer.output import open_own_file  # refuses a link or a FIFO planted at the name
 
-            os.makedirs(folder, exist_ok=True)
-            self.fd = open_own_file(Path(folder) / METRICS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)
+                os.makedirs(folder, exist_ok=True)
+                self.fd = open_own_file(Path(folder) / METRICS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                        private=False)
         written = os.write(self.fd, line)  # one write per record: O_APPEND keeps workers' lines whole
         if written != len(line):
             raise OSError(errno.ENOSPC, f"only {written} of {len(line)} bytes of a metric were written")

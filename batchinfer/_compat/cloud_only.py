@@ -9,7 +9,8 @@ it as the job's one-line failure reason.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 LOCAL_INSTEAD = (
     "give the model or data a local path or URL in the job spec (models:, side_inputs:, inputs:) "
