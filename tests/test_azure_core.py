@@ -130,9 +130,10 @@ def _models(tmp_path: Path, layout: str) -> dict[str, str]:
 
 
 MODEL_DIRS = [
-    ("file", ["--open", "model.pkl", "--name", "iris"], ["model.pkl"], {"model.pkl": "file-model"}),
-    ("folder", ["--open", "model", "--glob", "--name", "mnist"], ["model"],
-     {"model": "folder-model", "glob": "folder-model"}),
+    ("file", ["--open", "model.pkl", "--glob", "/*.pkl", "--name", "iris"], ["model.pkl"],
+     {"model.pkl": "file-model", "/*.pkl": "file-model"}),
+    ("folder", ["--open", "model", "--glob", "/*/", "--glob", "/*/*.txt", "--name", "mnist"], ["model"],
+     {"model": "folder-model", "/*/": "folder-model", "/*/*.txt": "folder-model"}),
     ("two", ["--open", "iris/1/model.pkl", "--open", "scaler/1/scaler.txt", "--name", "iris", "--name", "scaler"],
      ["iris", "scaler"], {"iris/1/model.pkl": "file-model", "scaler/1/scaler.txt": "second-model"}),
 ]
@@ -299,3 +300,15 @@ def test_metrics_of_several_workers_are_whole_lines(tmp_path, job, text_files):
     records = metrics(run)  # every line parses: no two workers' records interleaved
     assert sorted(r["value"] for r in records) == [f"f{i:03d}.txt" + "x" * 3000 for i in range(40)]
     assert {r["worker"] for r in records} <= {"worker-0", "worker-1"}
+
+
+def test_mini_batch_context_dataset_of_a_partition(tmp_path, job):
+    (tmp_path / "t").mkdir()
+    pd.DataFrame({"id": [f"r{i}" for i in range(6)], "group": ["a", "b", "a", "a", "b", "a"]}).to_csv(
+        tmp_path / "t" / "x.csv", index=False)
+    run = job("azure_style/dataset_context.py", inputs={"type": "tabular", "path": "t"}, partition_keys=["group"],
+              process_count_per_node=1)
+    assert run.code == 0, run.stderr
+    assert sorted(run.rows()) == ["r0 a 4", "r1 b 2", "r2 a 4", "r3 a 4", "r4 b 2", "r5 a 4"]
+    log = run.log("worker-0.log")
+    assert "dataset = LocalDataset(4 rows of group=a)" in log and "dataset = LocalDataset(2 rows of group=b)" in log
