@@ -312,3 +312,15 @@ def test_mini_batch_context_dataset_of_a_partition(tmp_path, job):
     assert sorted(run.rows()) == ["r0 a 4", "r1 b 2", "r2 a 4", "r3 a 4", "r4 b 2", "r5 a 4"]
     log = run.log("worker-0.log")
     assert "dataset = LocalDataset(4 rows of group=a)" in log and "dataset = LocalDataset(2 rows of group=b)" in log
+
+
+def test_restart_starts_the_metrics_over_and_a_reused_job_adds_none(job, text_files):
+    data = text_files(2)
+    keys = {"inputs": {"path": str(data)}, "arguments": ["--call", "log"], "process_count_per_node": 1}
+    assert job("azure_style/run_calls.py", **keys).code == 0
+    reused = job("azure_style/run_calls.py", **keys)
+    assert reused.code == 0, reused.stderr
+    assert len(metrics(reused)) == 1  # the finished job was reused: its script did not run again
+    restarted = job("azure_style/run_calls.py", "--restart", **keys)
+    assert restarted.code == 0, restarted.stderr
+    assert [r["name"] for r in metrics(restarted)] == ["accuracy"]  # the old run's records went with --restart
