@@ -52,14 +52,19 @@ WORKING_CALLS = [
      {"outputs/report/a.txt": b"a", "outputs/report/sub/b.txt": b"b"}, {}),
     ("log_image", [(WORKER, "image", "confusion", "uploads/images/plot.png")],
      {"images/plot.png": b"\x89PNG not really"}, {}),
+    ("input_datasets", [(WORKER, "metric", "inputs", {"labels": ["/labels.csv"]})], {}, {}),
+    ("dataset_rows", [(WORKER, "metric", "rows", 2)], {}, {}),
+    ("model_download", [(WORKER, "metric", "downloaded", "weights")], {}, {}),
 ]
 
 
 @pytest.mark.parametrize("call, records, uploaded, tags", WORKING_CALLS, ids=[c[0] for c in WORKING_CALLS])
-def test_run_api_calls_are_kept_in_the_logs(job, text_files, call, records, uploaded, tags):
+def test_run_api_calls_are_kept_in_the_logs(tmp_path, job, text_files, call, records, uploaded, tags):
     data = text_files(2)
+    (tmp_path / "labels.csv").write_text("label\ncat\ndog\n")
+    (tmp_path / "clf.txt").write_text("weights")
     run = job("azure_style/run_calls.py", inputs={"path": str(data)}, arguments=["--call", call],
-              process_count_per_node=1)
+              side_inputs={"labels": "labels.csv"}, models={"clf": "clf.txt"}, process_count_per_node=1)
     assert run.code == 0, run.stderr
     seen = metrics(run)
     assert [(r["run"], r["kind"], r["name"], r["value"]) for r in seen] == records
@@ -215,7 +220,7 @@ def test_mini_batch_context_dataset_of_files(tmp_path, job, text_files):
     run = job("azure_style/dataset_context.py", inputs={"path": str(data)}, mini_batch_size=3, process_count_per_node=1)
     assert run.code == 0, run.stderr
     assert sorted(run.rows()) == [f"f00{i}.txt /f00{i}.txt 3" for i in range(3)]
-    assert "dataset = LocalDataset(3 files of mini-batch 0)" in run.log("worker-0.log")
+    assert f"dataset = LocalDataset(3 files under {data} of mini-batch 0)" in run.log("worker-0.log")
 
 
 def test_mini_batch_context_dataset_of_rows(tmp_path, job):

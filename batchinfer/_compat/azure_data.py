@@ -66,7 +66,10 @@ class LocalDataset(ApiObject):
         return cls(files, root, None, frame, label)
 
     def __repr__(self) -> str:
-        what = f"{len(self._frame)} rows" if self._frame is not None else f"{len(self._paths)} files"
+        if self._frame is not None:
+            what = f"{len(self._frame)} rows"
+        else:
+            what = f"{len(self._paths)} files" + (f" under {self._root}" if self._root and not self.name else "")
         named = f"{self.name!r}, " if self.name else ""
         where = f" of {self._label}" if self._label else ""
         return f"LocalDataset({named}{what}{where})"

@@ -10,7 +10,7 @@ import json
 import os
 
 import numpy as np
-from azureml.core import Run
+from azureml.core import Dataset, Model, Run
 
 
 def _upload_file(run):
@@ -33,6 +33,12 @@ def _log_image(run):
     run.log_image("confusion", path="plot.png")
 
 
+def _model_download(run):
+    path = Model(run.experiment.workspace, "clf").download(target_dir="downloaded")
+    with open(path) as f:
+        run.log("downloaded", f.read())
+
+
 CALLS = {
     "log": lambda run: run.log("accuracy", 0.93, description="held out"),
     "log_step": lambda run: run.log("loss", 0.25, step=3),
@@ -49,6 +55,10 @@ CALLS = {
     "upload_stream": lambda run: run.upload_file("outputs/stream.bin", io.BytesIO(b"bytes")),
     "upload_folder": _upload_folder,
     "log_image": _log_image,
+    "input_datasets": lambda run: run.log("inputs", {k: v.to_path() for k, v in run.input_datasets.items()}),
+    "dataset_rows": lambda run: run.log("rows", len(Dataset.get_by_name(run.experiment.workspace, "labels")
+                                                    .to_pandas_dataframe())),
+    "model_download": _model_download,
 }
 
 
