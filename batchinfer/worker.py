@@ -24,6 +24,7 @@ asked (kind ``worker_died``). Any other exception, ``KeyboardInterrupt`` and
 from __future__ import annotations
 
 import faulthandler
+import functools
 import importlib.util
 import logging
 import os
@@ -83,7 +84,7 @@ class MiniBatchContext:
         self._batch = batch
         self._data = data
 
-    @property
+    @functools.cached_property
     def dataset(self) -> Any:
         """The mini-batch's own dataset (made when first asked for)."""
         from batchinfer._compat.azure_data import LocalDataset
