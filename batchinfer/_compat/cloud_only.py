@@ -41,7 +41,7 @@ class CloudOnly:
         raise NoLocalMeaning(f"{self._api}()", self._hint)
 
     def __getattr__(self, name: str) -> CloudOnly:
-        if name.startswith("__"):
+        if name.startswith("_"):  # private and special names are probed by tools (copy, pickle, IPython)
             raise AttributeError(name)
         return CloudOnly(f"{self._api}.{name}", self._hint)
 
