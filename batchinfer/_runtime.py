@@ -38,6 +38,11 @@ def get_context() -> RuntimeContext:
     return _context
 
 
+def current_context() -> RuntimeContext | None:
+    """The current worker's context, or None outside a batchinfer worker (a pipeline's command step)."""
+    return _context
+
+
 def _named(kind: str, names: dict[str, str], name: str) -> str:
     if name not in names:
         known = ", ".join(sorted(names)) or "none"

@@ -24,6 +24,7 @@ asked (kind ``worker_died``). Any other exception, ``KeyboardInterrupt`` and
 from __future__ import annotations
 
 import faulthandler
+import functools
 import importlib.util
 import logging
 import os
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer import _forkserver, _runtime
+from batchinfer._compat.cloud_only import NoLocalMeaning
 from batchinfer.errors import OutputError
 from batchinfer.output import format_rows, open_own_file, result_length
 from batchinfer.protocol import (
@@ -70,11 +72,29 @@ log = logging.getLogger("batchinfer.worker")
 
 
 class MiniBatchContext:
-    """The second argument of ``run(mini_batch, mini_batch_context)``, as in ParallelRunStep."""
+    """The second argument of ``run(mini_batch, mini_batch_context)``, as in ParallelRunStep.
 
-    def __init__(self, batch: MiniBatch) -> None:
+    ``dataset`` is the mini-batch as a local dataset: ``to_path()`` / ``download()`` for the
+    files ``run()`` got, ``to_pandas_dataframe()`` (a copy) for its rows.
+    """
+
+    def __init__(self, batch: MiniBatch, data: Any = None) -> None:
         self.minibatch_index = batch.id
         self.partition_key_value = dict(batch.table.values) if isinstance(batch.table, Partition) else {}
+        self._batch = batch
+        self._data = data
+
+    @functools.cached_property
+    def dataset(self) -> Any:
+        """The mini-batch's own dataset (made when first asked for)."""
+        from batchinfer._compat.azure_data import LocalDataset
+
+        label = ", ".join(self._batch.item_labels()[:1]) if self._batch.table is not None else ""
+        if isinstance(self._data, list):
+            return LocalDataset.for_mini_batch(self._data, None, label or f"mini-batch {self.minibatch_index}")
+        files = [path for path, _ in self._batch.table.files] if isinstance(self._batch.table, Partition) else (
+            [self._batch.table.path] if self._batch.table is not None else list(self._batch.files))
+        return LocalDataset.for_mini_batch(files, self._data, label)
 
 
 def _exit_with_coordinator(parent_pid: int, coordinator_pid: int) -> None:
@@ -143,17 +163,29 @@ def _redirect_output(log_path: Path, level: str) -> None:
 
 
 def _model_dir(models: dict[str, str], scratch: str) -> str | None:
-    """AZUREML_MODEL_DIR: the one model's folder, or a folder of links named after the models."""
-    if not models:
-        return None
-    if len(models) == 1:
-        path = next(iter(models.values()))
-        return path if os.path.isdir(path) else os.path.dirname(path)
-    folder = os.path.join(scratch, "models")
-    os.makedirs(folder, exist_ok=True)
+    """AZUREML_MODEL_DIR laid out as Azure ML documents it, with links to the job spec's models.
+
+    Azure puts model NAME version V at ``azureml-models/NAME/V/``, holding the registered file
+    or folder under its own name, and points AZUREML_MODEL_DIR at ``azureml-models/NAME/V`` when
+    there is one model and at ``azureml-models`` when there are several. Scripts then open
+    ``$AZUREML_MODEL_DIR/model.pkl`` or ``$AZUREML_MODEL_DIR/<folder>/...``. Here every model is
+    version 1, linked from the worker's private folder (the links go with it).
+    """
+    root = os.path.join(scratch, "azureml-models")
+    linked = []
     for name, path in models.items():
-        os.symlink(path, os.path.join(folder, name))
-    return folder
+        if "://" in path or name in ("", ".", "..") or "/" in name or "\0" in name:
+            log.warning("model %r is not linked under AZUREML_MODEL_DIR (a URL, or a name that is not a folder name); "
+                        "Model.get_model_path(%r) gives its path", name, name)
+            continue
+        version = os.path.join(root, name, "1")
+        os.makedirs(version, exist_ok=True)
+        target = os.path.normpath(path)
+        os.symlink(target, os.path.join(version, os.path.basename(target)))
+        linked.append(version)
+    if not linked:
+        return None
+    return linked[0] if len(models) == 1 else root
 
 
 def _load_script(config: WorkerConfig) -> Any:
@@ -224,7 +256,7 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
         items = len(data)
         try:
             if config.run_takes_context:
-                result = script.run(data, MiniBatchContext(batch))
+                result = script.run(data, MiniBatchContext(batch, data))
             else:
                 result = script.run(data)
         except (MemoryError, SystemExit) as exc:
@@ -329,7 +361,7 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
             script.init()
     except BaseException as exc:  # noqa: BLE001 - init() may even call sys.exit()
         log.exception("%s failed", step)
-        conn.send(InitFailed(index, f"{step} raised {type(exc).__name__}: {exc}", traceback.format_exc()))
+        conn.send(InitFailed(index, _init_failure(step, exc), traceback.format_exc()))
         return
     init_seconds = time.perf_counter() - started
     conn.send(Ready(index, os.getpid(), init_seconds, _rss()))
@@ -363,6 +395,17 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
             log.exception("shutdown() raised")
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def _init_failure(step: str, exc: BaseException) -> str:
+    """The one-line reason a worker could not start, naming the Azure API when that is what failed."""
+    if isinstance(exc, NoLocalMeaning):  # the message names the API and what to do instead
+        return f"{step}: {exc}"
+    message = f"{step} raised {type(exc).__name__}: {exc}"
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in ("azureml", "azureml_user"):
+        message += (" (batchinfer stands in for azureml.core's Model, Run and Dataset and for "
+                    "azureml_user.parallel_run's EntryScript only: install the Azure ML SDK, or change the script)")
+    return message
 
 
 def _rss() -> int:

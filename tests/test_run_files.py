@@ -79,7 +79,8 @@ def test_arguments_environment_models_and_side_inputs(tmp_path, job, text_files)
     assert seen["argv"] == ["--threshold", "5", "--flag"]
     assert seen["greeting"] == "hello"
     assert seen["model"] == str(tmp_path / "model.bin")
-    assert seen["model_dir"] == str(tmp_path)
+    assert seen["model_dir"].endswith("/azureml-models/clf/1")  # as Azure lays out one model (file or folder)
+    assert seen["model_dir_files"] == ["model.bin"]
     assert seen["lookup"] == "table"
     assert seen["output_dir"] == seen["bi_output"] == str(run.output_dir)
     assert seen["cwd"].startswith(str(run.output_dir / ".batchinfer" / "tmp" / "worker-0-"))  # a private folder

@@ -13,6 +13,7 @@ def run(mini_batch):
         "greeting": os.environ.get("GREETING"),
         "model": batchinfer.model_path("clf"),
         "model_dir": os.environ.get("AZUREML_MODEL_DIR"),
+        "model_dir_files": sorted(os.listdir(os.environ["AZUREML_MODEL_DIR"])),
         "lookup": open(batchinfer.side_input("lookup")).read().strip(),
         "output_dir": batchinfer.output_dir(),
         "bi_output": os.environ.get("AZUREML_BI_OUTPUT_PATH"),

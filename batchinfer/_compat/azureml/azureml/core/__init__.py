@@ -1,14 +1,22 @@
-"""Stand-in for ``azureml.core`` (only ``Model.get_model_path``), used when the real SDK is not installed."""
+"""Stand-in for ``azureml.core`` when the Azure ML SDK is not installed (see ``batchinfer/_compat``).
 
-from __future__ import annotations
+``Model``, ``Run`` and ``Dataset`` have local meanings; the cloud's classes import,
+and using them raises one error naming the API; any other name is an ImportError.
+"""
 
-from batchinfer._runtime import model_path
+from batchinfer._compat.azure_data import Dataset, Model
+from batchinfer._compat.azure_run import Run
+from batchinfer._compat.cloud_only import cloud_only_class, missing_names
 
+Workspace = cloud_only_class("azureml.core.Workspace")
+Experiment = cloud_only_class("azureml.core.Experiment")
+Datastore = cloud_only_class("azureml.core.Datastore")
+Environment = cloud_only_class("azureml.core.Environment")
+ComputeTarget = cloud_only_class("azureml.core.ComputeTarget")
+ScriptRunConfig = cloud_only_class("azureml.core.ScriptRunConfig")
+RunConfiguration = cloud_only_class("azureml.core.RunConfiguration")
+Keyvault = cloud_only_class("azureml.core.Keyvault")
 
-class Model:
-    """The part of ``azureml.core.Model`` that scoring scripts call."""
-
-    @staticmethod
-    def get_model_path(model_name: str, version: int | None = None, _workspace: object = None) -> str:
-        """Local path of ``models[model_name]`` from the job spec (``version`` is ignored)."""
-        return model_path(model_name)
+__all__ = ["ComputeTarget", "Dataset", "Datastore", "Environment", "Experiment", "Keyvault", "Model", "Run",
+           "RunConfiguration", "ScriptRunConfig", "Workspace"]
+__getattr__ = missing_names("azureml.core", ", ".join(__all__))
