@@ -35,7 +35,8 @@ app = typer.Typer(
 
 JobArg = Annotated[
     Path, typer.Argument(
-        metavar="JOB", help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False,
+        metavar="JOB", help="The job spec (YAML): native, an Azure ML parallel job, or an Azure ML pipeline.",
+        show_default=False,
         readable=False,  # load_spec says what is wrong with the file, in batchinfer's words
     )
 ]
@@ -88,7 +89,9 @@ def _load(job: Path, overrides: list[str]):
         "  batchinfer run job.yaml --output /tmp/scores --set mini_batch_size=20 --processes 4\n\n"
         "  batchinfer run job.yaml --output - | sort | head   # rows to stdout as they commit\n\n"
         "  batchinfer run job.yaml --restart   # start over in an output folder that holds another job\n\n"
-        "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again"
+        "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again\n\n"
+        "  batchinfer run pipeline.yml --input predict.job_data_path=./data   # an Azure ML pipeline, an input bound locally\n\n"
+        "  batchinfer run pipeline.yml --step predict   # one step of a pipeline alone"
     )
 )
 def run(
@@ -116,8 +119,17 @@ def run(
     progress_interval: Annotated[
         float, typer.Option("--progress-interval", min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
     ] = 30.0,
+    step: Annotated[
+        Optional[str], typer.Option("--step", metavar="STEP", help="Azure ML pipeline: run this step alone.")
+    ] = None,
+    input_: Annotated[
+        Optional[list[str]],
+        typer.Option("--input", metavar="[STEP.]NAME=PATH_OR_URL",
+                     help="Azure ML pipeline: bind an input of the pipeline (NAME) or of a step (STEP.NAME) to a local "
+                     "path or URL; a step whose outputs are all replaced so is skipped (repeatable)."),
+    ] = None,
 ) -> None:
-    """Run a job: score every input with the entry script and write the rows to the output folder."""
+    """Run a job or an Azure ML pipeline: score every input with the entry script and write the rows to the output folder."""
     from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
 
@@ -134,6 +146,16 @@ def run(
                              hint="give --output a folder, or run without '>&-'")
         if as_json and output == "-":
             raise UsageError("--json and --output - both write to stdout", hint="use --logs DIR and read DIR/summary.json")
+        pipeline = _pipeline(job, output, list(input_ or []), step)
+        if pipeline is not None:
+            if logs:
+                raise UsageError("--logs goes with --output -, which an Azure ML pipeline cannot use",
+                                 hint="give an output folder; each step's logs are in <output>/<step>/logs")
+            _run_pipeline(pipeline, overrides, restart, retry_failed, quiet, progress_interval, as_json)
+            return
+        if step or input_:
+            raise UsageError(f"--step and --input go with an Azure ML pipeline; {job} is a job spec",
+                             hint="use --set inputs.path=PATH to change a job's inputs")
         spec = _load(job, overrides)
         reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
         options = RunOptions(output=output, logs=str(logs) if logs else None, restart=restart, retry_failed=retry_failed)
@@ -149,6 +171,37 @@ def run(
         sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "
                          "something failed; remove it when done\n")
     raise typer.Exit(int(result.exit_code))
+
+
+def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None):
+    """The bound pipeline when ``job`` is an Azure ML pipeline (or a parallel job, not streamed to stdout)."""
+    from batchinfer.pipeline import is_pipeline, load_pipeline
+    from batchinfer.spec import read_yaml
+
+    data = read_yaml(job)
+    if not is_pipeline(data) or (data.get("type") == "parallel" and output == "-"):
+        return None
+    if output == "-":
+        raise UsageError("--output - streams one job's rows: an Azure ML pipeline needs an output folder",
+                         hint="give --output a folder; the rows are in <output>/<step>/outputs/<port>/")
+    return load_pipeline(job, output, inputs, step)
+
+
+def _run_pipeline(pipeline, overrides: list[str], restart: bool, retry_failed: bool, quiet: bool,
+                  interval: float, as_json: bool) -> None:
+    from batchinfer.steps import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(overrides, restart, retry_failed, quiet, interval)
+    result = run_pipeline(pipeline, options)  # a BatchInferError goes to the caller's handler
+    if as_json:
+        _print_json(result.doc if not pipeline.standalone else _standalone_summary(pipeline))
+    elif not pipeline.standalone and not quiet and result.exit_code == ExitCode.OK:
+        sys.stderr.write(f"batchinfer: pipeline {pipeline.name} done in {pipeline.root}\n")
+    raise typer.Exit(int(result.exit_code))
+
+
+def _standalone_summary(pipeline) -> dict[str, Any]:
+    return json.loads((pipeline.root / "summary.json").read_text())
 
 
 @app.command(epilog="Example:\n\n  batchinfer validate job.yaml && batchinfer run job.yaml")
@@ -222,11 +275,23 @@ def status(
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Progress of a running or finished job, from its output folder (works while it runs)."""
+    """Progress of a running or finished job or pipeline, from its output folder (works while it runs)."""
     from batchinfer.progress import read_status, status_line
+    from batchinfer.steps import is_pipeline_output, pipeline_status, pipeline_status_lines
 
     try:
         while True:
+            if is_pipeline_output(output_dir):
+                doc = pipeline_status(output_dir.absolute())
+                if as_json:
+                    _print_json(doc)
+                else:
+                    sys.stdout.write("\n".join(pipeline_status_lines(doc)) + "\n")
+                    sys.stdout.flush()
+                if not watch or doc["state"] != "running":
+                    break
+                time.sleep(interval)
+                continue
             doc = read_status(output_dir.absolute())
             if as_json:
                 _print_json(doc)
