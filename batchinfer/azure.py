@@ -237,10 +237,16 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
 
 
 def convert_file(path: Path) -> str:
-    """``batchinfer convert``: the native spec equivalent to an Azure ML parallel job, as YAML."""
+    """``batchinfer convert``: the native spec equivalent to an Azure ML parallel job, as YAML
+    (an Azure ML pipeline: one document per parallel step, see ``steps.convert_pipeline``)."""
     from batchinfer.spec import default_name, read_yaml
 
     data = read_yaml(path)
+    if data.get("type") == "pipeline":
+        from batchinfer.pipeline import load_pipeline
+        from batchinfer.steps import convert_pipeline
+
+        return convert_pipeline(load_pipeline(path))
     if not is_azure_job(data):
         raise SpecError(f"{path} is not an Azure ML parallel job (type: parallel with a task)")
     native = to_native(data, path.resolve().parent, default_name(path))

@@ -44,6 +44,12 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
 ]
+InputOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", metavar="[STEP.]NAME=PATH_OR_URL",
+                 help="Azure ML pipeline: bind an input of the pipeline (NAME) or of a step (STEP.NAME) to a local "
+                 "path or URL; a step whose outputs are all replaced so is skipped (repeatable)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 CLOSED_STREAMS: set[int] = set()  # standard descriptors that were closed when batchinfer started
 
@@ -122,12 +128,7 @@ def run(
     step: Annotated[
         Optional[str], typer.Option("--step", metavar="STEP", help="Azure ML pipeline: run this step alone.")
     ] = None,
-    input_: Annotated[
-        Optional[list[str]],
-        typer.Option("--input", metavar="[STEP.]NAME=PATH_OR_URL",
-                     help="Azure ML pipeline: bind an input of the pipeline (NAME) or of a step (STEP.NAME) to a local "
-                     "path or URL; a step whose outputs are all replaced so is skipped (repeatable)."),
-    ] = None,
+    input_: InputOpt = None,
 ) -> None:
     """Run a job or an Azure ML pipeline: score every input with the entry script and write the rows to the output folder."""
     from batchinfer.job import RunOptions, run_job
@@ -153,9 +154,8 @@ def run(
                                  hint="give an output folder; each step's logs are in <output>/<step>/logs")
             _run_pipeline(pipeline, overrides, restart, retry_failed, quiet, progress_interval, as_json)
             return
-        if step or input_:
-            raise UsageError(f"--step and --input go with an Azure ML pipeline; {job} is a job spec",
-                             hint="use --set inputs.path=PATH to change a job's inputs")
+        if step:
+            raise UsageError(f"--step goes with an Azure ML pipeline; {job} is one job", hint="run it without --step")
         spec = _load(job, overrides)
         reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
         options = RunOptions(output=output, logs=str(logs) if logs else None, restart=restart, retry_failed=retry_failed)
@@ -173,13 +173,17 @@ def run(
     raise typer.Exit(int(result.exit_code))
 
 
-def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None):
-    """The bound pipeline when ``job`` is an Azure ML pipeline (or a parallel job, not streamed to stdout)."""
+def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None, standalone: bool = True):
+    """The bound pipeline when ``job`` is an Azure ML pipeline (or, with ``standalone``, a parallel job
+    not streamed to stdout: a one-step pipeline); None for a job spec."""
     from batchinfer.pipeline import is_pipeline, load_pipeline
     from batchinfer.spec import read_yaml
 
     data = read_yaml(job)
-    if not is_pipeline(data) or (data.get("type") == "parallel" and output == "-"):
+    if not is_pipeline(data) or (data.get("type") == "parallel" and (output == "-" or not standalone)):
+        if inputs:
+            raise UsageError(f"--input goes with an Azure ML pipeline or parallel job; {job} is a job spec",
+                             hint="use --set inputs.path=PATH to change a job's inputs")
         return None
     if output == "-":
         raise UsageError("--output - streams one job's rows: an Azure ML pipeline needs an output folder",
@@ -205,13 +209,21 @@ def _standalone_summary(pipeline) -> dict[str, Any]:
 
 
 @app.command(epilog="Example:\n\n  batchinfer validate job.yaml && batchinfer run job.yaml")
-def validate(job: JobArg, set_: SetOpt = None) -> None:
+def validate(job: JobArg, set_: SetOpt = None, input_: InputOpt = None) -> None:
     """Check the spec, that the script compiles and defines run(), and that inputs exist; run nothing."""
     from batchinfer.entry import check_entry_script
     from batchinfer.inputs import InputPlan
     from batchinfer.job import RunOptions, excluded_folders
 
     try:
+        pipeline = _pipeline(job, None, list(input_ or []), None, standalone=bool(input_))
+        if pipeline is not None:
+            from batchinfer.steps import check_pipeline
+
+            for step, _spec, found in check_pipeline(pipeline, list(set_ or [])):
+                sys.stderr.write(f"batchinfer: step {step.key}: {found}\n")
+            sys.stderr.write(f"batchinfer: {job} is valid: pipeline {pipeline.name!r}, {len(pipeline.steps)} steps\n")
+            return
         spec = _load(job, list(set_ or []))
         entry = check_entry_script(spec)
         plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
@@ -232,12 +244,17 @@ def plan(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     first: Annotated[int, typer.Option("--first", min=0, help="How many mini-batches to show.")] = 10,
+    input_: InputOpt = None,
 ) -> None:
-    """Show the mini-batches the job would run (lists the inputs; never imports the script)."""
+    """Show the mini-batches the job (or each parallel step of a pipeline) would run; never imports the script."""
     from batchinfer.inputs import InputPlan, describe
     from batchinfer.job import RunOptions, excluded_folders
 
     try:
+        pipeline = _pipeline(job, None, list(input_ or []), None, standalone=bool(input_))
+        if pipeline is not None:
+            _plan_pipeline(pipeline, list(set_ or []), as_json, first)
+            return
         spec = _load(job, list(set_ or []))
         input_plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
         input_plan.check()
@@ -250,6 +267,34 @@ def plan(
     if as_json:
         _print_json(info)
         return
+    sys.stdout.write("\n".join(_plan_lines(spec, info)) + "\n")
+
+
+def _plan_pipeline(pipeline, overrides: list[str], as_json: bool, first: int) -> None:
+    """``plan`` of a pipeline: each parallel step whose inputs are there; the others say what they wait on."""
+    from batchinfer.inputs import InputPlan, describe
+    from batchinfer.job import RunOptions, excluded_folders
+    from batchinfer.steps import check_pipeline
+
+    doc: dict[str, Any] = {}
+    lines: list[str] = []
+    for step, spec, found in check_pipeline(pipeline, overrides):
+        if spec is None:
+            doc[step.key] = {"type": step.type, "planned": False, "why": found}
+            lines.append(f"step {step.key}: {found}")
+            continue
+        options = RunOptions(output=str(step.folder))
+        input_plan = InputPlan(spec, exclude=excluded_folders(spec, options))
+        info = describe(input_plan, first)
+        doc[step.key] = {"type": "parallel", "planned": True, **info}
+        lines += [f"step {step.key}:", *("  " + line for line in _plan_lines(spec, info))]
+    if as_json:
+        _print_json({"pipeline": pipeline.name, "steps": doc})
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _plan_lines(spec, info: dict[str, Any]) -> list[str]:
     items = info["items"] if info["items"] is not None else f"{info['items_known']}+ (table rows counted when read)"
     per = info["items_per_mini_batch"]
     lines = [
@@ -265,7 +310,7 @@ def plan(
         lines.append(f"{row['id']:>6}  {row['items'] if row['items'] is not None else '?':>6}  {shown}")
     if info["mini_batches"] > len(info["first_mini_batches"]):
         lines.append(f"{'...':>6}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    return lines
 
 
 @app.command(epilog="Examples:\n\n  batchinfer status outputs/mnist-digits\n\n  batchinfer status outputs/mnist-digits --watch")
@@ -321,8 +366,8 @@ def init_command(folder: Annotated[Path, typer.Argument(help="Folder to create t
 
 
 @app.command(epilog="Example:\n\n  batchinfer convert azure-parallel-job.yml > job.yaml")
-def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 parallel job YAML.", show_default=False)]) -> None:
-    """Print the native batchinfer spec equivalent to an Azure ML parallel job (which 'run' also accepts)."""
+def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 parallel job or pipeline YAML.", show_default=False)]) -> None:
+    """Print the native batchinfer spec equivalent to an Azure ML parallel job, or to each parallel step of a pipeline."""
     from batchinfer.azure import convert_file
 
     try:

@@ -191,10 +191,11 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
     raw_name = data.get("name") or path.stem
     name = normalise_name(str(raw_name))
     root = Path(output or Path("outputs") / name).absolute()
-    if standalone:
+    if standalone:  # one step; --input NAME=PATH binds the job's own input
         jobs = {name: {k: v for k, v in data.items() if k != "name"}}
         parent_inputs: dict[str, Binding] = {}
         parent_outputs: dict[str, Any] = {}
+        cli = {(name if step is None else step, n): v for (step, n), v in cli.items()}
     else:
         _check_keys(data, PIPELINE_KEYS, "an Azure ML pipeline")
         jobs = _mapping(data.get("jobs"), "jobs")
@@ -262,7 +263,7 @@ def _scalar(value: Any) -> str:
 def _path_binding(raw: Any, kind: Any, where: str, flag: str, base: Path) -> Binding:
     path = _scalar(raw)
     if path.startswith("azureml:"):
-        raise SpecError(f"{where}.path: {shown(path)} is in Azure ML, which batchinfer cannot read",
+        raise SpecError(f"{where}.path: {shown(path)} is an Azure ML asset or path, which batchinfer cannot read",
                         hint=f"download it and bind it here with {flag}")
     return Binding(_local(path, base), True, str(kind) if kind else None)
 
@@ -286,7 +287,7 @@ def _component(key: str, node: dict[str, Any], base: Path) -> tuple[dict[str, An
 
 def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_inputs: dict[str, Binding],
           parent_outputs: dict[str, Any], cli: dict[str, str], standalone: bool, pipeline_name: str) -> Step:
-    where = f"jobs.{key}"
+    where = f"jobs.{key}" if not standalone else "job"
     component, comp_dir = _component(key, node, base)
     component = _globals(component, pipeline_name)
     kind = str(node.get("type") or component.get("type") or "command")
@@ -309,7 +310,7 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
         decl = declared.get(name) if isinstance(declared.get(name), dict) else {}
         if decl.get("optional"):
             step.optional_inputs.add(name)
-        flag = f"--input {key}.{name}=PATH"
+        flag = f"--input {key}.{name}=PATH" if not standalone else f"--input {name}=PATH"
         if name in cli:
             if isinstance(yaml_ref := _raw_input(given.get(name)), str) and (m := REF.fullmatch(yaml_ref.strip())) \
                     and (job := PARENT_JOB.fullmatch(m.group(1))):

@@ -153,8 +153,8 @@ def _check_ready(pipeline: Pipeline, step: Step) -> None:
                             hint=f"bind it with --input {step.key}.{name}=PATH")
 
 
-def parallel_spec(pipeline: Pipeline, step: Step, overrides: list[str]) -> tuple[JobSpec, Path | None]:
-    """The native job spec of a parallel step (its inputs bound to local paths) and its output port folder."""
+def parallel_native(pipeline: Pipeline, step: Step) -> tuple[dict[str, Any], Path | None]:
+    """The native spec keys of a parallel step (its inputs bound to local paths) and its output port folder."""
     node = {k: v for k, v in step.node.items() if k in azure.KNOWN_KEYS and k != "name"}
     task = dict(step.node.get("task") or {})
     where = f"jobs.{step.key}.task.program_arguments"
@@ -175,9 +175,81 @@ def parallel_spec(pipeline: Pipeline, step: Step, overrides: list[str]) -> tuple
     if append and step.outputs[append].file_name:
         native["append_row_file_name"] = step.outputs[append].file_name
     data_port = append or next(iter(step.outputs), None)
+    return native, step.outputs[data_port].folder if data_port else None
+
+
+def parallel_spec(pipeline: Pipeline, step: Step, overrides: list[str]) -> tuple[JobSpec, Path | None]:
+    """The validated job spec of a parallel step (see :func:`parallel_native`) and its output port folder."""
+    try:
+        native, data_dir = parallel_native(pipeline, step)
+    except SpecError as exc:
+        raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
     label = Path(f"{pipeline.path}: jobs.{step.key}") if not pipeline.standalone else pipeline.path
     spec = spec_from_data(native, label, step.base_dir, overrides_for(pipeline, step.key, overrides))
-    return spec, step.outputs[data_port].folder if data_port else None
+    return spec, data_dir
+
+
+def waiting_on(pipeline: Pipeline, step: Step) -> str | None:
+    """Why a step cannot be planned yet: an input an upstream step has not made (None: all are there)."""
+    for name, binding in step.inputs.items():
+        if binding.source and not os.path.exists(input_path(pipeline, binding)):
+            return f"waits on step {binding.source[0]} (its input {name} is made when the pipeline runs)"
+    return None
+
+
+def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step, JobSpec | None, str]]:
+    """``validate`` and ``plan``: each step to run, its job spec when it can be checked now, and what was found."""
+    from batchinfer.entry import check_entry_script
+    from batchinfer.inputs import InputPlan
+    from batchinfer.job import RunOptions, excluded_folders
+
+    found = []
+    for key, step in pipeline.steps.items():
+        if key in pipeline.skipped:
+            found.append((step, None, f"skipped: {pipeline.skipped[key]}"))
+            continue
+        if step.type == "command":
+            command_line(pipeline, step)
+            if step.code_dir is not None and not step.code_dir.is_dir():
+                raise SpecError(f"{pipeline.path}: jobs.{key}: the code folder {shown(step.code_dir)} does not exist",
+                                hint="'code' is relative to the YAML that names it")
+            found.append((step, None, "command step, runs with bash -c"))
+            continue
+        if why := waiting_on(pipeline, step):
+            found.append((step, None, why))
+            continue
+        _check_ready(pipeline, step)
+        spec, data_dir = parallel_spec(pipeline, step, overrides)
+        entry = check_entry_script(spec)
+        options = RunOptions(output=str(step.folder), data_dir=data_dir)
+        InputPlan(spec, exclude=excluded_folders(spec, options)).check()
+        found.append((step, spec, f"parallel job {spec.name}, {spec.input_type} inputs, {spec.worker_count} workers, "
+                                  f"entry script {entry.path}"))
+    return found
+
+
+def convert_pipeline(pipeline: Pipeline) -> str:
+    """``batchinfer convert`` of a pipeline: the native spec of each parallel step, as multi-document YAML."""
+    import yaml
+
+    documents = []
+    for key, step in pipeline.steps.items():
+        if step.type != "parallel":
+            continue
+        head = f"# step {key} of {pipeline.path}: rows and output_dir() in its output port"
+        try:
+            native, data_dir = parallel_native(pipeline, step)
+        except SpecError as exc:
+            if not waiting_on(pipeline, step):
+                raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
+            documents.append(f"{head}\n# {waiting_on(pipeline, step)}; it cannot be converted before then\n")
+            continue
+        where = f" {data_dir}" if data_dir else ""
+        documents.append(f"{head}{where}\n" + yaml.safe_dump(native, sort_keys=False))
+    if not documents:
+        raise SpecError(f"{pipeline.path}: the pipeline has no parallel step to convert",
+                        hint="command steps run as they are: batchinfer run runs the whole pipeline")
+    return "---\n".join(documents)
 
 
 def _state(pipeline: Pipeline) -> dict[str, Any]:
