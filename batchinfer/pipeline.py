@@ -292,7 +292,7 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     component = _globals(component, pipeline_name)
     kind = str(node.get("type") or component.get("type") or "command")
     if kind in NOT_HERE or kind not in RUNNABLE:
-        raise SpecError(f"{where}: a {shown(kind)} step cannot run on this machine",
+        raise SpecError(f"{where}: a step of type '{shown(kind)}' cannot run on this machine",
                         hint="batchinfer runs command and parallel steps; run that step in Azure ML")
     if component:
         _check_keys(component, (COMMAND_KEYS if kind == "command" else PARALLEL_KEYS) | {"code", "is_deterministic"},

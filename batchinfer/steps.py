@@ -295,6 +295,9 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
     for key, why in pipeline.skipped.items():
         if why.startswith("every output"):
             _note(options, f"step {key} skipped: {why}")
+    for key, step in pipeline.steps.items():  # every binding is checked before the first step runs
+        if key not in pipeline.skipped:
+            preflight(pipeline, step)
     lock = None
     if not pipeline.standalone:
         _check_root(pipeline.root)
@@ -303,6 +306,7 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
         doc = _state(pipeline)
         _save(pipeline, doc)
         code = ExitCode.OK
+        ran: set[str] = set()  # steps that ran in this run (not reused): what reads their outputs starts over
         for key, step in pipeline.steps.items():
             if key in pipeline.skipped:
                 continue
@@ -310,12 +314,14 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             _save(pipeline, doc)
             started = time.monotonic()
             try:
-                code, reused = _run_step(pipeline, step, options)
+                code, reused = _run_step(pipeline, step, options, fresh=bool(ran & set(step.upstream)))
             except BatchInferError as exc:
                 doc["steps"][key].update(status="failed", exit_code=int(exc.exit_code), error=exc.message)
                 doc.update(status="failed", exit_code=int(exc.exit_code))
                 _save(pipeline, doc)
                 raise
+            if not reused:
+                ran.add(key)
             status = "reused" if reused else "succeeded" if code == ExitCode.OK else \
                 "interrupted" if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED) else "failed"
             doc["steps"][key].update(status=status, exit_code=int(code), elapsed_s=round(time.monotonic() - started, 3))
@@ -331,12 +337,26 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             lock.release()
 
 
+def preflight(pipeline: Pipeline, step: Step) -> None:
+    """The step's command or program arguments bind: every ``${{inputs.X}}`` and ``${{outputs.X}}`` names one."""
+    if step.type == "command":
+        command_line(pipeline, step)
+        return
+    arguments = (step.node.get("task") or {}).get("program_arguments")
+    if arguments is not None:
+        try:
+            _substitute(pipeline, step, str(arguments), f"jobs.{step.key}.task.program_arguments")
+        except SpecError as exc:
+            raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
+
+
 def _note(options: PipelineOptions, text: str) -> None:
     if not options.quiet:
         sys.stderr.write(f"batchinfer: {text}\n")
 
 
-def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions) -> tuple[ExitCode, bool]:
+def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: bool) -> tuple[ExitCode, bool]:
+    """Run one step (``fresh``: an upstream step ran again, so a parallel step starts over instead of resuming)."""
     _check_ready(pipeline, step)
     if step.type == "command":
         return _run_command(pipeline, step, options)
@@ -347,7 +367,7 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions) -> tuple
     if not pipeline.standalone:
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
-    result = run_job(spec, reporter, RunOptions(output=str(step.folder), restart=options.restart, retry_failed=options.retry_failed,
+    result = run_job(spec, reporter, RunOptions(output=str(step.folder), restart=options.restart or fresh, retry_failed=options.retry_failed,
                                                 data_dir=data_dir, port_dirs=tuple(p.folder for p in step.outputs.values())))
     reporter.final(result.summary, reused=result.reused)
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
@@ -410,8 +430,12 @@ def command_fingerprint(pipeline: Pipeline, step: Step, command: str, env: dict[
         _tree_digest(digest, str(step.code_dir), contents=True)
     for name, binding in sorted(step.inputs.items()):
         digest.update(name.encode() + b"\0")
-        if binding.is_path and not is_url(binding.value or "x://"):
-            _tree_digest(digest, input_path(pipeline, binding), contents=False)
+        if binding.is_path and not is_url(where := input_path(pipeline, binding)):
+            _tree_digest(digest, where, contents=False)
+        elif binding.is_path:
+            digest.update(where.encode())
+        else:
+            digest.update(binding.value.encode())
     return digest.hexdigest()[:16]
 
 
