@@ -109,7 +109,6 @@ class Pipeline:
     steps: dict[str, Step]
     standalone: bool
     skipped: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     def port_of(self, binding: Binding) -> Port | None:
         """The upstream port an input reads, if it reads one."""

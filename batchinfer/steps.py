@@ -3,9 +3,7 @@
 - A parallel step becomes a native job spec just before it runs (an upstream
   command step may write the MLTable it reads) and runs with batchinfer's engine
   in its run folder, its rows and ``output_dir()`` in its output port.
-- A command step runs its ``command`` (``${{inputs.*}}`` / ``${{outputs.*}}`` replaced
-  by local paths) with ``bash -c`` in a snapshot of its ``code`` folder, with this
-  Python first on ``PATH``; its output goes to ``logs/std_log.txt`` and to stderr.
+- A command step runs its ``command`` with ``bash -c`` (see :mod:`batchinfer.command_step`).
 - A step that finished before is reused (a parallel step by its job fingerprint, a
   command step by a fingerprint of its command, code and input files); the first
   step that fails stops the pipeline, and its exit code is the pipeline's.
@@ -14,13 +12,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,15 +24,15 @@ from typing import Any, Optional
 from pydantic import Field
 
 from batchinfer import azure
-from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, OutputError, SpecError
-from batchinfer.layout import LOGS_DIR, STATE_DIR
-from batchinfer.pipeline import OPTIONAL_PART, PIPELINE_FILE, REF, Binding, Pipeline, Step, cloud_notes
+from batchinfer.bindings import append_port, input_path, substitute
+from batchinfer.command_step import command_line, run_command
+from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
+from batchinfer.layout import STATE_DIR
+from batchinfer.pipeline import PIPELINE_FILE, Pipeline, Step, cloud_notes
+from batchinfer.redact import for_log
 from batchinfer.spec import JobSpec, is_url, spec_from_data
-from batchinfer.statefiles import ReadBack, create_new, read_json, shown, why_invalid, write_atomic, write_private_json
+from batchinfer.statefiles import ReadBack, read_json, shown, why_invalid, write_atomic
 
-COMMAND_STATE = "command.json"  # <step>/.batchinfer/command.json: the fingerprint of the last finished run
-STD_LOG = "std_log.txt"  # Azure's name for a command's output
-INPUT_OR_OUTPUT = r"(inputs|outputs)\.([A-Za-z_][A-Za-z0-9_]*)"
 
 
 @dataclass
@@ -74,72 +67,6 @@ def overrides_for(pipeline: Pipeline, step: str, overrides: list[str]) -> list[s
     return chosen
 
 
-def input_path(pipeline: Pipeline, binding: Binding) -> str:
-    """The local path (or URL) an input reads: an upstream ``uri_file`` port is its file, a folder port its folder."""
-    port = pipeline.port_of(binding)
-    if port is None:
-        return binding.value
-    producer = pipeline.steps[port.step]
-    if port.type == "uri_file":
-        return str(port.file(_row_file_name(producer) if _append_port(producer) == port.name else port.name))
-    return str(port.folder)
-
-
-def _append_port(step: Step) -> str | None:
-    """The port a parallel step appends its rows to (``task.append_row_to``)."""
-    target = str(step.node.get("task", {}).get("append_row_to") or "") if step.type == "parallel" else ""
-    found = REF.fullmatch(target.strip())
-    return found.group(1).split(".", 1)[1] if found and found.group(1).startswith("outputs.") else None
-
-
-def _row_file_name(step: Step) -> str:
-    """The append-row file's name: the port's own (Azure's path), else ``--append_row_file_name``, else the default."""
-    port = step.outputs.get(_append_port(step) or "")
-    if port is not None and port.file_name:
-        return port.file_name
-    args = str(step.node.get("task", {}).get("program_arguments") or "")
-    words = args.split()
-    for i, word in enumerate(words):
-        if word == "--append_row_file_name" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith("--append_row_file_name="):
-            return word.split("=", 1)[1]
-    return "parallel_run_step.txt"
-
-
-def _substitute(pipeline: Pipeline, step: Step, text: str, where: str, quote: bool = True) -> str:
-    """``${{inputs.X}}`` / ``${{outputs.X}}`` in ``text`` replaced: paths shell-quoted, literal values as
-    written; a ``$[[...]]`` part is dropped when an input it names is not bound."""
-
-    def absent(part: str) -> bool:
-        return any(m.group(1).startswith("inputs.") and m.group(1)[7:] not in step.inputs for m in REF.finditer(part))
-
-    text = OPTIONAL_PART.sub(lambda m: "" if absent(m.group(1)) else m.group(1), text)
-
-    def value(match: Any) -> str:
-        ref = match.group(1)
-        kind, _, name = ref.partition(".")
-        if kind == "inputs":
-            if name not in step.inputs:
-                raise SpecError(f"{where}: ${{{{inputs.{name}}}}} is not bound",
-                                hint=f"give it in the step's inputs, or bind it with --input {step.key}.{name}=PATH")
-            binding = step.inputs[name]
-            if not binding.is_path:
-                return binding.value
-            return shlex.quote(input_path(pipeline, binding)) if quote else input_path(pipeline, binding)
-        if kind == "outputs":
-            if name not in step.outputs:
-                raise SpecError(f"{where}: ${{{{outputs.{name}}}}} names no output of step {step.key!r}",
-                                hint=f"its outputs: {', '.join(step.outputs) or 'none'}")
-            port = step.outputs[name]
-            path = str(port.file(port.file_name) if port.type == "uri_file" and port.file_name and step.type == "command"
-                       else port.folder)
-            return shlex.quote(path) if quote else path
-        return match.group(0)  # ${{name}} and the like were resolved when the file was read
-
-    return REF.sub(value, text)
-
-
 def _check_ready(pipeline: Pipeline, step: Step) -> None:
     """Every input this step reads from another step must be there (after an earlier run, or bound)."""
     for name, binding in step.inputs.items():
@@ -159,7 +86,7 @@ def parallel_native(pipeline: Pipeline, step: Step) -> tuple[dict[str, Any], Pat
     task = dict(step.node.get("task") or {})
     where = f"jobs.{step.key}.task.program_arguments"
     if task.get("program_arguments") is not None:
-        task["program_arguments"] = _substitute(pipeline, step, str(task["program_arguments"]), where)
+        task["program_arguments"] = substitute(pipeline, step, str(task["program_arguments"]), where)
     if step.code_dir is not None:
         task["code"] = str(step.code_dir)
     node["task"] = task
@@ -171,7 +98,7 @@ def parallel_native(pipeline: Pipeline, step: Step) -> tuple[dict[str, Any], Pat
     native = azure.to_native(node, step.base_dir, step.key if not pipeline.standalone else pipeline.name)
     if pipeline.standalone:
         native["name"] = pipeline.name
-    append = _append_port(step)
+    append = append_port(step)
     if append and step.outputs[append].file_name:
         native["append_row_file_name"] = step.outputs[append].file_name
     data_port = append or next(iter(step.outputs), None)
@@ -316,6 +243,8 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             try:
                 code, reused = _run_step(pipeline, step, options, fresh=bool(ran & set(step.upstream)))
             except BatchInferError as exc:
+                if not pipeline.standalone and not exc.message.startswith(f"step {key}"):
+                    exc.message = f"step {key}: {exc.message}"  # which step it is, whatever part raised it
                 doc["steps"][key].update(status="failed", exit_code=int(exc.exit_code), error=exc.message)
                 doc.update(status="failed", exit_code=int(exc.exit_code))
                 _save(pipeline, doc)
@@ -345,21 +274,21 @@ def preflight(pipeline: Pipeline, step: Step) -> None:
     arguments = (step.node.get("task") or {}).get("program_arguments")
     if arguments is not None:
         try:
-            _substitute(pipeline, step, str(arguments), f"jobs.{step.key}.task.program_arguments")
+            substitute(pipeline, step, str(arguments), f"jobs.{step.key}.task.program_arguments")
         except SpecError as exc:
             raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
 
 
 def _note(options: PipelineOptions, text: str) -> None:
-    if not options.quiet:
-        sys.stderr.write(f"batchinfer: {text}\n")
+    if not options.quiet:  # a bound URL may carry a token: masked, as in every message
+        sys.stderr.write(f"batchinfer: {for_log(text)}\n")
 
 
 def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: bool) -> tuple[ExitCode, bool]:
     """Run one step (``fresh``: an upstream step ran again, so a parallel step starts over instead of resuming)."""
     _check_ready(pipeline, step)
     if step.type == "command":
-        return _run_command(pipeline, step, options)
+        return run_command(pipeline, step, options.restart, options.quiet)
     from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
 
@@ -373,167 +302,6 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
         sys.stderr.write(f"batchinfer: step {step.key} failed (exit {int(result.exit_code)}): the pipeline stops here\n")
     return result.exit_code, result.reused
-
-
-# ---------------------------------------------------------------- command steps
-
-
-def command_line(pipeline: Pipeline, step: Step) -> str:
-    """The step's ``command`` with its inputs and outputs bound to local paths."""
-    raw = step.node.get("command")
-    if not isinstance(raw, str) or not raw.strip():
-        raise SpecError(f"{pipeline.path}: jobs.{step.key}: a command step needs a 'command'")
-    try:
-        return _substitute(pipeline, step, raw, f"jobs.{step.key}.command")
-    except SpecError as exc:
-        raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
-
-
-def _environment(pipeline: Pipeline, step: Step) -> dict[str, str]:
-    env = dict(os.environ)
-    extra = step.node.get("environment_variables") or {}
-    if not isinstance(extra, dict):
-        raise SpecError(f"{pipeline.path}: jobs.{step.key}.environment_variables must be a mapping")
-    env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in extra.items()})
-    # 'python' in the command is the interpreter running batchinfer (Azure: the environment's python)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    return env
-
-
-def _tree_digest(digest: Any, path: str, contents: bool) -> None:
-    """Hash a file or folder: names and contents (code), or names, sizes and times (data)."""
-    if not os.path.exists(path):
-        digest.update(f"{path}:missing\n".encode())
-        return
-    paths = [path] if not os.path.isdir(path) else sorted(
-        os.path.join(root, name) for root, dirs, files in os.walk(path) for name in files
-        if not any(part.startswith(".") or part == "__pycache__" for part in Path(root).relative_to(path).parts)
-    )
-    for file in paths:
-        digest.update(os.fsencode(os.path.relpath(file, path)) + b"\0")
-        try:
-            if contents:
-                digest.update(hashlib.sha256(Path(file).read_bytes()).digest())
-            else:
-                info = os.stat(file)
-                digest.update(f"{info.st_size}:{info.st_mtime_ns}".encode())
-        except OSError as exc:
-            digest.update(f"unreadable {exc.errno}".encode())
-
-
-def command_fingerprint(pipeline: Pipeline, step: Step, command: str, env: dict[str, str]) -> str:
-    """What decides a command step's outputs: its command, environment variables, code and input files."""
-    digest = hashlib.sha256()
-    digest.update(command.encode() + b"\0")
-    digest.update(json.dumps(step.node.get("environment_variables") or {}, sort_keys=True, default=str).encode())
-    if step.code_dir is not None:
-        _tree_digest(digest, str(step.code_dir), contents=True)
-    for name, binding in sorted(step.inputs.items()):
-        digest.update(name.encode() + b"\0")
-        if binding.is_path and not is_url(where := input_path(pipeline, binding)):
-            _tree_digest(digest, where, contents=False)
-        elif binding.is_path:
-            digest.update(where.encode())
-        else:
-            digest.update(binding.value.encode())
-    return digest.hexdigest()[:16]
-
-
-def _snapshot(pipeline: Pipeline, step: Step) -> Path:
-    """A fresh copy of the step's code folder in ``<step>/code/`` (Azure runs a command in a snapshot)."""
-    target = step.folder / "code"
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.exists():
-        shutil.rmtree(target)  # batchinfer's own copy from the last run
-    if step.code_dir is None:
-        target.mkdir(parents=True)
-        return target
-    if not step.code_dir.is_dir():
-        raise SpecError(f"{pipeline.path}: jobs.{step.key}: the code folder {shown(step.code_dir)} does not exist",
-                        hint="'code' is relative to the YAML that names it")
-    root = pipeline.root.resolve()
-
-    def ignore(folder: str, names: list[str]) -> set[str]:  # never copy the run's own output into itself
-        return {n for n in names if Path(folder, n).resolve() == root or n in ("__pycache__", ".git")}
-
-    shutil.copytree(step.code_dir, target, symlinks=True, ignore=ignore)
-    return target
-
-
-def _run_command(pipeline: Pipeline, step: Step, options: PipelineOptions) -> tuple[ExitCode, bool]:
-    command = command_line(pipeline, step)
-    env = _environment(pipeline, step)
-    state = step.folder / STATE_DIR / COMMAND_STATE
-    print_ = command_fingerprint(pipeline, step, command, env)
-    try:
-        before = read_json(state)
-    except (OSError, ValueError):
-        before = None
-    if (not options.restart and isinstance(before, dict) and before.get("fingerprint") == print_
-            and before.get("exit_code") == 0
-            and all(p.folder.exists() for p in step.outputs.values())):
-        _note(options, f"step {step.key}: reused (it ran with the same command, code and inputs before)")
-        return ExitCode.OK, True
-    for port in step.outputs.values():
-        port.folder.mkdir(parents=True, exist_ok=True)
-    (step.folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    (step.folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    workdir = _snapshot(pipeline, step)
-    log_path = step.folder / LOGS_DIR / STD_LOG
-    _note(options, f"step {step.key}: {command.strip()}")
-    started = time.monotonic()
-    code = _execute(command, workdir, env, log_path, options.quiet)
-    write_private_json(state, {"fingerprint": print_, "exit_code": code, "command": command,
-                               "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                               "elapsed_s": round(time.monotonic() - started, 3)})
-    if code in (-signal.SIGINT, 128 + signal.SIGINT):
-        return ExitCode.INTERRUPTED, False
-    if code in (-signal.SIGTERM, 128 + signal.SIGTERM):
-        return ExitCode.TERMINATED, False
-    if code != 0:
-        raise JobFailedError(f"step {step.key}: its command exited with code {code}", hint=f"see {log_path}")
-    return ExitCode.OK, False
-
-
-def _echo(chunk: bytes) -> None:
-    """A command's output on stderr (stdout carries data only)."""
-    buffer = getattr(sys.stderr, "buffer", None)
-    if buffer is not None:
-        sys.stderr.flush()
-        buffer.write(chunk)
-        buffer.flush()
-    else:
-        sys.stderr.write(chunk.decode("utf-8", "backslashreplace"))
-
-
-def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, quiet: bool) -> int:
-    """Run ``command`` with bash; its output to ``log_path`` and (unless ``quiet``) to stderr, never stdout."""
-    received: list[int] = []
-    with os.fdopen(create_new(log_path, private=False), "wb") as log:
-        proc = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-        def forward(signum: int, _frame: Any) -> None:  # Ctrl-C reaches the command's group itself
-            received.append(signum)
-            if signum != signal.SIGINT:
-                proc.send_signal(signum)
-
-        handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            assert proc.stdout is not None
-            while chunk := proc.stdout.read1(65536):
-                log.write(chunk)
-                log.flush()
-                if not quiet:
-                    _echo(chunk)
-            code = proc.wait()
-        finally:
-            for signum, handler in handlers.items():
-                signal.signal(signum, handler)
-    if received and code != 0:
-        return 128 + received[0]
-    return code
 
 
 # ---------------------------------------------------------------- batchinfer status

@@ -568,3 +568,105 @@ def test_convert_prints_each_parallel_step_as_a_native_spec(tmp_path, batchinfer
     native = documents[0]
     assert native["name"] == "batch-prediction" and native["append_row_file_name"] == "aggregated_returns.csv"
     assert native["inputs"]["type"] == "tabular" and native["arguments"][:2] == ["--model", str(tmp_path / "iris-model")]
+
+
+# ------------------------------------------------------------------ bindings, overrides, the port folder
+
+PARENT = """\
+type: pipeline
+name: Score_Digits
+inputs:
+  digits:
+    type: uri_folder
+    path: ./digits
+  model:
+    type: uri_folder
+    path: ./mnist_models
+outputs:
+  scores:
+    type: uri_folder
+    path: ./published
+jobs:
+  score:
+    type: parallel
+    inputs:
+      data: ${{parent.inputs.digits}}
+      model: {type: uri_folder, path: '${{parent.inputs.model}}'}
+    outputs:
+      rows: ${{parent.outputs.scores}}
+    input_data: ${{inputs.data}}
+    mini_batch_size: "4"
+    max_concurrency_per_instance: 2
+    task:
+      code: DIGITS
+      entry_script: identify_and_keep.py
+      program_arguments: --model ${{inputs.model}} --append_row_file_name digits.txt
+      append_row_to: ${{outputs.rows}}
+"""
+
+
+def digits(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"{i}.txt").write_text(str(i % 10))
+    return folder
+
+
+def test_parent_inputs_and_outputs_bind_and_input_rebinds_a_pipeline_input(tmp_path, batchinfer):
+    digits(tmp_path / "digits", 9)
+    digits(tmp_path / "other", 3)
+    path = mnist(tmp_path, PARENT)
+    run = batchinfer("run", str(path), "--json")
+    assert run.code == 0, run.stderr
+    out = tmp_path / "outputs" / "score-digits"  # the default output folder, under the normalised name
+    assert json.loads(run.stdout)["steps"]["score"]["status"] == "succeeded"
+    published = tmp_path / "published"
+    assert read_digits(published / "digits.txt") == expected_digits(9)  # --append_row_file_name, honoured
+    # the script's own files share the port with the rows; logs and summary stay in the run folder
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "4.txt.seen", "8.txt.seen", "digits.txt"]
+    assert (out / "score" / "summary.json").exists() and not (out / "score" / "outputs").exists()
+    # --restart removes the row file batchinfer wrote, never the script's own files
+    again = batchinfer("run", str(path), "--restart", "--input", "digits=./other", "--set", "score.mini_batch_size=1")
+    assert again.code == 0, again.stderr
+    assert read_digits(published / "digits.txt") == expected_digits(3)
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "1.txt.seen", "2.txt.seen", "4.txt.seen", "8.txt.seen",
+                                             "digits.txt"]
+    assert json.loads((out / "score" / "summary.json").read_text())["mini_batches_total"] == 3
+
+
+def test_set_applies_to_every_parallel_step_or_to_one(tmp_path, batchinfer):
+    digits(tmp_path / "digits", 6)
+    path = mnist(tmp_path, PARENT)
+    out = tmp_path / "out"
+    run = batchinfer("run", str(path), "--output", str(out), "--set", "mini_batch_size=2", "--set", "score.run_max_try=1")
+    assert run.code == 0, run.stderr
+    assert json.loads((out / "score" / "summary.json").read_text())["mini_batches_total"] == 3
+
+
+def test_validate_and_plan_take_a_pipeline(tmp_path, batchinfer):
+    path = mnist(tmp_path)
+    valid = batchinfer("validate", str(path))
+    assert valid.code == 0, valid.stderr
+    assert "step predict_digits_mnist: waits on step prepare_data" in valid.stderr
+    assert "is valid: pipeline 'pipeline', 3 steps" in valid.stderr
+    plan = batchinfer("plan", str(path), "--json", "--input", f"predict_digits_mnist.job_data_path={digits(tmp_path / 'd', 11)}")
+    assert plan.code == 0, plan.stderr
+    steps = json.loads(plan.stdout)["steps"]
+    assert steps["prepare_data"]["planned"] is False and "skipped" in steps["prepare_data"]["why"]
+    assert steps["predict_digits_mnist"]["mini_batches"] == 3 and steps["predict_digits_mnist"]["items"] == 11
+
+
+@pytest.mark.xfail(strict=True, reason="a file-list MLTable (no read_* step) is read as files by the data helper's "
+                   "mltable.input_from_mltable (issue 12), wired into azure._mltable at merge; remove this mark then")
+def test_mnist_pipeline_shape_with_a_file_list_mltable_made_by_a_command_step(tmp_path, batchinfer):
+    """cli/jobs/pipelines/mnist-batch-identification-using-parallel: prepare_data writes the images and an
+    MLTable that lists their folder; the parallel step reads it as type: mltable."""
+    text = (MNIST.replace("--count 12;", "--count 12 --subfolder digits;\n      python dump_mltable.py "
+                          "--output_folder ${{outputs.mnist_png}};")
+            .replace("        type: uri_folder\n        mode: rw_mount", "        type: mltable\n        mode: rw_mount")
+            .replace("        type: uri_folder\n        path: ${{parent", "        type: mltable\n        path: ${{parent"))
+    out = tmp_path / "out"
+    run = batchinfer("run", str(mnist(tmp_path, text)), "--output", str(out))
+    assert run.code == 0, run.stderr
+    rows = out / "predict_digits_mnist" / "outputs" / "job_output_file" / "parallel_run_step.txt"
+    assert read_digits(rows) == expected_digits()
