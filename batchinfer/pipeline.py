@@ -48,6 +48,7 @@ STEP_KEYS = CLOUD_KEYS | {"type", "name", "component", "inputs", "outputs", "env
 COMMAND_KEYS = STEP_KEYS | {"command", "code"}
 PARALLEL_KEYS = STEP_KEYS | azure.KNOWN_KEYS
 RUNNABLE = ("command", "parallel")
+DATA_TYPES = {"uri_file", "uri_folder", "mltable", "custom_model", "mlflow_model", "triton_model"}
 NOT_HERE = {"sweep", "automl", "spark", "pipeline", "data_transfer", "import", "flow"}
 
 
@@ -157,7 +158,8 @@ def _local(path: str, base: Path) -> str:
 
 
 def parse_bindings(items: list[str]) -> dict[tuple[str | None, str], str]:
-    """``--input [STEP.]NAME=PATH_OR_URL`` items: {(step or None, name): path}, local paths made absolute."""
+    """``--input [STEP.]NAME=PATH_OR_URL`` items: {(step or None, name): value} (a path is made absolute
+    where it binds a data input: a literal input such as ``partition_keys`` takes the text as it is)."""
     found: dict[tuple[str | None, str], str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -165,8 +167,14 @@ def parse_bindings(items: list[str]) -> dict[tuple[str | None, str], str]:
             raise UsageError(f"--input {shown(item)}: expected [STEP.]NAME=PATH_OR_URL",
                              hint="for example --input predict.job_data_path=./data")
         step, dot, name = key.strip().rpartition(".")
-        found[(step if dot else None, name)] = _local(value, Path.cwd())
+        found[(step if dot else None, name)] = value
     return found
+
+
+def _bound(value: str, kind: str | None, was_path: bool) -> Binding:
+    """A value given with --input: a local path or URL for a data input, else literal text."""
+    is_path = was_path or (kind in DATA_TYPES)
+    return Binding(_local(value, Path.cwd()) if is_path else value, is_path, kind, from_command_line=True)
 
 
 def load_pipeline(
@@ -207,7 +215,8 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
             if input_name not in parent_inputs:
                 raise UsageError(f"--input {input_name}=...: the pipeline has no input {input_name!r}",
                                  hint=f"its inputs: {', '.join(parent_inputs) or 'none'}; bind a step's input as STEP.NAME=PATH")
-            parent_inputs[input_name] = Binding(value, True, parent_inputs[input_name].type, from_command_line=True)
+            before = parent_inputs[input_name]
+            parent_inputs[input_name] = _bound(value, before.type, before.is_path)
         elif step not in jobs:
             raise UsageError(f"--input {step}.{input_name}=...: the pipeline has no step {step!r}",
                              hint=f"its steps: {', '.join(map(str, jobs))}")
@@ -314,7 +323,10 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
             if isinstance(yaml_ref := _raw_input(given.get(name)), str) and (m := REF.fullmatch(yaml_ref.strip())) \
                     and (job := PARENT_JOB.fullmatch(m.group(1))):
                 step.cut_sources[name] = (job.group(1), job.group(2))
-            step.inputs[name] = Binding(cli[name], True, _type_of(given.get(name)) or decl.get("type"), from_command_line=True)
+            kind = _type_of(given.get(name)) or decl.get("type")
+            yaml_value = _raw_input(given.get(name))
+            step.inputs[name] = _bound(cli[name], kind, kind is None and (isinstance(given.get(name), dict)
+                                                                        or (isinstance(yaml_value, str) and "${{" in yaml_value)))
         elif name in given:
             bound = _input(given[name], decl, f"{where}.inputs.{name}", flag, base, parent_inputs)
             if bound is not None:

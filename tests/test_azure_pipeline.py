@@ -249,7 +249,9 @@ def state(out: Path) -> dict:
 
 def test_mnist_shape_runs_its_three_steps_in_order_each_in_its_own_folder(tmp_path, batchinfer):
     out = tmp_path / "out"
-    run = batchinfer("run", str(mnist(tmp_path)), "--output", str(out))
+    text = MNIST.replace("--count 12;", "--count 12;\n      echo \"$GREETING from $(command -v python)\";").replace(
+        "    code: DIGITS\n    outputs:", "    code: DIGITS\n    environment_variables:\n      GREETING: hello\n    outputs:")
+    run = batchinfer("run", str(mnist(tmp_path, text)), "--output", str(out))
     assert run.code == 0, run.stderr
     assert run.stdout == ""  # stdout carries data only: the steps' own output goes to stderr and their logs
     rows = out / "predict_digits_mnist" / "outputs" / "job_output_file" / "parallel_run_step.txt"
@@ -266,8 +268,10 @@ def test_mnist_shape_runs_its_three_steps_in_order_each_in_its_own_folder(tmp_pa
     doc = state(out)
     assert doc["status"] == "succeeded" and doc["exit_code"] == 0
     assert [s["status"] for s in doc["steps"].values()] == ["succeeded"] * 3
-    # the command ran in a snapshot of its code folder, with this python first on PATH
+    # the command ran in a snapshot of its code folder, with its environment_variables and this python first on PATH
     assert (out / "prepare_data" / "code" / "make_digits.py").exists()
+    prepare_log = (out / "prepare_data" / "logs" / "std_log.txt").read_text()
+    assert f"hello from {Path(sys.executable).parent / 'python'}" in prepare_log
     status = batchinfer("status", str(out))
     assert status.code == 0, status.stderr
     lines = status.stdout.splitlines()
@@ -670,3 +674,15 @@ def test_mnist_pipeline_shape_with_a_file_list_mltable_made_by_a_command_step(tm
     assert run.code == 0, run.stderr
     rows = out / "predict_digits_mnist" / "outputs" / "job_output_file" / "parallel_run_step.txt"
     assert read_digits(rows) == expected_digits()
+
+
+def test_input_binds_a_literal_input_as_text(tmp_path, batchinfer):
+    """--input STEP.NAME=VALUE on a string input (OJ's partition_keys) is the text itself, not a path."""
+    oj_data(tmp_path)
+    out = tmp_path / "out"
+    run = batchinfer("run", str(write(tmp_path, OJ)), "--output", str(out), "--input", "partition_job.partition_keys=Store",
+                     "--step", "partition_job")
+    assert run.code == 0, run.stderr
+    table = out / "partition_job" / "outputs" / "tabular_output_data"
+    assert sorted(p.name for p in table.iterdir()) == ["1", "2", "MLTable"]
+    assert state(out)["steps"]["parallel_train"]["status"] == "skipped"
