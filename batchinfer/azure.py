@@ -214,6 +214,10 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         if not found or found.group(1) != "outputs" or found.group(2) not in outputs:
             raise SpecError("task.append_row_to must name one of the outputs, as ${{outputs.<name>}}")
         native["output_action"] = "append_row"
+        target = _mapping(outputs[found.group(2)], f"outputs.{found.group(2)}") if outputs[found.group(2)] else {}
+        if target.get("type") == "uri_file" and target.get("path"):  # Azure's name for the file: .../aggregated_returns.csv
+            if file_name := os.path.basename(_path(target["path"], f"outputs.{found.group(2)}.path").rstrip("/")):
+                native["append_row_file_name"] = file_name
     else:
         native["output_action"] = "summary_only"
     for key in ("mini_batch_size", "logging_level", "environment_variables", "partition_keys", "error_threshold"):

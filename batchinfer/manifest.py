@@ -150,8 +150,9 @@ class Manifest:
         taken = sorted(name for name in new if (path := self.where(name)) is not None and _exists(path))
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            first = taken[0] if not taken[0].startswith(DATA_PREFIX) else self.where(taken[0])
             raise OutputError(
-                f"output {shown(self.folder)} holds {shown(taken[0])}{more}, which batchinfer did not write "
+                f"output {shown(self.folder)} holds {shown(first)}{more}, which batchinfer did not write "
                 "and will not overwrite",
                 hint="move it out of that folder, or choose another --output",
             )

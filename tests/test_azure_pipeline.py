@@ -686,3 +686,49 @@ def test_input_binds_a_literal_input_as_text(tmp_path, batchinfer):
     table = out / "partition_job" / "outputs" / "tabular_output_data"
     assert sorted(p.name for p in table.iterdir()) == ["1", "2", "MLTable"]
     assert state(out)["steps"]["parallel_train"]["status"] == "skipped"
+
+
+def test_a_parallel_component_file_with_input_defaults(tmp_path, batchinfer):
+    """component: ./file.yml for a parallel step: its code relative to the component's own folder, its
+    input defaults used, the job node's inputs and settings over the component's."""
+    iris_data(tmp_path, rows=30)
+    text = textwrap.dedent(f"""\
+        type: pipeline
+        jobs:
+          score:
+            type: parallel
+            component: {PIPES / 'iris_component' / 'score_component.yml'}
+            inputs:
+              input_data: {{type: mltable, path: ./neural-iris-mltable}}
+              score_model: {{type: uri_folder, path: ./iris-model}}
+            mini_batch_size: "100kb"
+        """)
+    out = tmp_path / "out"
+    run = batchinfer("run", str(write(tmp_path, text)), "--output", str(out))
+    assert run.code == 0, run.stderr
+    rows = out / "score" / "outputs" / "job_output_file" / "scores.txt"
+    assert len(pd.read_csv(rows, delimiter=" ", header=None)) == 30
+    assert json.loads((out / "score" / "summary.json").read_text())["mini_batches_total"] == 1  # the node's size
+
+
+def test_convert_of_a_standalone_parallel_job_keeps_azures_file_name(tmp_path, batchinfer):
+    iris_data(tmp_path, rows=5)
+    job = yaml.safe_load(write(tmp_path, IRIS).read_text())["jobs"]["batch_prediction"]
+    (tmp_path / "parallel.yml").write_text(yaml.safe_dump({**job, "name": "Batch_Score"}))
+    converted = batchinfer("convert", str(tmp_path / "parallel.yml"))
+    assert converted.code == 0, converted.stderr
+    native = yaml.safe_load(converted.stdout)
+    assert native["append_row_file_name"] == "aggregated_returns.csv" and native["name"] == "batch-score"
+
+
+def test_a_file_of_the_users_at_the_row_files_name_in_the_port_is_never_overwritten(tmp_path, batchinfer):
+    iris_data(tmp_path, rows=5)
+    port = tmp_path / "published"  # a local path bound to the port, where the user keeps a file of that name
+    port.mkdir()
+    (port / "aggregated_returns.csv").write_text("mine\n")
+    text = IRIS.replace("azureml://datastores/${{default_datastore}}/paths/${{name}}/", "./published/")
+    run = batchinfer("run", str(write(tmp_path, text)), "--output", str(tmp_path / "out"))
+    assert run.code == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("batchinfer: error:")]
+    assert len(errors) == 1 and str(port / "aggregated_returns.csv") in errors[0] and "did not write" in errors[0]
+    assert (port / "aggregated_returns.csv").read_text() == "mine\n"
