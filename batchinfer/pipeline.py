@@ -90,7 +90,6 @@ class Step:
     code_dir: Path | None
     folder: Path  # the run folder: summary, logs, state
     inputs: dict[str, Binding] = field(default_factory=dict)
-    optional_inputs: set[str] = field(default_factory=set)
     outputs: dict[str, Port] = field(default_factory=dict)
     cut_sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # inputs the YAML binds upstream, --input rebinds
 
@@ -316,17 +315,9 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     given = _mapping(node.get("inputs"), f"{where}.inputs")
     for name in {**declared, **given}:
         decl = declared.get(name) if isinstance(declared.get(name), dict) else {}
-        if decl.get("optional"):
-            step.optional_inputs.add(name)
         flag = f"--input {key}.{name}=PATH" if not standalone else f"--input {name}=PATH"
         if name in cli:
-            if isinstance(yaml_ref := _raw_input(given.get(name)), str) and (m := REF.fullmatch(yaml_ref.strip())) \
-                    and (job := PARENT_JOB.fullmatch(m.group(1))):
-                step.cut_sources[name] = (job.group(1), job.group(2))
-            kind = _type_of(given.get(name)) or decl.get("type")
-            yaml_value = _raw_input(given.get(name))
-            step.inputs[name] = _bound(cli[name], kind, kind is None and (isinstance(given.get(name), dict)
-                                                                        or (isinstance(yaml_value, str) and "${{" in yaml_value)))
+            step.inputs[name] = _rebound(step, name, cli[name], given.get(name), decl, parent_inputs)
         elif name in given:
             bound = _input(given[name], decl, f"{where}.inputs.{name}", flag, base, parent_inputs)
             if bound is not None:
@@ -342,6 +333,22 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     for name in {**out_declared, **out_given}:
         step.outputs[name] = _port(step, name, out_declared.get(name), out_given.get(name), parent_outputs, base)
     return step
+
+
+def _rebound(step: Step, name: str, value: str, given: Any, decl: dict[str, Any],
+             parent_inputs: dict[str, Binding]) -> Binding:
+    """An input bound with ``--input``: a path where the YAML binds data (which cuts the step off the
+    upstream step it named), the text itself where it binds a literal value such as ``partition_keys``."""
+    raw = _raw_input(given)
+    ref = REF.fullmatch(raw.strip()) if isinstance(raw, str) else None
+    upstream = PARENT_JOB.fullmatch(ref.group(1)) if ref else None
+    parent = PARENT_INPUT.fullmatch(ref.group(1)) if ref else None
+    if upstream:
+        step.cut_sources[name] = (upstream.group(1), upstream.group(2))
+    kind = _type_of(given) or decl.get("type")
+    was_path = bool(upstream) or (isinstance(given, dict) and "path" in given) or bool(
+        parent and parent.group(1) in parent_inputs and parent_inputs[parent.group(1)].is_path)
+    return _bound(value, kind, was_path)
 
 
 def _raw_input(value: Any) -> Any:
@@ -422,7 +429,7 @@ def cloud_notes(pipeline: Pipeline) -> list[str]:
     for step in pipeline.steps.values():
         for port in step.outputs.values():
             if port.azure_path and step.key not in pipeline.skipped:
-                where = port.file(port.file_name or "") if port.file_name else port.folder
+                where = port.folder / port.file_name if port.file_name else port.folder
                 notes.append(f"step {step.key}: output {port.name} ({port.azure_path}) is written to {where}")
     return notes
 

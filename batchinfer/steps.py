@@ -296,8 +296,9 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     if not pipeline.standalone:
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
-    result = run_job(spec, reporter, RunOptions(output=str(step.folder), restart=options.restart or fresh, retry_failed=options.retry_failed,
-                                                data_dir=data_dir, port_dirs=tuple(p.folder for p in step.outputs.values())))
+    run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh, retry_failed=options.retry_failed,
+                             data_dir=data_dir, port_dirs=tuple(p.folder for p in step.outputs.values()))
+    result = run_job(spec, reporter, run_options)
     reporter.final(result.summary, reused=result.reused)
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
         sys.stderr.write(f"batchinfer: step {step.key} failed (exit {int(result.exit_code)}): the pipeline stops here\n")

@@ -732,3 +732,18 @@ def test_a_file_of_the_users_at_the_row_files_name_in_the_port_is_never_overwrit
     errors = [line for line in run.stderr.splitlines() if line.startswith("batchinfer: error:")]
     assert len(errors) == 1 and str(port / "aggregated_returns.csv") in errors[0] and "did not write" in errors[0]
     assert (port / "aggregated_returns.csv").read_text() == "mine\n"
+
+
+def test_a_failing_parallel_step_stops_the_pipeline_with_its_exit_code(tmp_path, batchinfer):
+    out = tmp_path / "out"
+    path = mnist(tmp_path)
+    (tmp_path / "mnist_models" / "offset.txt").unlink()  # init() cannot load the model
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 1, run.stderr
+    assert "step predict_digits_mnist failed (exit 1): the pipeline stops here" in run.stderr
+    doc = state(out)
+    assert [s["status"] for s in doc["steps"].values()] == ["succeeded", "failed", "waiting"]
+    assert doc["status"] == "failed" and doc["exit_code"] == 1
+    assert not (out / "view_prediction_result").exists()
+    lines = batchinfer("status", str(out)).stdout.splitlines()
+    assert lines[0] == "pipeline pipeline: failed (exit 1)" and "waiting" in lines[3]
