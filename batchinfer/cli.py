@@ -42,7 +42,8 @@ JobArg = Annotated[
 ]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path). "
+                 "On an Azure ML pipeline: every parallel step's native key, or STEP.KEY=VALUE for one step."),
 ]
 InputOpt = Annotated[
     Optional[list[str]],

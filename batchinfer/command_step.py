@@ -8,6 +8,7 @@ are those of its last successful run is reused, as Azure reuses it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -170,13 +171,14 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
     """Run ``command`` with bash; its output to ``log_path`` and (unless ``quiet``) to stderr, never stdout."""
     received: list[int] = []
     with os.fdopen(create_new(log_path, private=False), "wb") as log:
+        # its own process group, so that a signal reaches the whole command (bash and what it started)
         proc = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
-        def forward(signum: int, _frame: Any) -> None:  # Ctrl-C reaches the command's group itself
+        def forward(signum: int, _frame: Any) -> None:  # Ctrl-C and SIGTERM stop the command, then the pipeline
             received.append(signum)
-            if signum != signal.SIGINT:
-                proc.send_signal(signum)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)
 
         handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
         try:

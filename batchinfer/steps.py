@@ -256,6 +256,8 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             doc["steps"][key].update(status=status, exit_code=int(code), elapsed_s=round(time.monotonic() - started, 3))
             _save(pipeline, doc)
             if code != ExitCode.OK:
+                if status == "interrupted" and step.type == "command":
+                    sys.stderr.write(f"batchinfer: step {key} was interrupted: run the pipeline again to continue\n")
                 break
         doc.update(status="succeeded" if code == ExitCode.OK else doc["steps"][key]["status"], exit_code=int(code),
                    finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))

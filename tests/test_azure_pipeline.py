@@ -747,3 +747,28 @@ def test_a_failing_parallel_step_stops_the_pipeline_with_its_exit_code(tmp_path,
     assert not (out / "view_prediction_result").exists()
     lines = batchinfer("status", str(out)).stdout.splitlines()
     assert lines[0] == "pipeline pipeline: failed (exit 1)" and "waiting" in lines[3]
+
+
+def test_sigterm_stops_a_running_command_step_and_everything_it_started(tmp_path, run_marker):
+    path = tmp_path / "pipeline.yml"
+    path.write_text("type: pipeline\njobs:\n  wait:\n    command: echo start; sleep 600; echo never\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(path), "--output", str(out)],
+                            env={**os.environ, MARKER: run_marker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    log = out / "wait" / "logs" / "std_log.txt"
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and "start" in log.read_text()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command did not start"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # to batchinfer alone: it stops the command's whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, stderr
+    assert "step wait was interrupted: run the pipeline again to continue" in stderr
+    assert state(out)["steps"]["wait"]["status"] == "interrupted" and log.read_text() == "start\n"
