@@ -8,21 +8,25 @@ a ``$[[...]]`` part of a command is dropped when an input it names is not bound.
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import SpecError
-from batchinfer.pipeline import OPTIONAL_PART, REF, Binding, Pipeline, Step
+from batchinfer.pipeline import OPTIONAL_PART, REF, Binding, Pipeline, Port, Step
 
 
 def input_path(pipeline: Pipeline, binding: Binding) -> str:
-    """The local path (or URL) an input reads: an upstream ``uri_file`` port is its file, a folder port its folder."""
+    """The local path (or URL) an input reads: an upstream port's path (see :func:`port_path`), or its own."""
     port = pipeline.port_of(binding)
-    if port is None:
-        return binding.value
-    producer = pipeline.steps[port.step]
-    if port.type == "uri_file":
-        return str(port.file(row_file_name(producer) if append_port(producer) == port.name else port.name))
-    return str(port.folder)
+    return binding.value if port is None else str(port_path(pipeline.steps[port.step], port))
+
+
+def port_path(producer: Step, port: Port) -> Path:
+    """What a port stands for: a ``uri_file`` port its file (the rows of a parallel step under Azure's name,
+    else the port's own file name, else the port's name), any other port its folder."""
+    if port.type != "uri_file":
+        return port.folder
+    return port.file(row_file_name(producer) if append_port(producer) == port.name else port.name)
 
 
 def append_port(step: Step) -> str | None:
@@ -47,7 +51,7 @@ def row_file_name(step: Step) -> str:
     return "parallel_run_step.txt"
 
 
-def substitute(pipeline: Pipeline, step: Step, text: str, where: str, quote: bool = True) -> str:
+def substitute(pipeline: Pipeline, step: Step, text: str, where: str) -> str:
     """``${{inputs.X}}`` / ``${{outputs.X}}`` in ``text`` replaced: paths shell-quoted, literal values as
     written; a ``$[[...]]`` part is dropped when an input it names is not bound."""
 
@@ -66,15 +70,13 @@ def substitute(pipeline: Pipeline, step: Step, text: str, where: str, quote: boo
             binding = step.inputs[name]
             if not binding.is_path:
                 return binding.value
-            return shlex.quote(input_path(pipeline, binding)) if quote else input_path(pipeline, binding)
+            return shlex.quote(input_path(pipeline, binding))
         if kind == "outputs":
             if name not in step.outputs:
                 raise SpecError(f"{where}: ${{{{outputs.{name}}}}} names no output of step {step.key!r}",
                                 hint=f"its outputs: {', '.join(step.outputs) or 'none'}")
-            port = step.outputs[name]
-            path = str(port.file(port.file_name) if port.type == "uri_file" and port.file_name and step.type == "command"
-                       else port.folder)
-            return shlex.quote(path) if quote else path
+            port = step.outputs[name]  # a parallel step's script writes into the port's folder
+            return shlex.quote(str(port_path(step, port) if step.type == "command" else port.folder))
         return match.group(0)  # ${{name}} and the like were resolved when the file was read
 
     return REF.sub(value, text)

@@ -71,9 +71,12 @@ def _check_ready(pipeline: Pipeline, step: Step) -> None:
     """Every input this step reads from another step must be there (after an earlier run, or bound)."""
     for name, binding in step.inputs.items():
         if binding.source and not os.path.exists(input_path(pipeline, binding)):
+            upstream = binding.source[0]
+            hint = (f"run that step first (without --step), or bind it with --input {step.key}.{name}=PATH"
+                    if upstream in pipeline.skipped else
+                    f"that step finished without writing it: see {pipeline.steps[upstream].folder / 'logs'}")
             raise SpecError(
-                f"jobs.{step.key}.inputs.{name}: step {binding.source[0]!r} has not made {input_path(pipeline, binding)} yet",
-                hint=f"run that step first (without --step), or bind it with --input {step.key}.{name}=PATH",
+                f"jobs.{step.key}.inputs.{name}: step {upstream!r} has not made {input_path(pipeline, binding)}", hint=hint
             )
         if binding.is_path and not binding.source and not is_url(binding.value) and not os.path.exists(binding.value):
             raise SpecError(f"jobs.{step.key}.inputs.{name}: {shown(binding.value)} does not exist",
@@ -135,8 +138,8 @@ def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step,
         if key in pipeline.skipped:
             found.append((step, None, f"skipped: {pipeline.skipped[key]}"))
             continue
+        preflight(pipeline, step)
         if step.type == "command":
-            command_line(pipeline, step)
             if step.code_dir is not None and not step.code_dir.is_dir():
                 raise SpecError(f"{pipeline.path}: jobs.{key}: the code folder {shown(step.code_dir)} does not exist",
                                 hint="'code' is relative to the YAML that names it")

@@ -772,3 +772,27 @@ def test_sigterm_stops_a_running_command_step_and_everything_it_started(tmp_path
     assert proc.returncode == 143, stderr
     assert "step wait was interrupted: run the pipeline again to continue" in stderr
     assert state(out)["steps"]["wait"]["status"] == "interrupted" and log.read_text() == "start\n"
+
+
+def test_a_command_steps_uri_file_output_is_a_file_that_the_next_step_reads(tmp_path, batchinfer):
+    path = tmp_path / "pipeline.yml"
+    path.write_text(textwrap.dedent("""\
+        type: pipeline
+        jobs:
+          count:
+            command: echo 42 > ${{outputs.total}}; echo yes > ${{outputs.named}}
+            outputs:
+              total: {type: uri_file}
+              named: {type: uri_file, path: ./kept/answer.txt}
+          show:
+            command: cat ${{inputs.total}} ${{inputs.named}}
+            inputs:
+              total: ${{parent.jobs.count.outputs.total}}
+              named: ${{parent.jobs.count.outputs.named}}
+        """))
+    out = tmp_path / "out"
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 0, run.stderr
+    assert (out / "count" / "outputs" / "total" / "total").read_text() == "42\n"
+    assert (tmp_path / "kept" / "answer.txt").read_text() == "yes\n"  # a local path: the file itself
+    assert (out / "show" / "logs" / "std_log.txt").read_text() == "42\nyes\n"
