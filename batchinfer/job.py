@@ -68,7 +68,7 @@ class JobResult:
     kept_logs: Path | None = None  # --output - without --logs: the temporary folder, kept because something failed
 
 
-def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Path) -> WorkerConfig:
+def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Path | None = None) -> WorkerConfig:
     return WorkerConfig(
         entry_path=entry.path,
         source_directory=entry.source_directory,
@@ -77,7 +77,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Pa
         environment_variables=dict(spec.environment_variables),
         models=dict(spec.models),
         side_inputs=dict(spec.side_inputs),
-        output_dir=str(data_dir),
+        output_dir=str(data_dir or folder),  # a pipeline step's output port, else the run folder
         log_dir=str(folder / "logs"),
         logging_level=spec.logging_level,
         row_format=spec.append_row_format if spec.output_action == "append_row" else None,

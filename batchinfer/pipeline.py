@@ -275,6 +275,17 @@ def _path_binding(raw: Any, kind: Any, where: str, flag: str, base: Path) -> Bin
     return Binding(_local(path, base), True, str(kind) if kind else None)
 
 
+def _runnable(kind: str, where: str) -> str:
+    """``kind`` when batchinfer can run a step of that type; else one line naming the step."""
+    if kind == "pipeline":
+        raise SpecError(f"{where}: a pipeline step (a pipeline inside this pipeline) cannot run here yet",
+                        hint="run its own pipeline YAML with batchinfer run, then bind its output here with --input")
+    if kind in NOT_HERE or kind not in RUNNABLE:
+        raise SpecError(f"{where}: a step of type '{shown(kind)}' cannot run on this machine",
+                        hint="batchinfer runs command and parallel steps; run that step in Azure ML")
+    return kind
+
+
 def _component(key: str, node: dict[str, Any], base: Path) -> tuple[dict[str, Any], Path]:
     """The component a job node names (its content and folder), or an empty one."""
     ref = node.get("component")
@@ -295,12 +306,11 @@ def _component(key: str, node: dict[str, Any], base: Path) -> tuple[dict[str, An
 def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_inputs: dict[str, Binding],
           parent_outputs: dict[str, Any], cli: dict[str, str], standalone: bool, pipeline_name: str) -> Step:
     where = f"jobs.{key}" if not standalone else "job"
+    if node.get("type"):  # what cannot run is said before a component file is looked for
+        _runnable(str(node["type"]), where)
     component, comp_dir = _component(key, node, base)
     component = _globals(component, pipeline_name)
-    kind = str(node.get("type") or component.get("type") or "command")
-    if kind in NOT_HERE or kind not in RUNNABLE:
-        raise SpecError(f"{where}: a step of type '{shown(kind)}' cannot run on this machine",
-                        hint="batchinfer runs command and parallel steps; run that step in Azure ML")
+    kind = _runnable(str(node.get("type") or component.get("type") or "command"), where)
     if component:
         _check_keys(component, (COMMAND_KEYS if kind == "command" else PARALLEL_KEYS) | {"code", "is_deterministic"},
                     f"{where}.component")

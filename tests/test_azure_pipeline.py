@@ -531,6 +531,10 @@ ERRORS = {
                            ["jobs.second.component", "registered in Azure ML"]),
     "sweep step": (STEP + "  tune:\n    type: sweep\n", ["jobs.tune", "type 'sweep' cannot run"]),
     "automl step": (STEP + "  auto:\n    type: automl\n", ["jobs.auto", "type 'automl' cannot run"]),
+    "spark step": (STEP + "  spark:\n    type: spark\n", ["jobs.spark", "type 'spark' cannot run"]),
+    "sub-pipeline": (STEP + "  inner:\n    type: pipeline\n    component: ./inner.yml\n", ["jobs.inner", "a pipeline step"]),
+    "unknown pipeline key": (STEP.replace("type: pipeline", "type: pipeline\nsetings: {}"),
+                             ["unknown key 'setings' in an Azure ML pipeline", "did you mean 'settings'"]),
     "azureml input asset": (STEP + "  second:\n    command: cat ${{inputs.a}}\n    inputs:\n"
                             "      a: {type: uri_folder, path: 'azureml:mnist:1'}\n",
                             ["jobs.second.inputs.a.path", "azureml:mnist:1", "--input second.a=PATH"]),
