@@ -21,16 +21,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from batchinfer.bindings import input_path, substitute
-from batchinfer.errors import ExitCode, JobFailedError, SpecError
+from batchinfer.errors import ExitCode, JobFailedError, OutputError, SpecError
 from batchinfer.layout import LOGS_DIR, STATE_DIR
 from batchinfer.pipeline import Pipeline, Step
 from batchinfer.redact import for_log
 from batchinfer.spec import is_url
-from batchinfer.statefiles import create_new, read_json, shown, write_private_json
+from batchinfer.statefiles import ReadBack, create_new, private_dir, read_json, shown, write_private_json
 
 COMMAND_STATE = "command.json"  # <step>/.batchinfer/command.json: the fingerprint of the last finished run
 STD_LOG = "std_log.txt"  # Azure's name for a command's output
+
+
+class _CommandState(ReadBack):
+    """``command.json`` read back (validated: a damaged one means 'run the command again')."""
+
+    fingerprint: str = Field(max_length=64)
+    exit_code: int
 
 
 def command_line(pipeline: Pipeline, step: Step) -> str:
@@ -122,23 +131,27 @@ def _snapshot(pipeline: Pipeline, step: Step) -> Path:
 
 
 def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> tuple[ExitCode, bool]:
+    """Run (or reuse) one command step: its exit code as batchinfer's, and whether it was reused."""
     command = command_line(pipeline, step)
     env = _environment(pipeline, step)
     state = step.folder / STATE_DIR / COMMAND_STATE
     print_ = command_fingerprint(pipeline, step, command, env)
     try:
-        before = read_json(state)
+        before: _CommandState | None = _CommandState.model_validate(read_json(state))
     except (OSError, ValueError):
         before = None
-    if (not restart and isinstance(before, dict) and before.get("fingerprint") == print_
-            and before.get("exit_code") == 0
+    if (not restart and before is not None and before.fingerprint == print_ and before.exit_code == 0
             and all(p.folder.exists() for p in step.outputs.values())):
         _note(quiet, f"step {step.key}: reused (it ran with the same command, code and inputs before)")
         return ExitCode.OK, True
+    for own in (LOGS_DIR, STATE_DIR):  # a link there would make batchinfer write in its target
+        if (step.folder / own).is_symlink():
+            raise OutputError(f"{shown(step.folder / own)} is a symbolic link; batchinfer's own folders must be real folders",
+                              hint="remove the link, or choose another --output")
     for port in step.outputs.values():
         port.folder.mkdir(parents=True, exist_ok=True)
     (step.folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
-    (step.folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    private_dir(step.folder / STATE_DIR)
     workdir = _snapshot(pipeline, step)
     log_path = step.folder / LOGS_DIR / STD_LOG
     _note(quiet, f"step {step.key}: {command.strip()}")
@@ -151,6 +164,9 @@ def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> t
         return ExitCode.INTERRUPTED, False
     if code in (-signal.SIGTERM, 128 + signal.SIGTERM):
         return ExitCode.TERMINATED, False
+    if code < 0:
+        raise JobFailedError(f"step {step.key}: its command was killed by signal {-code} ({signal.Signals(-code).name})",
+                             hint=f"see {log_path}")
     if code != 0:
         raise JobFailedError(f"step {step.key}: its command exited with code {code}", hint=f"see {log_path}")
     return ExitCode.OK, False

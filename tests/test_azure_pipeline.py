@@ -435,16 +435,21 @@ def test_oj_shape_returns_nothing_by_design_and_completes(tmp_path, batchinfer):
     assert run.code == 0, run.stderr
 
 
-def test_a_failing_command_step_stops_the_pipeline_with_one_line(tmp_path, batchinfer):
-    text = MNIST.replace("python make_digits.py", "echo preparing; exit 3; python make_digits.py")
+@pytest.mark.parametrize("failure, said", [
+    ("exit 3", "its command exited with code 3"),
+    ("kill -KILL $$", "its command was killed by signal 9 (SIGKILL)"),
+    ("python -c 'import sys; sys.exit(\"no data\")'", "its command exited with code 1"),
+])
+def test_a_failing_command_step_stops_the_pipeline_with_one_line(tmp_path, batchinfer, failure, said):
+    text = MNIST.replace("--count 12;", f"--count 12; echo preparing; {failure}")  # the command's last word fails
     out = tmp_path / "out"
     run = batchinfer("run", str(mnist(tmp_path, text)), "--output", str(out))
     assert run.code == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("batchinfer: error:")]
-    assert errors == [f"batchinfer: error: step prepare_data: its command exited with code 3 "
+    assert errors == [f"batchinfer: error: step prepare_data: {said} "
                       f"(see {out / 'prepare_data' / 'logs' / 'std_log.txt'})"]
     assert "Traceback" not in run.stderr
-    assert (out / "prepare_data" / "logs" / "std_log.txt").read_text() == "preparing\n"
+    assert "preparing\n" in (out / "prepare_data" / "logs" / "std_log.txt").read_text()
     doc = state(out)
     assert doc["status"] == "failed" and doc["exit_code"] == 1
     assert [s["status"] for s in doc["steps"].values()] == ["failed", "waiting", "waiting"]
