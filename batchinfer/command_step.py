@@ -63,7 +63,8 @@ def _environment(pipeline: Pipeline, step: Step) -> dict[str, str]:
     extra = step.node.get("environment_variables") or {}
     if not isinstance(extra, dict):
         raise SpecError(f"{pipeline.path}: jobs.{step.key}.environment_variables must be a mapping")
-    env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v) for k, v in extra.items()})
+    env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in extra.items()})
     # 'python' in the command is the interpreter running batchinfer (Azure: the environment's python)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
@@ -146,7 +147,8 @@ def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> t
         return ExitCode.OK, True
     for own in (LOGS_DIR, STATE_DIR):  # a link there would make batchinfer write in its target
         if (step.folder / own).is_symlink():
-            raise OutputError(f"{shown(step.folder / own)} is a symbolic link; batchinfer's own folders must be real folders",
+            raise OutputError(f"{shown(step.folder / own)} is a symbolic link; batchinfer's own folders must be "
+                              "real folders",
                               hint="remove the link, or choose another --output")
     for port in step.outputs.values():
         port.folder.mkdir(parents=True, exist_ok=True)
@@ -165,7 +167,8 @@ def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> t
     if code in (-signal.SIGTERM, 128 + signal.SIGTERM):
         return ExitCode.TERMINATED, False
     if code < 0:
-        raise JobFailedError(f"step {step.key}: its command was killed by signal {-code} ({signal.Signals(-code).name})",
+        name = signal.Signals(-code).name
+        raise JobFailedError(f"step {step.key}: its command was killed by signal {-code} ({name})",
                              hint=f"see {log_path}")
     if code != 0:
         raise JobFailedError(f"step {step.key}: its command exited with code {code}", hint=f"see {log_path}")

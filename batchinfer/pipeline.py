@@ -91,7 +91,8 @@ class Step:
     folder: Path  # the run folder: summary, logs, state
     inputs: dict[str, Binding] = field(default_factory=dict)
     outputs: dict[str, Port] = field(default_factory=dict)
-    cut_sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # inputs the YAML binds upstream, --input rebinds
+    # inputs that the YAML binds to an upstream step and --input binds instead: (step, port) as the YAML has it
+    cut_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def upstream(self) -> list[str]:
@@ -132,7 +133,8 @@ def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(sorted(k for k in known if k not in CLOUD_KEYS))}"
+            usable = ", ".join(sorted(k for k in known if k not in CLOUD_KEYS))
+            hint = f"did you mean '{close[0]}'?" if close else f"known: {usable}"
             raise SpecError(f"unknown key '{shown(key)}' in {where}", hint=hint)
 
 
@@ -143,7 +145,8 @@ def _globals(value: Any, name: str) -> Any:
     if isinstance(value, list):
         return [_globals(v, name) for v in value]
     if isinstance(value, str) and "${{" in value:
-        return REF.sub(lambda m: {"name": name, "default_datastore": DEFAULT_DATASTORE}.get(m.group(1), m.group(0)), value)
+        known = {"name": name, "default_datastore": DEFAULT_DATASTORE}
+        return REF.sub(lambda m: known.get(m.group(1), m.group(0)), value)
     return value
 
 
@@ -213,7 +216,8 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
         if step is None:
             if input_name not in parent_inputs:
                 raise UsageError(f"--input {input_name}=...: the pipeline has no input {input_name!r}",
-                                 hint=f"its inputs: {', '.join(parent_inputs) or 'none'}; bind a step's input as STEP.NAME=PATH")
+                                 hint=f"its inputs: {', '.join(parent_inputs) or 'none'}; "
+                                 "bind a step's input as STEP.NAME=PATH")
             before = parent_inputs[input_name]
             parent_inputs[input_name] = _bound(value, before.type, before.is_path)
         elif step not in jobs:
@@ -224,7 +228,8 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
         key = str(key)
         where = f"jobs.{key}"
         if not standalone and (problem := file_name_problem(key) or _reserved(key)):
-            raise SpecError(f"{where}: the step name {shown(key)} {problem}", hint="rename the step: it names its folder")
+            raise SpecError(f"{where}: the step name {shown(key)} {problem}",
+                            hint="rename the step: it names its folder")
         folder = root if standalone else root / key
         steps[key] = _step(key, _globals(_mapping(node, where), name), base, folder, parent_inputs, parent_outputs,
                            {n: v for (s, n), v in cli.items() if s == key}, standalone, name)
@@ -295,11 +300,13 @@ def _component(key: str, node: dict[str, Any], base: Path) -> tuple[dict[str, An
         return ref, base
     ref = str(ref)
     if ref.startswith("azureml:") or ref.startswith("azureml://"):
-        raise SpecError(f"jobs.{key}.component: {shown(ref)} is a component registered in Azure ML, which cannot run here",
+        raise SpecError(f"jobs.{key}.component: {shown(ref)} is a component registered in Azure ML, "
+                        "which cannot run here",
                         hint="give its YAML file instead (component: ./file.yml)")
     file = (base / ref).resolve()
     if not file.is_file():
-        raise SpecError(f"jobs.{key}.component: {shown(ref)}: no such file", hint="the path is relative to the pipeline YAML")
+        raise SpecError(f"jobs.{key}.component: {shown(ref)}: no such file",
+                        hint="the path is relative to the pipeline YAML")
     return read_yaml(file), file.parent
 
 
@@ -314,11 +321,13 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     if component:
         _check_keys(component, (COMMAND_KEYS if kind == "command" else PARALLEL_KEYS) | {"code", "is_deterministic"},
                     f"{where}.component")
-    _check_keys(node, COMMAND_KEYS if kind == "command" else PARALLEL_KEYS, where if not standalone else "an Azure ML parallel job")
+    _check_keys(node, COMMAND_KEYS if kind == "command" else PARALLEL_KEYS,
+                where if not standalone else "an Azure ML parallel job")
     merged = {k: v for k, v in component.items() if k not in ("inputs", "outputs", "name")}
     merged.update({k: v for k, v in node.items() if k not in ("inputs", "outputs", "component", "task")})
     if "task" in component or "task" in node:
-        merged["task"] = {**_mapping(component.get("task"), f"{where}.component.task"), **_mapping(node.get("task"), f"{where}.task")}
+        merged["task"] = {**_mapping(component.get("task"), f"{where}.component.task"),
+                          **_mapping(node.get("task"), f"{where}.task")}
     code_dir = _code_dir(node, component, kind, base, comp_dir)
     step = Step(key, kind, merged, base, code_dir, folder)
     declared = _mapping(component.get("inputs"), f"{where}.component.inputs")
@@ -409,7 +418,8 @@ def _input(value: Any, decl: dict[str, Any], where: str, flag: str, base: Path,
 def _port(step: Step, name: str, declared: Any, given: Any, parent_outputs: dict[str, Any], base: Path) -> Port:
     where = f"jobs.{step.key}.outputs.{name}"
     spec = {**(declared if isinstance(declared, dict) else {}), **(given if isinstance(given, dict) else {})}
-    if isinstance(given, str) and (ref := REF.fullmatch(given.strip())) and (m := PARENT_OUTPUT.fullmatch(ref.group(1))):
+    ref = REF.fullmatch(given.strip()) if isinstance(given, str) else None
+    if ref and (m := PARENT_OUTPUT.fullmatch(ref.group(1))):
         if m.group(1) not in parent_outputs:
             raise SpecError(f"{where}: ${{{{{ref.group(1)}}}}} names no output of the pipeline",
                             hint=f"its outputs: {', '.join(parent_outputs) or 'none'}")

@@ -76,7 +76,8 @@ def _check_ready(pipeline: Pipeline, step: Step) -> None:
                     if upstream in pipeline.skipped else
                     f"that step finished without writing it: see {pipeline.steps[upstream].folder / 'logs'}")
             raise SpecError(
-                f"jobs.{step.key}.inputs.{name}: step {upstream!r} has not made {input_path(pipeline, binding)}", hint=hint
+                f"jobs.{step.key}.inputs.{name}: step {upstream!r} has not made {input_path(pipeline, binding)}",
+                hint=hint,
             )
         if binding.is_path and not binding.source and not is_url(binding.value) and not os.path.exists(binding.value):
             raise SpecError(f"jobs.{step.key}.inputs.{name}: {shown(binding.value)} does not exist",
@@ -301,12 +302,14 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     if not pipeline.standalone:
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
-    run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh, retry_failed=options.retry_failed,
-                             data_dir=data_dir, port_dirs=tuple(p.folder for p in step.outputs.values()))
+    run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh,
+                             retry_failed=options.retry_failed, data_dir=data_dir,
+                             port_dirs=tuple(p.folder for p in step.outputs.values()))
     result = run_job(spec, reporter, run_options)
     reporter.final(result.summary, reused=result.reused)
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
-        sys.stderr.write(f"batchinfer: step {step.key} failed (exit {int(result.exit_code)}): the pipeline stops here\n")
+        code = int(result.exit_code)
+        sys.stderr.write(f"batchinfer: step {step.key} failed (exit {code}): the pipeline stops here\n")
     return result.exit_code, result.reused
 
 
@@ -362,8 +365,8 @@ def pipeline_status_lines(doc: dict[str, Any]) -> list[str]:
     """One line for the pipeline, then one line per step."""
     from batchinfer.progress import status_line
 
-    lines = [f"pipeline {doc['pipeline']}: {doc['state']}"
-             + (f" (exit {doc['exit_code']})" if doc.get("exit_code") is not None and doc["state"] != "running" else "")]
+    finished = doc.get("exit_code") is not None and doc["state"] != "running"
+    lines = [f"pipeline {doc['pipeline']}: {doc['state']}" + (f" (exit {doc['exit_code']})" if finished else "")]
     for key, step in doc["steps"].items():
         if step["type"] == "parallel" and "job" in step:
             lines.append(f"  {key}: {status_line(step)}")

@@ -424,7 +424,7 @@ def test_oj_shape_component_partitions_then_one_model_per_partition(tmp_path, ba
     assert sorted(os.listdir(out / "parallel_train")) == [".batchinfer", "logs", "outputs", "summary.json"]
     summary = json.loads((out / "parallel_train" / "summary.json").read_text())
     assert summary["mini_batches_total"] == 4 and summary["items_succeeded"] == 0
-    assert run.code in (0, 1), run.stderr
+    assert run.code in (0, 1), run.stderr  # 0 once short returns are judged by the thresholds: see the next test
 
 
 @pytest.mark.xfail(strict=True, reason="short returns judged by the thresholds alone: the semantics helper's "
