@@ -27,6 +27,7 @@ DRIVER_FLAGS = {
     "--run_max_try": "run_max_try",
     "--logging_level": "logging_level",
     "--mini_batch_size": "mini_batch_size",
+    "--append_row_file_name": "append_row_file_name",
 }
 # accepted and ignored: they tune Azure's own agents, which batchinfer does not have
 IGNORED_DRIVER_FLAGS = {
@@ -36,7 +37,8 @@ IGNORED_DRIVER_FLAGS = {
 }
 # v2 keys with no meaning on this machine: read and ignored
 IGNORED_KEYS = {"$schema", "display_name", "description", "tags", "experiment_name", "compute", "identity",
-                "properties", "version", "is_deterministic"}
+                "properties", "version", "is_deterministic", "settings", "environment", "mode", "queue_settings",
+                "limits", "services", "distribution"}
 KNOWN_KEYS = IGNORED_KEYS | {
     "type", "name", "inputs", "outputs", "input_data", "task", "mini_batch_size", "mini_batch_error_threshold",
     "error_threshold", "logging_level", "resources", "max_concurrency_per_instance", "retry_settings",
@@ -162,7 +164,10 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         raise SpecError(f"task.type: only run_function tasks can run here, not {str(task.get('type'))[:40]!r}")
     inputs = _mapping(data.get("inputs"), "inputs")
     outputs = _mapping(data.get("outputs"), "outputs")
-    native: dict[str, Any] = {"name": data.get("name") or name}
+    from batchinfer.spec import normalise_name
+
+    # Azure allows names that batchinfer's do not (batch_score_with_tabular_input): normalised, never refused
+    native: dict[str, Any] = {"name": normalise_name(_text(data.get("name") or name, "name"))}
     if "code" in task:
         _no_azure_asset(task["code"], "task.code")
         native["source_directory"] = task["code"]
@@ -209,11 +214,12 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         if not found or found.group(1) != "outputs" or found.group(2) not in outputs:
             raise SpecError("task.append_row_to must name one of the outputs, as ${{outputs.<name>}}")
         native["output_action"] = "append_row"
+        target = _mapping(outputs[found.group(2)], f"outputs.{found.group(2)}") if outputs[found.group(2)] else {}
+        if target.get("type") == "uri_file" and target.get("path"):  # Azure's name for the file: .../aggregated_returns.csv
+            if file_name := os.path.basename(_path(target["path"], f"outputs.{found.group(2)}.path").rstrip("/")):
+                native["append_row_file_name"] = file_name
     else:
         native["output_action"] = "summary_only"
-    for name_, output in outputs.items():
-        if isinstance(output, dict):
-            _no_azure_asset(output.get("path"), f"outputs.{name_}.path")
     for key in ("mini_batch_size", "logging_level", "environment_variables", "partition_keys", "error_threshold"):
         if key in data:
             native[key] = str(data[key]) if key == "mini_batch_size" else data[key]
@@ -235,10 +241,16 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
 
 
 def convert_file(path: Path) -> str:
-    """``batchinfer convert``: the native spec equivalent to an Azure ML parallel job, as YAML."""
+    """``batchinfer convert``: the native spec equivalent to an Azure ML parallel job, as YAML
+    (an Azure ML pipeline: one document per parallel step, see ``steps.convert_pipeline``)."""
     from batchinfer.spec import default_name, read_yaml
 
     data = read_yaml(path)
+    if data.get("type") == "pipeline":
+        from batchinfer.pipeline import load_pipeline
+        from batchinfer.steps import convert_pipeline
+
+        return convert_pipeline(load_pipeline(path))
     if not is_azure_job(data):
         raise SpecError(f"{path} is not an Azure ML parallel job (type: parallel with a task)")
     native = to_native(data, path.resolve().parent, default_name(path))

@@ -35,13 +35,21 @@ app = typer.Typer(
 
 JobArg = Annotated[
     Path, typer.Argument(
-        metavar="JOB", help="The job spec (YAML), native or an Azure ML parallel job.", show_default=False,
+        metavar="JOB", help="The job spec (YAML): native, an Azure ML parallel job, or an Azure ML pipeline.",
+        show_default=False,
         readable=False,  # load_spec says what is wrong with the file, in batchinfer's words
     )
 ]
 SetOpt = Annotated[
     Optional[list[str]],
-    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path)."),
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a spec key: KEY=VALUE (VALUE read as YAML; repeatable; dotted keys such as inputs.path). "
+                 "On an Azure ML pipeline: every parallel step's native key, or STEP.KEY=VALUE for one step."),
+]
+InputOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--input", metavar="[STEP.]NAME=PATH_OR_URL",
+                 help="Azure ML pipeline: bind an input of the pipeline (NAME) or of a step (STEP.NAME) to a local "
+                 "path or URL; a step whose outputs are all replaced so is skipped (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 CLOSED_STREAMS: set[int] = set()  # standard descriptors that were closed when batchinfer started
@@ -88,7 +96,9 @@ def _load(job: Path, overrides: list[str]):
         "  batchinfer run job.yaml --output /tmp/scores --set mini_batch_size=20 --processes 4\n\n"
         "  batchinfer run job.yaml --output - | sort | head   # rows to stdout as they commit\n\n"
         "  batchinfer run job.yaml --restart   # start over in an output folder that holds another job\n\n"
-        "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again"
+        "  batchinfer run job.yaml --retry-failed   # after fixing bad inputs: run just the failed items again\n\n"
+        "  batchinfer run pipeline.yml --input predict.job_data_path=./data   # an Azure ML pipeline, an input bound locally\n\n"
+        "  batchinfer run pipeline.yml --step predict   # one step of a pipeline alone"
     )
 )
 def run(
@@ -116,8 +126,12 @@ def run(
     progress_interval: Annotated[
         float, typer.Option("--progress-interval", min=0.1, help="Seconds between progress lines when stderr is not a terminal.")
     ] = 30.0,
+    step: Annotated[
+        Optional[str], typer.Option("--step", metavar="STEP", help="Azure ML pipeline: run this step alone.")
+    ] = None,
+    input_: InputOpt = None,
 ) -> None:
-    """Run a job: score every input with the entry script and write the rows to the output folder."""
+    """Run a job or an Azure ML pipeline: score every input with the entry script and write the rows to the output folder."""
     from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
 
@@ -134,6 +148,15 @@ def run(
                              hint="give --output a folder, or run without '>&-'")
         if as_json and output == "-":
             raise UsageError("--json and --output - both write to stdout", hint="use --logs DIR and read DIR/summary.json")
+        pipeline = _pipeline(job, output, list(input_ or []), step)
+        if pipeline is not None:
+            if logs:
+                raise UsageError("--logs goes with --output -, which an Azure ML pipeline cannot use",
+                                 hint="give an output folder; each step's logs are in <output>/<step>/logs")
+            _run_pipeline(pipeline, overrides, restart, retry_failed, quiet, progress_interval, as_json)
+            return
+        if step:
+            raise UsageError(f"--step goes with an Azure ML pipeline; {job} is one job", hint="run it without --step")
         spec = _load(job, overrides)
         reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
         options = RunOptions(output=output, logs=str(logs) if logs else None, restart=restart, retry_failed=retry_failed)
@@ -151,14 +174,57 @@ def run(
     raise typer.Exit(int(result.exit_code))
 
 
+def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None, standalone: bool = True):
+    """The bound pipeline when ``job`` is an Azure ML pipeline (or, with ``standalone``, a parallel job
+    not streamed to stdout: a one-step pipeline); None for a job spec."""
+    from batchinfer.pipeline import is_pipeline, load_pipeline
+    from batchinfer.spec import read_yaml
+
+    data = read_yaml(job)
+    if not is_pipeline(data) or (data.get("type") == "parallel" and (output == "-" or not standalone)):
+        if inputs:
+            raise UsageError(f"--input goes with an Azure ML pipeline or parallel job; {job} is a job spec",
+                             hint="use --set inputs.path=PATH to change a job's inputs")
+        return None
+    if output == "-":
+        raise UsageError("--output - streams one job's rows: an Azure ML pipeline needs an output folder",
+                         hint="give --output a folder; the rows are in <output>/<step>/outputs/<port>/")
+    return load_pipeline(job, output, inputs, step)
+
+
+def _run_pipeline(pipeline, overrides: list[str], restart: bool, retry_failed: bool, quiet: bool,
+                  interval: float, as_json: bool) -> None:
+    from batchinfer.steps import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(overrides, restart, retry_failed, quiet, interval)
+    result = run_pipeline(pipeline, options)  # a BatchInferError goes to the caller's handler
+    if as_json:
+        _print_json(result.doc if not pipeline.standalone else _standalone_summary(pipeline))
+    elif not pipeline.standalone and not quiet and result.exit_code == ExitCode.OK:
+        sys.stderr.write(f"batchinfer: pipeline {pipeline.name} done in {pipeline.root}\n")
+    raise typer.Exit(int(result.exit_code))
+
+
+def _standalone_summary(pipeline) -> dict[str, Any]:
+    return json.loads((pipeline.root / "summary.json").read_text())
+
+
 @app.command(epilog="Example:\n\n  batchinfer validate job.yaml && batchinfer run job.yaml")
-def validate(job: JobArg, set_: SetOpt = None) -> None:
+def validate(job: JobArg, set_: SetOpt = None, input_: InputOpt = None) -> None:
     """Check the spec, that the script compiles and defines run(), and that inputs exist; run nothing."""
     from batchinfer.entry import check_entry_script
     from batchinfer.inputs import InputPlan
     from batchinfer.job import RunOptions, excluded_folders
 
     try:
+        pipeline = _pipeline(job, None, list(input_ or []), None, standalone=bool(input_))
+        if pipeline is not None:
+            from batchinfer.steps import check_pipeline
+
+            for step, _spec, found in check_pipeline(pipeline, list(set_ or [])):
+                sys.stderr.write(f"batchinfer: step {step.key}: {found}\n")
+            sys.stderr.write(f"batchinfer: {job} is valid: pipeline {pipeline.name!r}, {len(pipeline.steps)} steps\n")
+            return
         spec = _load(job, list(set_ or []))
         entry = check_entry_script(spec)
         plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
@@ -179,12 +245,17 @@ def plan(
     set_: SetOpt = None,
     as_json: JsonOpt = False,
     first: Annotated[int, typer.Option("--first", min=0, help="How many mini-batches to show.")] = 10,
+    input_: InputOpt = None,
 ) -> None:
-    """Show the mini-batches the job would run (lists the inputs; never imports the script)."""
+    """Show the mini-batches the job (or each parallel step of a pipeline) would run; never imports the script."""
     from batchinfer.inputs import InputPlan, describe
     from batchinfer.job import RunOptions, excluded_folders
 
     try:
+        pipeline = _pipeline(job, None, list(input_ or []), None, standalone=bool(input_))
+        if pipeline is not None:
+            _plan_pipeline(pipeline, list(set_ or []), as_json, first)
+            return
         spec = _load(job, list(set_ or []))
         input_plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
         input_plan.check()
@@ -197,6 +268,34 @@ def plan(
     if as_json:
         _print_json(info)
         return
+    sys.stdout.write("\n".join(_plan_lines(spec, info)) + "\n")
+
+
+def _plan_pipeline(pipeline, overrides: list[str], as_json: bool, first: int) -> None:
+    """``plan`` of a pipeline: each parallel step whose inputs are there; the others say what they wait on."""
+    from batchinfer.inputs import InputPlan, describe
+    from batchinfer.job import RunOptions, excluded_folders
+    from batchinfer.steps import check_pipeline
+
+    doc: dict[str, Any] = {}
+    lines: list[str] = []
+    for step, spec, found in check_pipeline(pipeline, overrides):
+        if spec is None:
+            doc[step.key] = {"type": step.type, "planned": False, "why": found}
+            lines.append(f"step {step.key}: {found}")
+            continue
+        options = RunOptions(output=str(step.folder))
+        input_plan = InputPlan(spec, exclude=excluded_folders(spec, options))
+        info = describe(input_plan, first)
+        doc[step.key] = {"type": "parallel", "planned": True, **info}
+        lines += [f"step {step.key}:", *("  " + line for line in _plan_lines(spec, info))]
+    if as_json:
+        _print_json({"pipeline": pipeline.name, "steps": doc})
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _plan_lines(spec, info: dict[str, Any]) -> list[str]:
     items = info["items"] if info["items"] is not None else f"{info['items_known']}+ (table rows counted when read)"
     per = info["items_per_mini_batch"]
     lines = [
@@ -212,7 +311,7 @@ def plan(
         lines.append(f"{row['id']:>6}  {row['items'] if row['items'] is not None else '?':>6}  {shown}")
     if info["mini_batches"] > len(info["first_mini_batches"]):
         lines.append(f"{'...':>6}")
-    sys.stdout.write("\n".join(lines) + "\n")
+    return lines
 
 
 @app.command(epilog="Examples:\n\n  batchinfer status outputs/mnist-digits\n\n  batchinfer status outputs/mnist-digits --watch")
@@ -222,11 +321,23 @@ def status(
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Progress of a running or finished job, from its output folder (works while it runs)."""
+    """Progress of a running or finished job or pipeline, from its output folder (works while it runs)."""
     from batchinfer.progress import read_status, status_line
+    from batchinfer.steps import is_pipeline_output, pipeline_status, pipeline_status_lines
 
     try:
         while True:
+            if is_pipeline_output(output_dir):
+                doc = pipeline_status(output_dir.absolute())
+                if as_json:
+                    _print_json(doc)
+                else:
+                    sys.stdout.write("\n".join(pipeline_status_lines(doc)) + "\n")
+                    sys.stdout.flush()
+                if not watch or doc["state"] != "running":
+                    break
+                time.sleep(interval)
+                continue
             doc = read_status(output_dir.absolute())
             if as_json:
                 _print_json(doc)
@@ -256,8 +367,8 @@ def init_command(folder: Annotated[Path, typer.Argument(help="Folder to create t
 
 
 @app.command(epilog="Example:\n\n  batchinfer convert azure-parallel-job.yml > job.yaml")
-def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 parallel job YAML.", show_default=False)]) -> None:
-    """Print the native batchinfer spec equivalent to an Azure ML parallel job (which 'run' also accepts)."""
+def convert(azure_yaml: Annotated[Path, typer.Argument(help="An Azure ML v2 parallel job or pipeline YAML.", show_default=False)]) -> None:
+    """Print the native batchinfer spec equivalent to an Azure ML parallel job, or to each parallel step of a pipeline."""
     from batchinfer.azure import convert_file
 
     try:

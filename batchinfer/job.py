@@ -68,7 +68,7 @@ class JobResult:
     kept_logs: Path | None = None  # --output - without --logs: the temporary folder, kept because something failed
 
 
-def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerConfig:
+def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Path | None = None) -> WorkerConfig:
     return WorkerConfig(
         entry_path=entry.path,
         source_directory=entry.source_directory,
@@ -77,7 +77,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path) -> WorkerCon
         environment_variables=dict(spec.environment_variables),
         models=dict(spec.models),
         side_inputs=dict(spec.side_inputs),
-        output_dir=str(folder),
+        output_dir=str(data_dir or folder),  # a pipeline step's output port, else the run folder
         log_dir=str(folder / "logs"),
         logging_level=spec.logging_level,
         row_format=spec.append_row_format if spec.output_action == "append_row" else None,
@@ -153,6 +153,10 @@ class RunOptions:
     logs: str | None = None  # --logs: with --output -, the folder for logs and state (default: a temp folder)
     restart: bool = False
     retry_failed: bool = False
+    # an Azure ML pipeline step's output port (DESIGN.md section 5): the row file and the script's
+    # output_dir() go there; summary, logs and state stay in the run folder
+    data_dir: Path | None = None
+    port_dirs: tuple[Path, ...] = ()  # the step's other output ports: made with the run folder, before workers start
 
 
 def _stream_folder(spec: JobSpec, options: RunOptions) -> Path:
@@ -174,7 +178,8 @@ def excluded_folders(spec: JobSpec, options: RunOptions) -> list[Path]:
     raw = options.output or (spec.output.path if spec.output else None)
     if raw == "-":
         return [Path(options.logs).absolute()] if options.logs else []
-    return [] if raw and is_url(raw) else [output_folder(spec, options.output)]
+    data = [options.data_dir.absolute()] if options.data_dir else []
+    return data if raw and is_url(raw) else [output_folder(spec, options.output), *data]
 
 
 def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
@@ -203,6 +208,10 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             folder = _stream_folder(spec, options)
     else:
         folder = output_folder(spec, options.output)
+    if options.data_dir is not None:
+        if to_stdout:
+            raise UsageError("--output - cannot be used for a pipeline step, whose rows go to its output port")
+        options.data_dir = options.data_dir.absolute()
     if not to_stdout or options.logs:
         return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started)
     # --output - without --logs: a temporary folder, kept only when something in it is worth a look
@@ -228,8 +237,8 @@ def _run_locked(
     lock = open_output(folder)
     try:
         reused = prepare_output(
-            folder, spec, fingerprint(spec, entry, folder), options.restart or to_stdout, plan, options.retry_failed,
-            to_stdout,
+            folder, spec, fingerprint(spec, entry, folder, options.data_dir), options.restart or to_stdout, plan,
+            options.retry_failed, to_stdout, options.data_dir, options.port_dirs,
         )
         if reused is not None:
             return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
@@ -249,7 +258,8 @@ def _run(
         write_text_atomic(folder / "logs" / "readme.txt", LOGS_README)
         _check_worker_logs(folder / "logs")
         handler = _job_log(folder, spec.logging_level)
-        row_file = folder / spec.append_row_file_name
+        data_dir = options.data_dir or folder
+        row_file = data_dir / spec.append_row_file_name
         with private_umask():  # .batchinfer/ is the owner's only
             journal = Journal(
                 folder / STATE_DIR, row_file if not to_stdout and spec.append_row_format != "parquet" else None
@@ -257,7 +267,7 @@ def _run(
         if to_stdout:
             sink: Any = StreamSink(sys.stdout.buffer, journal)
         elif spec.output_action == "append_row":
-            sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal)
+            sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal, data_dir)
         else:
             sink = NullSink(journal)
         try_log = TryLog(folder / "logs")
@@ -274,7 +284,7 @@ def _run(
         reporter.update(p)
         status_file.update(p)
 
-    executor = LocalExecutor(_worker_config(spec, entry, folder), spec.worker_count, spec.run_invocation_timeout, on_ready)
+    executor = LocalExecutor(_worker_config(spec, entry, folder, data_dir), spec.worker_count, spec.run_invocation_timeout, on_ready)
     listing = DigestingStream(plan.mini_batches())
     scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
     received: list[int] = []
@@ -348,7 +358,7 @@ def _run(
             "output_dir": str(folder),
             "output_file": (
                 "-" if to_stdout
-                else str(folder / spec.append_row_file_name) if spec.output_action == "append_row" else None
+                else str(row_file) if spec.output_action == "append_row" else None
             ),
             "log_dir": str(folder / "logs"),
             "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,

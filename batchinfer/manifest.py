@@ -8,6 +8,10 @@ conflict (exit 2), never overwritten. ``--restart`` and ``allow_reuse: false`` r
 claimed files and nothing else. Folders are never removed, except batchinfer's own scratch
 trees under ``.batchinfer/`` (Parquet parts, workers' temporary files).
 
+A pipeline step writes its rows in its output port (``RunOptions.data_dir``), outside the run
+folder's own names: that one file is claimed as ``@data/<name>``; the script's files beside it
+are the user's and are never removed.
+
 A folder written by batchinfer 0.1.0 has no manifest: its claims are the names that version
 wrote, where they exist.
 """
@@ -40,15 +44,18 @@ TREES = (f"{STATE_DIR}/parts", f"{STATE_DIR}/tmp")
 # job.json is replaced rather than removed, so the folder never stops being batchinfer's
 KEPT = {f"{STATE_DIR}/lock", f"{STATE_DIR}/{MANIFEST}", f"{STATE_DIR}/{JOB_FILE}"}
 _PLAIN = r"(?!\.\.?(?:/|$))[^/\x00]+"  # one path component, not . or ..
-_CLAIMABLE = re.compile(rf"^({_PLAIN}|logs/{_PLAIN}|{re.escape(STATE_DIR)}/{_PLAIN})$")
+DATA_PREFIX = "@data/"  # a name in the step's output port, not in the run folder
+_CLAIMABLE = re.compile(rf"^({_PLAIN}|logs/{_PLAIN}|{re.escape(STATE_DIR)}/{_PLAIN}|{DATA_PREFIX}{_PLAIN})$")
 _WORKER_LOG = re.compile(r"^worker-\d+\.log$")
 
 
-def names_for(spec: JobSpec, to_stdout: bool) -> set[str]:
-    """Every file a run of ``spec`` may write in its output folder (relative paths)."""
+def names_for(spec: JobSpec, to_stdout: bool, in_data_dir: bool = False) -> set[str]:
+    """Every file a run of ``spec`` may write in its output folder (relative paths); with
+    ``in_data_dir`` the row file is in the step's output port (``@data/<name>``)."""
     names = {SUMMARY, SUMMARY + ".tmp"}
     if spec.output_action == "append_row" and not to_stdout:
-        names |= {spec.append_row_file_name, spec.append_row_file_name + ".tmp"}
+        prefix = DATA_PREFIX if in_data_dir else ""
+        names |= {prefix + spec.append_row_file_name, prefix + spec.append_row_file_name + ".tmp"}
     names |= {f"logs/{name}" for name in LOG_FILES}
     names |= {f"logs/worker-{i}.log" for i in range(spec.worker_count)}
     names |= {f"{STATE_DIR}/{name}" for name in STATE_FILES}
@@ -73,6 +80,13 @@ class Manifest:
     folder: Path
     files: set[str] = field(default_factory=set)
     trees: set[str] = field(default_factory=set)
+    data_dir: Path | None = None
+
+    def where(self, name: str) -> Path | None:
+        """The file a claimed name stands for (None: in an output port this run does not use)."""
+        if name.startswith(DATA_PREFIX):
+            return self.data_dir / name[len(DATA_PREFIX):] if self.data_dir is not None else None
+        return self.folder / name
 
     @property
     def path(self) -> Path:
@@ -80,14 +94,14 @@ class Manifest:
         return self.folder / STATE_DIR / MANIFEST
 
     @classmethod
-    def load(cls, folder: Path, spec: JobSpec, legacy: bool) -> Manifest:
+    def load(cls, folder: Path, spec: JobSpec, legacy: bool, data_dir: Path | None = None) -> Manifest:
         """Read the manifest (validated: a forged one must not make batchinfer remove other files);
         without one, ``legacy`` (a 0.1.0 folder) claims what that version wrote, else just the lock."""
         path = folder / STATE_DIR / MANIFEST
         try:
             doc = _ManifestFile.model_validate(read_json(path))
         except FileNotFoundError:
-            return cls._legacy(folder, spec) if legacy else cls(folder, {f"{STATE_DIR}/lock"})
+            return cls._legacy(folder, spec) if legacy else cls(folder, {f"{STATE_DIR}/lock"}, data_dir=data_dir)
         except (OSError, ValueError) as exc:
             raise _damaged(path, why_invalid(exc)) from None
         if doc.format > MANIFEST_FORMAT:
@@ -98,7 +112,7 @@ class Manifest:
         bad = [name for name in doc.files if not _CLAIMABLE.match(name)] + [t for t in doc.trees if t not in TREES]
         if bad:
             raise _damaged(path, f"{shown(bad[0])} is not a name batchinfer writes")
-        return cls(folder, set(doc.files), set(doc.trees))
+        return cls(folder, set(doc.files), set(doc.trees), data_dir)
 
     @classmethod
     def _legacy(cls, folder: Path, spec: JobSpec) -> Manifest:
@@ -119,25 +133,27 @@ class Manifest:
     def clear(self) -> None:
         """Remove every claimed file and scratch tree (not the lock, manifest and job.json): start over."""
         for name in sorted(self.files - KEPT):
-            _remove_file(self.folder / name)
+            if (path := self.where(name)) is not None:
+                _remove_file(path)
         for tree in sorted(self.trees):
             path = self.folder / tree
             if _exists(path) and stat.S_ISDIR(os.lstat(path).st_mode):
                 shutil.rmtree(path)
             else:
                 _remove_file(path)
-        self.files &= KEPT
+        self.files = {name for name in self.files if name in KEPT or self.where(name) is None}
         self.trees.clear()
         self.save()
 
     def check(self, names: set[str]) -> None:
         """Refuse (before anything is removed) names held by files that batchinfer did not write."""
         new = (names | set(TREES)) - self.files - self.trees
-        taken = sorted(name for name in new if _exists(self.folder / name))
+        taken = sorted(name for name in new if (path := self.where(name)) is not None and _exists(path))
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+            first = taken[0] if not taken[0].startswith(DATA_PREFIX) else self.where(taken[0])
             raise OutputError(
-                f"output {shown(self.folder)} holds {shown(taken[0])}{more}, which batchinfer did not write "
+                f"output {shown(self.folder)} holds {shown(first)}{more}, which batchinfer did not write "
                 "and will not overwrite",
                 hint="move it out of that folder, or choose another --output",
             )

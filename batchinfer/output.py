@@ -489,8 +489,8 @@ class RowSink:
     :meth:`finish`, so a crash never leaves a Parquet file without its footer.
     """
 
-    def __init__(self, folder: Path, file_name: str, fmt: str, journal: Journal) -> None:
-        self.path = folder / file_name
+    def __init__(self, folder: Path, file_name: str, fmt: str, journal: Journal, data_dir: Path | None = None) -> None:
+        self.path = (data_dir or folder) / file_name  # data_dir: a pipeline step's output port
         self.fmt = fmt
         self.journal = journal
         self.parts = folder / STATE_DIR / "parts"

@@ -87,7 +87,7 @@ def _code_digest(path: str) -> bytes:
         return f"unreadable: {exc.errno}".encode()
 
 
-def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
+def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path | None = None) -> str:
     """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
     and the other Python files of ``source_directory``, and the files named in models and side_inputs.
 
@@ -97,6 +97,8 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED), sort_keys=True).encode())
     digest.update(Path(entry.path).read_bytes())
+    if data_dir is not None:  # the journal's offsets are those of the row file there
+        digest.update(b"data_dir:" + os.fsencode(data_dir))
     skip = _input_roots(spec) | {str(output)}
     for root, dirs, files in os.walk(entry.source_directory):
         dirs[:] = sorted(
@@ -174,7 +176,7 @@ def open_output(folder: Path) -> OutputLock:
 
 def prepare_output(
     folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False,
-    to_stdout: bool = False,
+    to_stdout: bool = False, data_dir: Path | None = None, port_dirs: tuple[Path, ...] = (),
 ) -> dict[str, Any] | None:
     """Make the folder ready (its lock held, see :func:`open_output`); return the finished job's
     summary when it can be reused as is.
@@ -183,12 +185,15 @@ def prepare_output(
     see :mod:`batchinfer.manifest`.
     """
     with output_errors(folder):
-        return _prepare(folder, spec, print_, restart, plan, retry_failed, to_stdout)
+        reused = _prepare(folder, spec, print_, restart, plan, retry_failed, to_stdout, data_dir)
+        for port in (data_dir, *port_dirs) if data_dir is not None else port_dirs:
+            port.mkdir(parents=True, exist_ok=True)  # a pipeline step's ports (a reused job's too: they may be read)
+        return reused
 
 
 def _prepare(
     folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None, retry_failed: bool,
-    to_stdout: bool,
+    to_stdout: bool, data_dir: Path | None,
 ) -> dict[str, Any] | None:
     state = folder / STATE_DIR
     job_file = state / JOB_FILE
@@ -207,8 +212,8 @@ def _prepare(
             hint="run the job to the end first; --retry-failed then runs only its failed items again",
         )
     private_dir(state)  # made by open_output already; here too for callers that prepare without a lock
-    manifest = Manifest.load(folder, spec, legacy)
-    names = names_for(spec, to_stdout)
+    manifest = Manifest.load(folder, spec, legacy, data_dir)
+    names = names_for(spec, to_stdout, data_dir is not None)
     manifest.check(names)  # before clearing: a refused run leaves the folder as it was
     if restart:
         manifest.clear()

@@ -446,7 +446,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def default_name(spec_path: Path) -> str:
     """The job name when the spec gives none: the YAML's file name, lower-cased, ``_`` -> ``-``."""
-    name = re.sub(r"[^a-z0-9-]+", "-", spec_path.stem.lower().replace("_", "-")).strip("-")
+    return normalise_name(spec_path.stem)
+
+
+def normalise_name(text: str) -> str:
+    """``text`` (an Azure name such as ``batch_score_with_tabular_input``) made a valid job name:
+    lower-cased, ``_`` and other characters -> ``-``, starting with a letter, 3-32 characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower().replace("_", "-")).strip("-")
     if not name or not name[0].isalpha():
         name = f"job-{name}".strip("-")
     name = name[:32].rstrip("-")
@@ -491,6 +497,17 @@ def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobS
             data = azure.to_native(data, path.resolve().parent, default_name(path))
         except SpecError as exc:
             raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
+    elif data.get("type") == "pipeline":
+        raise SpecError(f"{path} is an Azure ML pipeline, not one job",
+                        hint="run it with 'batchinfer run'; each parallel step is a job (see 'batchinfer convert')")
+    return spec_from_data(data, path, path.resolve().parent, overrides)
+
+
+def spec_from_data(data: dict[str, Any], path: Path, base_dir: Path, overrides: list[str] | None = None) -> JobSpec:
+    """Validate spec keys read from ``path`` (or made from a pipeline step: ``path`` names it in
+    messages and gives the default name); relative paths are relative to ``base_dir``."""
+    from batchinfer import azure
+
     data = apply_overrides(data, overrides or [])
     data = expand_variables(data)
     if isinstance(data.get("arguments"), list):  # ParallelRunStep's own flags are settings, not arguments
@@ -498,7 +515,7 @@ def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobS
         data.update(flags)
     data.setdefault("name", default_name(path))
     data.setdefault("source_directory", ".")
-    context = {"base_dir": str(path.resolve().parent)}
+    context = {"base_dir": str(base_dir)}
     try:
         spec = JobSpec.model_validate(data, context=context)
     except ValidationError as exc:

@@ -58,6 +58,9 @@ task:
 """
 
 
+PORT = "outputs/job_output_file/parallel_run_step.txt"
+
+
 def azure_job(tmp_path, text=AZURE_JOB):
     (tmp_path / "numbers").mkdir()
     for i in range(10):
@@ -74,7 +77,9 @@ def test_azure_v2_parallel_job_with_an_entry_script_style_script_runs_unchanged(
     out = tmp_path / "out"
     run = batchinfer("run", str(spec), "--output", str(out), output=out)
     assert run.code == 0, run.stderr
-    assert sorted(run.rows()) == sorted(f"n{i}.txt,{i * 3:g}" for i in range(10))
+    # a one-step pipeline: the output folder is the step's run folder, the rows are in its output port
+    assert sorted(run.rows(PORT)) == sorted(f"n{i}.txt,{i * 3:g}" for i in range(10))
+    assert not (out / "parallel_run_step.txt").exists() and (out / "summary.json").exists()
     summary = run.summary
     assert summary["job"] == "score-numbers" and summary["mini_batches_total"] == 4 and summary["workers"] == 2
     logs = run.log("worker-0.log") + run.log("worker-1.log")
@@ -125,7 +130,7 @@ def test_mltable_input_becomes_a_tabular_input(tmp_path, batchinfer):
     out = tmp_path / "out"
     run = batchinfer("run", str(spec), "--output", str(out), output=out)
     assert run.code == 0, run.stderr
-    assert sorted(r.split()[0] for r in run.rows()) == [f"r{i:03d}" for i in range(200)]
+    assert sorted(r.split()[0] for r in run.rows(PORT)) == [f"r{i:03d}" for i in range(200)]
     assert run.summary["mini_batches_total"] > 1
 
 

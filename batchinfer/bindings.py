@@ -1,0 +1,82 @@
+"""From a pipeline step's bindings to what its command or arguments read: local paths and text.
+
+``${{inputs.X}}`` is the input's local path (an upstream ``uri_file`` port is its file,
+a folder port its folder) or its literal value; ``${{outputs.X}}`` is the port's folder;
+a ``$[[...]]`` part of a command is dropped when an input it names is not bound.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from batchinfer.errors import SpecError
+from batchinfer.pipeline import OPTIONAL_PART, REF, Binding, Pipeline, Port, Step
+
+
+def input_path(pipeline: Pipeline, binding: Binding) -> str:
+    """The local path (or URL) an input reads: an upstream port's path (see :func:`port_path`), or its own."""
+    port = pipeline.port_of(binding)
+    return binding.value if port is None else str(port_path(pipeline.steps[port.step], port))
+
+
+def port_path(producer: Step, port: Port) -> Path:
+    """What a port stands for: a ``uri_file`` port its file (the rows of a parallel step under Azure's name,
+    else the port's own file name, else the port's name), any other port its folder."""
+    if port.type != "uri_file":
+        return port.folder
+    return port.file(row_file_name(producer) if append_port(producer) == port.name else port.name)
+
+
+def append_port(step: Step) -> str | None:
+    """The port a parallel step appends its rows to (``task.append_row_to``)."""
+    target = str(step.node.get("task", {}).get("append_row_to") or "") if step.type == "parallel" else ""
+    found = REF.fullmatch(target.strip())
+    return found.group(1).split(".", 1)[1] if found and found.group(1).startswith("outputs.") else None
+
+
+def row_file_name(step: Step) -> str:
+    """The append-row file's name: the port's own (Azure's path), else ``--append_row_file_name``, else the default."""
+    port = step.outputs.get(append_port(step) or "")
+    if port is not None and port.file_name:
+        return port.file_name
+    args = str(step.node.get("task", {}).get("program_arguments") or "")
+    words = args.split()
+    for i, word in enumerate(words):
+        if word == "--append_row_file_name" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("--append_row_file_name="):
+            return word.split("=", 1)[1]
+    return "parallel_run_step.txt"
+
+
+def substitute(pipeline: Pipeline, step: Step, text: str, where: str) -> str:
+    """``${{inputs.X}}`` / ``${{outputs.X}}`` in ``text`` replaced: paths shell-quoted, literal values as
+    written; a ``$[[...]]`` part is dropped when an input it names is not bound."""
+
+    def absent(part: str) -> bool:
+        return any(m.group(1).startswith("inputs.") and m.group(1)[7:] not in step.inputs for m in REF.finditer(part))
+
+    text = OPTIONAL_PART.sub(lambda m: "" if absent(m.group(1)) else m.group(1), text)
+
+    def value(match: Any) -> str:
+        ref = match.group(1)
+        kind, _, name = ref.partition(".")
+        if kind == "inputs":
+            if name not in step.inputs:
+                raise SpecError(f"{where}: ${{{{inputs.{name}}}}} is not bound",
+                                hint=f"give it in the step's inputs, or bind it with --input {step.key}.{name}=PATH")
+            binding = step.inputs[name]
+            if not binding.is_path:
+                return binding.value
+            return shlex.quote(input_path(pipeline, binding))
+        if kind == "outputs":
+            if name not in step.outputs:
+                raise SpecError(f"{where}: ${{{{outputs.{name}}}}} names no output of step {step.key!r}",
+                                hint=f"its outputs: {', '.join(step.outputs) or 'none'}")
+            port = step.outputs[name]  # a parallel step's script writes into the port's folder
+            return shlex.quote(str(port_path(step, port) if step.type == "command" else port.folder))
+        return match.group(0)  # ${{name}} and the like were resolved when the file was read
+
+    return REF.sub(value, text)
