@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
+from batchinfer._compat import command_step_environment
 from batchinfer.bindings import input_path, substitute
 from batchinfer.errors import ExitCode, JobFailedError, OutputError, SpecError
 from batchinfer.layout import LOGS_DIR, STATE_DIR
@@ -59,7 +60,8 @@ def _note(quiet: bool, text: str) -> None:
 
 
 def _environment(pipeline: Pipeline, step: Step) -> dict[str, str]:
-    env = dict(os.environ)
+    # Azure's helpers (Run.get_context() ...) importable by the step's scripts, recording into its logs
+    env = command_step_environment(os.environ, str(step.folder / "logs"))
     extra = step.node.get("environment_variables") or {}
     if not isinstance(extra, dict):
         raise SpecError(f"{pipeline.path}: jobs.{step.key}.environment_variables must be a mapping")
@@ -190,8 +192,10 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
     """Run ``command`` with bash; its output to ``log_path`` and (unless ``quiet``) to stderr, never stdout."""
     received: list[int] = []
     with os.fdopen(create_new(log_path, private=False), "wb") as log:
-        # its own process group, so that a signal reaches the whole command (bash and what it started)
-        proc = subprocess.Popen(["bash", "-c", command], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+        # its own process group, so that a signal reaches the whole command (bash and what it started);
+        # the guard kills that group if batchinfer dies, even by SIGKILL (see _command_guard.py)
+        guard = [sys.executable, "-m", "batchinfer._command_guard", str(os.getpid()), command]
+        proc = subprocess.Popen(guard, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
         def forward(signum: int, _frame: Any) -> None:  # Ctrl-C and SIGTERM stop the command, then the pipeline

@@ -758,9 +758,12 @@ def test_a_failing_parallel_step_stops_the_pipeline_with_its_exit_code(tmp_path,
     assert lines[0] == "pipeline pipeline: failed (exit 1)" and "waiting" in lines[3]
 
 
-def test_sigterm_stops_a_running_command_step_and_everything_it_started(tmp_path, run_marker):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_stopping_batchinfer_stops_a_running_command_step_and_everything_it_started(tmp_path, run_marker, signum):
+    # SIGTERM: batchinfer stops the command's group itself. SIGKILL: nothing of batchinfer's runs, the
+    # kernel tells the command's guard (_command_guard.py), which kills the group; the leak guard checks
     path = tmp_path / "pipeline.yml"
-    path.write_text("type: pipeline\njobs:\n  wait:\n    command: echo start; sleep 600; echo never\n")
+    path.write_text("type: pipeline\njobs:\n  wait:\n    command: echo start; sleep 600 | cat; echo never\n")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(path), "--output", str(out)],
                             env={**os.environ, MARKER: run_marker}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -772,12 +775,15 @@ def test_sigterm_stops_a_running_command_step_and_everything_it_started(tmp_path
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the command did not start"
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)  # to batchinfer alone: it stops the command's whole group
+        proc.send_signal(signum)  # to batchinfer alone
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL and log.read_text() == "start\n"
+        return
     assert proc.returncode == 143, stderr
     assert "step wait was interrupted: run the pipeline again to continue" in stderr
     assert state(out)["steps"]["wait"]["status"] == "interrupted" and log.read_text() == "start\n"
