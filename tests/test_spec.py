@@ -130,7 +130,7 @@ def test_tabular_default_batch_is_one_megabyte(tmp_path):
         (MINIMAL + "mini_batch_size: 1MB\n", ["mini_batch_size", "number of files"]),
         (MINIMAL + "process_count_per_node: 0\n", ["process_count_per_node"]),
         (MINIMAL + "run_max_try: 0\n", ["run_max_try"]),
-        (MINIMAL + "partition_keys: [a]\n", ["partition_keys", "only tabular"]),
+        (MINIMAL + "partition_keys: [a]\n", ["partition_keys", "partition_format", "none given"]),
         ("entry_script: s.py\ninputs: {type: tabular, path: t.csv}\npartition_keys: [a]\nmini_batch_size: 1MB\n",
          ["cannot be used together"]),
         (MINIMAL + "append_row_file_name: a/b.txt\n", ["plain file name"]),
