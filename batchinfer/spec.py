@@ -22,6 +22,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -172,8 +173,8 @@ def partition_fields(format_: str) -> list[str]:
     for name in names:
         if ":" in name:
             raise ValueError(f"{{{name}}}: a date format in partition_format is not supported; use {{{name.split(':')[0]}}}")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_ -]*", name):
-            raise ValueError(f"{{{shown(name)}}} is not a field name: use letters, digits and '_'")
+        if not name.strip() or "/" in name:
+            raise ValueError(f"{{{name}}} is not a field name: a field is a column name, within one path part")
     if len(set(names)) != len(names):
         raise ValueError(f"{shown(format_)} names a field twice")
     if re.search(r"\}\{", format_):
@@ -181,6 +182,19 @@ def partition_fields(format_: str) -> list[str]:
     if PARTITION_FIELD.sub("", format_).count("{") or PARTITION_FIELD.sub("", format_).count("}"):
         raise ValueError(f"{shown(format_)} has an unmatched brace")
     return names
+
+
+# keys that say how a table is read (MLTable's names): a file input takes none of them
+TABLE_READING_KEYS = ("delimiter", "header", "encoding", "empty_as_string", "infer_column_types",
+                      "include_path_column", "drop_columns", "keep_columns", "invalid_lines")
+
+
+def _not_default(spec: InputSpec, key: str) -> bool:
+    """Whether ``spec`` sets the reading key ``key`` to something other than its default."""
+    value = type(spec).model_fields[key].get_default(call_default_factory=True) if key != "encoding" else "utf8"
+    if key == "encoding":
+        return ENCODINGS[spec.encoding] != ENCODINGS[value]
+    return getattr(spec, key) != value
 
 
 class InputSpec(StrictModel):
@@ -234,13 +248,20 @@ class InputSpec(StrictModel):
     @model_validator(mode="after")
     def _reading_keys(self) -> InputSpec:
         if self.type == "file":
-            for key in ("delimiter", "empty_as_string", "keep_columns"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} applies to tabular inputs only")
-            for key in ("include_path_column", "drop_columns"):
-                if getattr(self, key):
-                    raise ValueError(f"{key} applies to tabular inputs only")
+            for key in TABLE_READING_KEYS:
+                if _not_default(self, key):
+                    raise ValueError(f"{key} applies to tabular inputs only (a file input is read by the script)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_reading_keys(self, handler: Any) -> dict[str, Any]:
+        # reading keys at their defaults are left out: a job's fingerprint (its identity for
+        # allow_reuse and resume) stays what it was before these keys existed
+        data = handler(self)
+        for key in (*TABLE_READING_KEYS, "partition_format"):
+            if key in data and not _not_default(self, key):
+                del data[key]
+        return data
 
     def read_options(self) -> ReadOptions:
         """What a worker needs to read this input's tables (see ``protocol.ReadOptions``)."""
