@@ -14,6 +14,15 @@ glob; an http(s) URL is never a glob. Every entry must match a file. The job's
 output folder, and any other folder holding ``.batchinfer/``, is never walked.
 Every name a folder listing shows becomes an item (or, for a folder, is
 walked): what cannot be read fails as an item with the reason, never vanishes.
+
+Tables are cut where rows end, in the input's delimiter; the reading keys
+(``header``, ``encoding`` ...) travel to the workers in ``WorkerConfig.read_options``,
+except the column names a slice needs when its bytes hold no header line of their
+own (``TableSlice.names``). ``partition_format`` gives every file values from its
+path; a file it does not describe is an error naming the file. With
+``partition_keys``, files (or, for tables, rows) with equal values form one
+mini-batch; partitions need the whole listing before the first mini-batch, and
+table files are read only for keys that are columns rather than path values.
 """
 
 from __future__ import annotations
@@ -461,7 +470,6 @@ class InputPlan:
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
         self._options = [i.read_options() for i in spec.inputs]
-        self._first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
 
     def check(self) -> None:
         """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
@@ -539,11 +547,13 @@ class InputPlan:
         elif self.spec.partition_keys:
             yield from self._partitions(ids)
         else:
+            first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
-                for table, rows in self._slices(index, found):
+                for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
                     yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=_digest(found, table.label()))
 
-    def _slices(self, index: int, found: FoundFile) -> Iterator[tuple[TableSlice, int | None]]:
+    def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]
+                ) -> Iterator[tuple[TableSlice, int | None]]:
         spec_input = self.spec.inputs[index]
         fmt, compression = _table_format(found.path, spec_input.format)
         assert fmt is not None and self.spec.mini_batch_size is not None
@@ -569,7 +579,6 @@ class InputPlan:
                     slices += 1
                     yield _with_path(table, found.path), rows
             else:
-                first_names = self._first_names.setdefault(index, [])
                 for table in _split_lines(fs, local, fmt, self.spec.mini_batch_size, options, first_names):
                     slices += 1
                     yield _with_path(table, found.path), None

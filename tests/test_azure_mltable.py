@@ -287,3 +287,22 @@ def test_mltable_refuses_what_batchinfer_refuses(tmp_path):
         folders.append(folder)
     refused = mltable_frames(folders)
     assert all(isinstance(r, MltableRefused) for r in refused), [type(r).__name__ for r in refused]
+
+
+def test_listing_twice_gives_the_same_mini_batches(tmp_path):
+    """--retry-failed and the final digest list the inputs again: the header a later file takes from
+    the first one (from_first_file) must not leak from one listing into the next."""
+    from batchinfer.inputs import InputPlan
+    from batchinfer.spec import JobSpec
+
+    (tmp_path / "a.csv").write_text("id,name,n,x\n" + ROWS)
+    (tmp_path / "b.csv").write_text(ROWS)
+    (tmp_path / "MLTable").write_text("paths:\n  - pattern: ./*.csv\ntransformations:\n"
+                                      "  - read_delimited:\n      header: from_first_file\n")
+    spec = JobSpec.model_validate({"name": "abc", "entry_script": "s.py", "inputs": input_from_mltable(tmp_path),
+                                   "mini_batch_size": "200"}, context={"base_dir": str(tmp_path)})
+    plan = InputPlan(spec)
+    first, second = list(plan.mini_batches()), list(plan.mini_batches())
+    assert first == second
+    names = {(b.table.path.rsplit("/", 1)[-1], b.table.names) for b in first}
+    assert names == {("a.csv", None), ("b.csv", ("id", "name", "n", "x"))}  # b.csv has no header line of its own
