@@ -46,7 +46,8 @@ def plain(value):
         return value
     return str(value)
 
-out = []
+import os
+out = [os.readlink("/proc/self/ns/net")]  # the network namespace it ran in: checked to be a new, empty one
 for folder in sys.argv[2:]:
     try:
         frame = mltable.load(folder).to_pandas_dataframe()
@@ -117,15 +118,19 @@ def mltable_frames(folders: list[str | Path]) -> list[Any]:
     with tempfile.TemporaryDirectory(prefix="mltable-ref-") as scratch:
         result = Path(scratch) / "frames.pickle"
         # cwd: azureml-dataprep writes logs/azureml/... into the working folder
+        # root may make a network namespace; anyone else makes one inside a user namespace of their own
+        unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--net"]
         proc = subprocess.run(
-            ["unshare", "--net", python, "-c", _LOADER, str(result), *(str(Path(f).resolve()) for f in folders)],
+            [*unshare, python, "-c", _LOADER, str(result), *(str(Path(f).resolve()) for f in folders)],
             cwd=scratch, capture_output=True, text=True, timeout=600,
             env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
         if proc.returncode != 0 or not result.exists():
             raise RuntimeError(f"the mltable reference failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         with result.open("rb") as f:
-            entries = pickle.load(f)  # noqa: S301 - written just now by our own loader
+            namespace, *entries = pickle.load(f)  # noqa: S301 - written just now by our own loader
+    if namespace == os.readlink("/proc/self/ns/net"):
+        raise RuntimeError("the mltable reference ran with this machine's network: it must run without one")
     return [_frame(e) for e in entries]
 
 

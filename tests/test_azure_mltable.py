@@ -306,3 +306,32 @@ def test_listing_twice_gives_the_same_mini_batches(tmp_path):
     assert first == second
     names = {(b.table.path.rsplit("/", 1)[-1], b.table.names) for b in first}
     assert names == {("a.csv", None), ("b.csv", ("id", "name", "n", "x"))}  # b.csv has no header line of its own
+
+
+def test_a_file_list_with_partition_format_partitions_files_as_mltable_names_them(tmp_path, job):
+    """A file-list MLTable with extract_columns_from_partition_format: mltable gives each path its
+    values as columns; batchinfer gives each file the same values, and partitions files by them."""
+    layout = {"user1/winter/disco.wav": 3, "user1/fall/piano.wav": 4, "user2/fall/piano.wav": 5, "user2/spring/piano.wav": 6}
+    for name, size in layout.items():
+        (tmp_path / "audio" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "audio" / name).write_bytes(b"w" * size)
+    (tmp_path / "MLTable").write_text(
+        "paths:\n  - pattern: ./audio/*/*/*.wav\ntransformations:\n  - extract_columns_from_partition_format:\n"
+        "      partition_format: '{user}/{season}/{genres}.wav'\n")
+    native = input_from_mltable(tmp_path)
+    assert native["type"] == "file" and native["partition_format"] == "{user}/{season}/{genres}.wav"
+    run = job("partition_files.py", inputs=native, partition_keys=["user", "genres"])
+    assert run.code == 0, run.stderr
+    assert run.summary["mini_batches_total"] == 3
+    ours = sorted((row.split(",")[2], int(row.split(",")[1])) for row in run.rows())
+    reference = mltable_frames([tmp_path])[0]
+    assert not isinstance(reference, MltableRefused), reference
+    sizes = {str(tmp_path / "audio" / name): size for name, size in layout.items()}
+    theirs = sorted((f"user={r.user};genres={r.genres}", sizes[r.Path]) for r in reference.itertuples())
+    assert ours == theirs
+
+
+def test_a_missing_old_python_fails_saying_how_to_create_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHINFER_OLD_PYTHON", str(tmp_path / "no-such-python"))
+    with pytest.raises(RuntimeError, match=r"does not exist: create it with: python3.11 -m venv .venv-old"):
+        mltable_frames([tmp_path])
