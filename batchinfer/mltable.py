@@ -12,7 +12,8 @@ What is read how (the README's table):
   folder; URLs pass through. An MLTable without a ``read_*`` step is a list of files: a
   ``type: file`` input (a ``file`` that names a folder stands for the files in it).
 - ``read_delimited``, ``read_parquet``, ``read_json_lines`` and their options; the steps
-  ``extract_columns_from_partition_format``, ``drop_columns``, ``keep_columns``.
+  ``extract_columns_from_partition_format``, ``drop_columns``, ``keep_columns``,
+  ``convert_column_types`` (to int, float, string, boolean; each slice on its own).
 - Steps that need the whole table in order (``take``, ``skip``, ``filter``, samples, ...)
   cannot be applied to mini-batches read lazily: one line naming the step.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import SpecError
-from batchinfer.spec import ENCODINGS, HEADERS, is_url, partition_fields, read_yaml
+from batchinfer.spec import COLUMN_TYPES, ENCODINGS, HEADERS, is_url, partition_fields, read_yaml
 
 READ_STEPS = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}
 # each read step's options -> the native key they become (None: accepted, no meaning here)
@@ -46,7 +47,7 @@ READ_OPTIONS: dict[str, dict[str, str | None]] = {
 }
 # steps that need the whole table, in order: a mini-batch read on its own cannot apply them
 WHOLE_TABLE_STEPS = {"take", "skip", "filter", "take_random_sample", "sample", "select_partitions"}
-COLUMN_STEPS = {"extract_columns_from_partition_format", "drop_columns", "keep_columns"}
+COLUMN_STEPS = {"extract_columns_from_partition_format", "drop_columns", "keep_columns", "convert_column_types"}
 TOP_LEVEL = {"$schema", "type", "paths", "transformations", "metadata", "traits", "query_source"}
 
 
@@ -133,8 +134,9 @@ class _Reader:
                                    "in order, which batchinfer never reads at once",
                             hint=f"remove '{name}' and do it in run(), or prepare the data beforehand")
         elif name == "convert_column_types":
-            raise self.fail(where, "is not supported by batchinfer",
-                            hint="remove it and convert the columns in run() (pandas astype / to_datetime)")
+            if native["type"] != "tabular":
+                raise self.fail(where, "works on columns: it needs a read step before it")
+            native["column_types"] = {**native.get("column_types", {}), **self.column_types(where, args)}
         elif name in COLUMN_STEPS:
             self.column_step(native, where, name, args)
         else:
@@ -144,7 +146,7 @@ class _Reader:
     def read_step(self, native: dict[str, Any], where: str, name: str, args: Any) -> None:
         if native["type"] == "tabular":
             raise self.fail(where, "a second read step: an MLTable reads its files once")
-        if any(k in native for k in ("partition_format", "drop_columns", "keep_columns")):
+        if any(k in native for k in ("partition_format", "drop_columns", "keep_columns", "column_types")):
             raise self.fail(where, "must come before the steps that work on columns")
         if args is None:
             args = {}
@@ -160,6 +162,9 @@ class _Reader:
             target = READ_OPTIONS[name][key]
             if target is not None:
                 native[target] = self.option(f"{where}.{key}", key, value)
+            if key == "infer_column_types" and isinstance(value, dict) and "column_type_overrides" in value:
+                native["column_types"] = self.column_types(f"{where}.{key}.column_type_overrides",
+                                                           value["column_type_overrides"])
         if native.pop("path_column", "Path") != "Path":
             raise self.fail(f"{where}.path_column", "only the default name 'Path' is supported",
                             hint="remove path_column and rename the column in run()")
@@ -172,10 +177,9 @@ class _Reader:
         if key == "infer_column_types":
             if isinstance(value, bool):
                 return value
-            if isinstance(value, dict) and set(value) <= {"sample_size"}:
-                return True  # types are inferred per mini-batch, from its own rows
-            raise self.fail(where, "only true or false (or a sample_size) is supported",
-                            hint="remove column_type_overrides and convert the columns in run()")
+            if isinstance(value, dict) and set(value) <= {"sample_size", "column_type_overrides"}:
+                return True  # types are inferred per mini-batch, from its own rows; overrides: read_step
+            raise self.fail(where, "must be true, false or a mapping of sample_size and column_type_overrides")
         if not isinstance(value, str):
             raise self.fail(where, f"must be text (got {type(value).__name__})")
         if key == "header" and value not in HEADERS:
@@ -188,6 +192,28 @@ class _Reader:
         if key == "invalid_lines" and value not in ("error", "drop"):
             raise self.fail(where, f"{value[:40]!r} is not one of error, drop")
         return value
+
+    def column_types(self, where: str, entries: Any) -> dict[str, str]:
+        """convert_column_types (or column_type_overrides): [{columns: a | [a, b], column_type: int}, ...]."""
+        if not isinstance(entries, list):
+            raise self.fail(where, "must be a list of {columns: ..., column_type: ...}")
+        types: dict[str, str] = {}
+        for i, entry in enumerate(entries):
+            here = f"{where}[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"columns", "column_type"}:
+                raise self.fail(here, "must be a mapping of columns and column_type")
+            columns, kind = entry["columns"], entry["column_type"]
+            columns = [columns] if isinstance(columns, str) else columns
+            if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+                raise self.fail(f"{here}.columns", "must be a column name or a list of them (a pattern is not supported)")
+            if kind not in COLUMN_TYPES:
+                shown = next(iter(kind)) if isinstance(kind, dict) and kind else str(kind)[:40]
+                options = " with options" if isinstance(kind, dict) else ""
+                raise self.fail(f"{here}.column_type", f"{shown!r}{options} is not supported: batchinfer converts "
+                                                       f"to {', '.join(COLUMN_TYPES)} (plain names)",
+                                hint="remove it and convert the column in run() (pandas to_datetime, astype)")
+            types.update(dict.fromkeys(columns, kind))
+        return types
 
     def column_step(self, native: dict[str, Any], where: str, name: str, args: Any) -> None:
         if name == "extract_columns_from_partition_format":

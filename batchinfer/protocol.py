@@ -123,6 +123,7 @@ class ReadOptions:
     drop_columns: tuple[str, ...] = ()
     keep_columns: tuple[str, ...] | None = None
     invalid_lines: str = "error"  # JSON lines: 'error' or 'drop'
+    column_types: tuple[tuple[str, str], ...] = ()  # (column, int | float | string | boolean), as MLTable converts
 
 
 @dataclass(frozen=True)

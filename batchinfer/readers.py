@@ -124,11 +124,40 @@ def finish(frame: Any, path: str, options: ReadOptions) -> Any:
             raise ValueError(f"{path!r} does not match partition_format {options.partition_format!r}")
         for name, value in values.items():
             frame[name] = value
+    for column, kind in options.column_types:
+        if column in frame.columns:
+            frame[column] = _converted(frame[column], kind)
     if options.drop_columns:
         frame = frame.drop(columns=[c for c in options.drop_columns if c in frame.columns])
     if options.keep_columns is not None:
         frame = frame[[c for c in frame.columns if c in options.keep_columns]]
     return frame
+
+
+TRUE_WORDS = frozenset(("true", "t", "1"))
+FALSE_WORDS = frozenset(("false", "f", "0"))
+
+
+def _converted(column: Any, kind: str) -> Any:
+    """A column converted as MLTable's convert_column_types does: what does not convert is missing;
+    an int column with a missing value is float (as pandas holds it); booleans are true/t/1, false/f/0."""
+    import numpy as np
+    import pandas as pd
+
+    if kind == "string":
+        return column.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+    if kind == "boolean":
+        def word(v: Any) -> Any:
+            text = str(v).strip().lower()
+            return True if text in TRUE_WORDS else False if text in FALSE_WORDS else None
+        values = column.map(lambda v: None if _is_missing(v) else word(v)).astype(object)
+        return values.astype(bool) if values.notna().all() else values
+    numbers = pd.to_numeric(column.map(lambda v: str(v).strip() if isinstance(v, str) else v), errors="coerce")
+    numbers = numbers.astype(float)
+    if kind == "float":
+        return numbers
+    numbers = np.trunc(numbers)
+    return numbers.astype("int64") if numbers.notna().all() else numbers
 
 
 def _csv_options(options: ReadOptions) -> dict[str, Any]:
@@ -177,6 +206,11 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any], options: Rea
         return pd.read_json(io.BytesIO(data), lines=True, encoding=encoding)
     sep = separator(table.path, options)
     kwargs = _csv_options(options)
+    if options.column_types and "dtype" not in kwargs:  # converted columns start from their text
+        kwargs["dtype"] = {c: object for c, _ in options.column_types}
+        if options.header == "no_header":  # Column<n> is column n-1 of the file
+            kwargs["dtype"] = {int(c[6:]) - 1: object for c, _ in options.column_types
+                               if c.startswith("Column") and c[6:].isdigit() and int(c[6:]) > 0}
     if options.header == "no_header":
         frame = pd.read_csv(io.BytesIO(data), sep=sep, header=None, **kwargs)
         frame.columns = [f"Column{i + 1}" for i in range(frame.shape[1])]  # MLTable's names

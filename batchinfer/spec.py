@@ -186,7 +186,8 @@ def partition_fields(format_: str) -> list[str]:
 
 # keys that say how a table is read (MLTable's names): a file input takes none of them
 TABLE_READING_KEYS = ("delimiter", "header", "encoding", "empty_as_string", "infer_column_types",
-                      "include_path_column", "drop_columns", "keep_columns", "invalid_lines")
+                      "include_path_column", "drop_columns", "keep_columns", "invalid_lines", "column_types")
+COLUMN_TYPES = ("int", "float", "string", "boolean")
 
 
 def _not_default(spec: InputSpec, key: str) -> bool:
@@ -218,6 +219,7 @@ class InputSpec(StrictModel):
     drop_columns: list[str] = Field(default_factory=list)
     keep_columns: list[str] | None = None
     invalid_lines: Literal["error", "drop"] = "error"
+    column_types: dict[str, Literal[COLUMN_TYPES]] = Field(default_factory=dict)  # type: ignore[valid-type]
 
     @field_validator("delimiter")
     @classmethod
@@ -271,7 +273,7 @@ class InputSpec(StrictModel):
             include_path_column=self.include_path_column, partition_format=self.partition_format,
             drop_columns=tuple(self.drop_columns),
             keep_columns=None if self.keep_columns is None else tuple(self.keep_columns),
-            invalid_lines=self.invalid_lines,
+            invalid_lines=self.invalid_lines, column_types=tuple(self.column_types.items()),
         )
 
     @field_validator("path", mode="before")

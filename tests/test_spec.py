@@ -144,6 +144,8 @@ def test_tabular_default_batch_is_one_megabyte(tmp_path):
         ("entry_script: s.py\ninputs: {type: tabular, path: d, encoding: ebcdic}\n", ["inputs.encoding", "'ebcdic' is not one of"]),
         ("entry_script: s.py\ninputs: {type: tabular, path: d, header: maybe}\n", ["inputs.header", "'maybe' is not one of"]),
         ("entry_script: s.py\ninputs: {type: tabular, path: d, invalid_lines: skip}\n", ["inputs.invalid_lines"]),
+        ("entry_script: s.py\ninputs: {type: tabular, path: d, column_types: {a: date}}\n",
+         ["inputs.column_types.a", "'date' is not one of"]),
         ("entry_script: s.py\ninputs: {type: tabular, path: d, drop_colums: [a]}\n", ["inputs.drop_colums", "drop_columns"]),
         (MINIMAL.replace("path: data", "path: data\n  delimiter: ';'"), ["inputs", "delimiter applies to tabular inputs only"]),
         (MINIMAL.replace("path: data", "path: data\n  header: no_header"), ["inputs", "header applies to tabular inputs only"]),

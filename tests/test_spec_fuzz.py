@@ -111,6 +111,7 @@ EXTREMES: dict[str, list[Any]] = {
     "inputs.drop_columns": [[]],
     "inputs.keep_columns": [None],
     "inputs.invalid_lines": ["error"],
+    "inputs.column_types": [{}],
     "inputs.partition_format": [None, "{name}.txt", "data/{name}.{extension}", "/data/{a}0{b}.txt"],
     "output.path": ["-", "out/deeper"],
     "output.storage_options": [{}, {"key": "value"}],
