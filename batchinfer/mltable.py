@@ -13,7 +13,8 @@ What is read how (the README's table):
   ``type: file`` input (a ``file`` that names a folder stands for the files in it).
 - ``read_delimited``, ``read_parquet``, ``read_json_lines`` and their options; the steps
   ``extract_columns_from_partition_format``, ``drop_columns``, ``keep_columns``,
-  ``convert_column_types`` (to int, float, string, boolean; each slice on its own).
+  ``convert_column_types`` (to int, float, string, boolean; each slice on its own);
+  date fields in partition formats (``{PartitionDate:yyyy/MM/dd}``) become datetime columns.
 - Steps that need the whole table in order (``take``, ``skip``, ``filter``, samples, ...)
   cannot be applied to mini-batches read lazily: one line naming the step.
 

@@ -166,15 +166,24 @@ PARTITION_FIELD = re.compile(r"\{([^{}]*)\}")
 
 
 def partition_fields(format_: str) -> list[str]:
-    """The ``{name}`` fields of a ``partition_format``, in order; ValueError for a malformed one."""
-    names = PARTITION_FIELD.findall(format_)
-    if not names:
+    """The ``{name}`` (or ``{name:date format}``) fields of a ``partition_format``, by name, in
+    order; ValueError for a malformed one."""
+    from batchinfer.readers import date_pattern
+
+    fields = PARTITION_FIELD.findall(format_)
+    if not fields:
         raise ValueError(f"{shown(format_)} names no {{field}}, e.g. {{year}}/{{month}}/{{name}}.csv")
-    for name in names:
-        if ":" in name:
-            raise ValueError(f"{{{name}}}: a date format in partition_format is not supported; use {{{name.split(':')[0]}}}")
+    names = []
+    for field in fields:
+        name, colon, date_format = field.partition(":")
         if not name.strip() or "/" in name:
-            raise ValueError(f"{{{name}}} is not a field name: a field is a column name, within one path part")
+            raise ValueError(f"{{{field}}} is not a field name: a field is a column name, within one path part")
+        if colon:
+            try:
+                date_pattern(date_format)
+            except ValueError as exc:
+                raise ValueError(f"{{{field}}}: {exc}") from None
+        names.append(name)
     if len(set(names)) != len(names):
         raise ValueError(f"{shown(format_)} names a field twice")
     if re.search(r"\}\{", format_):

@@ -130,6 +130,11 @@ CASES = [
          kinds_differ={"WeekStarting": "mltable infers dates; batchinfer leaves them as text",
                        "Advert": "mltable reads a column of only 0 and 1 as booleans; batchinfer as integers"},
          compare_as={"WeekStarting": pd.Timestamp, "Advert": lambda text: text in ("1", "True")}),
+    Case("partition_format_with_a_date_across_folders",
+         {"data/2020/01/02/x/f.csv": "v\n10\n20\n", "data/2021/12/31/y/f.csv": "v\n30\n"},
+         "paths:\n- folder: ./data\ntransformations:\n- read_delimited:\n    include_path_column: true\n"
+         "- extract_columns_from_partition_format:\n    partition_format: '{PartitionDate:yyyy/MM/dd}/{cat}/{name}.csv'\n",
+         size="4"),
     Case("partition_format_from_an_outer_folder", {"data/2020/a/d.csv": "x\n10\n20\n", "data/2021/b/d.csv": "x\n30\n"},
          "paths:\n- folder: ./data\ntransformations:\n- read_delimited:\n    include_path_column: true\n"
          "- extract_columns_from_partition_format:\n    partition_format: 'data/{year}/{cat}/{name}.csv'\n",
@@ -266,8 +271,8 @@ MALFORMED = [
     ("paths: [{file: ./d.csv}]\ntransformations: [read_delimited, {extract_columns_from_partition_format: {}}]\n",
      "extract_columns_from_partition_format: needs partition_format"),
     ("paths: [{file: ./d.csv}]\ntransformations: [read_delimited, "
-     "{extract_columns_from_partition_format: {partition_format: '{when:yyyy}/{x}.csv'}}]\n",
-     "partition_format: {when:yyyy}: a date format"),
+     "{extract_columns_from_partition_format: {partition_format: '{when:yy}/{x}.csv'}}]\n",
+     "partition_format: {when:yy}: the date format 'yy' uses 'y'"),
     ("paths: [{file: ./d.csv}]\nquery_source: {handler: x}\n", "query_source: a database query"),
 ]
 

@@ -63,7 +63,9 @@ def test_files_with_equal_path_values_are_one_mini_batch(tmp_path, job, path, pa
     ({"a/x/1.bin": 1, "b/x/2.bin": 2, "b/y/3.bin": 3}, "{top}/{mid}/{name}.bin", ["mid"], {"mid=x": 2, "mid=y": 1}),
     ({"a/x/1.bin": 1, "b/x/2.bin": 2, "b/y/3.bin": 3}, "{top}/{mid}/{name}.bin", ["mid", "top"],
      {"mid=x;top=a": 1, "mid=x;top=b": 1, "mid=y;top=b": 1}),
-], ids=["part_of_a_file_name", "a_middle_folder", "two_keys_in_their_given_order"])
+    ({"logs/2020/01/02/a.log": 1, "logs/2020/01/02/b.log": 2, "logs/2021/12/31/c.log": 3}, "{day:yyyy/MM/dd}/{name}.log",
+     ["day"], {"day=2020-01-02 00:00:00": 2, "day=2021-12-31 00:00:00": 1}),
+], ids=["part_of_a_file_name", "a_middle_folder", "two_keys_in_their_given_order", "a_date_across_folders"])
 def test_partition_layouts(tmp_path, job, files, partition_format, keys, expected):
     _write(tmp_path / "in", files)
     run = job("partition_files.py", inputs={"path": "in", "partition_format": partition_format}, partition_keys=keys)
@@ -76,7 +78,7 @@ def test_partition_layouts(tmp_path, job, files, partition_format, keys, expecte
 @pytest.mark.parametrize("keys, partition_format, fragment", [
     (["genre"], "{user}/{season}/{genres}.wav", "'genre' is not a {field} of the input's partition_format"),
     (["user"], None, "none given"),
-    (["user"], "{user}/{season:yyyy}/{genres}.wav", "a date format"),
+    (["user"], "{user}/{season:yy}/{genres}.wav", "the date format 'yy' uses 'y'"),
     (["user"], "{user}{season}/x.wav", "two fields must be separated"),
 ])
 def test_partition_spec_mistakes_are_one_line(tmp_path, job, keys, partition_format, fragment):
