@@ -123,35 +123,10 @@ def _no_azure_asset(value: Any, where: str) -> None:
 
 
 def _mltable(folder: Path) -> dict[str, Any]:
-    """An MLTable folder: its files and format, as an ``inputs`` mapping."""
-    from batchinfer.spec import read_yaml
+    """An MLTable folder as an ``inputs`` mapping, read as Azure reads it (see ``mltable.py``)."""
+    from batchinfer.mltable import input_from_mltable
 
-    spec_file = folder / "MLTable"
-    if not spec_file.exists():
-        raise SpecError(f"{folder}: an mltable input needs an MLTable file in its folder")
-    table = read_yaml(spec_file)  # the job spec's own reading: size, encoding, aliases, one-line errors
-    paths = []
-    for entry in _list(table.get("paths"), f"{spec_file}: paths"):
-        entry = _mapping(entry, f"{spec_file}: each entry of paths")
-        for kind in ("file", "folder", "pattern"):
-            if kind in entry:
-                paths.append(str(folder / _text(entry[kind], f"{spec_file}: paths.{kind}").removeprefix("./")))
-    fmt = "auto"
-    for step in _list(table.get("transformations"), f"{spec_file}: transformations"):
-        name = next(iter(step), None) if isinstance(step, dict) else step
-        fmt = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}.get(name, fmt) \
-            if isinstance(name, str) else fmt
-    if not paths:
-        raise SpecError(f"{spec_file}: 'paths' lists no file, folder or pattern")
-    return {"type": "tabular", "path": paths, "format": fmt}
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise SpecError(f"{where} must be a list (got {type(value).__name__})")
-    return value
+    return input_from_mltable(folder)
 
 
 def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]:

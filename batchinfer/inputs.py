@@ -14,16 +14,27 @@ glob; an http(s) URL is never a glob. Every entry must match a file. The job's
 output folder, and any other folder holding ``.batchinfer/``, is never walked.
 Every name a folder listing shows becomes an item (or, for a folder, is
 walked): what cannot be read fails as an item with the reason, never vanishes.
+
+Tables are cut where rows end, in the input's delimiter; the reading keys
+(``header``, ``encoding`` ...) travel to the workers in ``WorkerConfig.read_options``,
+except the column names a slice needs when its bytes hold no header line of their
+own (``TableSlice.names``). ``partition_format`` gives every file values from its
+path; a file it does not describe is an error naming the file. With
+``partition_keys``, files (or, for tables, rows) with equal values form one
+mini-batch; partitions need the whole listing before the first mini-batch, and
+table files are read only for keys that are columns rather than path values.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 import math
 import os
 import re
 import stat
+from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -32,11 +43,11 @@ from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
 from batchinfer.output import STATE_DIR
-from batchinfer.protocol import MiniBatch, Partition, TableSlice
-from batchinfer.readers import separator
+from batchinfer.protocol import MiniBatch, Partition, ReadOptions, TableSlice
+from batchinfer.readers import partition_values, separator
 from batchinfer.redact import for_log
 from batchinfer.rowscan import RowEnds
-from batchinfer.spec import BatchSize, InputSpec, JobSpec, is_url
+from batchinfer.spec import WHOLE_FILE_ENCODINGS, BatchSize, InputSpec, JobSpec, is_url, partition_fields
 
 FORMAT_BY_EXTENSION = {
     ".csv": "csv",
@@ -330,25 +341,63 @@ def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
     return None, compression
 
 
-def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize) -> Iterator[TableSlice]:
+class Header(NamedTuple):
+    """How the slices of one CSV file get their column names (see ``inputs.header``)."""
+
+    skip_line: bool  # the file's first line is a header (not data)
+    names: tuple[str, ...] | None  # names to use instead of the file's own line (or lack of one)
+
+
+def _header_names(line: bytes, sep: str, encoding: str) -> tuple[str, ...]:
+    """The column names a header line gives (quotes as CSV has them)."""
+    text = line.decode(encoding, errors="replace").rstrip("\r\n")
+    return tuple(next(csv.reader([text], delimiter=sep), []))
+
+
+def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize, options: ReadOptions,
+                 first_names: list[tuple[str, ...]]) -> Iterator[TableSlice]:
     """Cut a CSV/TSV/JSON-lines file into slices that start and end where rows end (quote-aware,
-    see ``rowscan.py``); CSV: the header row is kept for each slice."""
+    see ``rowscan.py``); CSV: the header row is kept for each slice.
+
+    ``first_names`` holds the names of the input's first file with a header line, once known:
+    ``all_files_same_headers`` gives them to a file whose own header differs, ``from_first_file``
+    to every later file (whose first line is then data)."""
     total = found.size if found.size is not None else fs.size(found.path)
+    sep = separator(found.path, options)
     with fs.open(found.path, "rb") as f:
-        rows = RowEnds(f, 0, total, separator(found.path).encode() if fmt == "csv" else None)
-        header_end = rows.skip_rows(1) if fmt == "csv" else 0
+        rows = RowEnds(f, 0, total, sep.encode() if fmt == "csv" else None)
+        header = Header(fmt == "csv" and options.header != "no_header", None)
+        if header.skip_line and options.header == "from_first_file" and first_names:
+            header = Header(False, first_names[0])
+        header_end = rows.skip_rows(1) if header.skip_line else 0
+        if header.skip_line and options.header in ("all_files_same_headers", "from_first_file"):
+            line = rows.head()
+            if line is None:  # a header longer than the scan keeps: read it again
+                with fs.open(found.path, "rb") as again:
+                    line = again.read(header_end)
+            names = _header_names(line, sep, options.encoding)
+            if not first_names:
+                first_names.append(names)
+            elif names != first_names[0]:
+                header = Header(True, first_names[0])
         if header_end >= total:
             return  # a header and no rows: nothing to score
-        if size.unit == "bytes" and total - header_end <= size.value:
-            yield TableSlice(found.path, fmt, header_end=header_end)
+        if header.names is not None:  # the bytes read hold no header line: the names go with each slice
+            start, kept = header_end, 0
+        else:
+            start, kept = header_end, header_end
+        if size.unit == "bytes" and total - start <= size.value:
+            if header.names is None:
+                yield TableSlice(found.path, fmt, header_end=kept)
+            else:
+                yield TableSlice(found.path, fmt, byte_range=(start, total), names=header.names)
             return
-        start = header_end
         while start < total:
             if size.unit == "bytes":
                 end = rows.end_at_or_after(min(start + size.value, total))
             else:
                 end = rows.skip_rows(size.value)
-            yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=header_end)
+            yield TableSlice(found.path, fmt, byte_range=(start, end), header_end=kept, names=header.names)
             start = end
 
 
@@ -420,6 +469,7 @@ class InputPlan:
         self.files_seen = 0
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
+        self._options = [i.read_options() for i in spec.inputs]
 
     def check(self) -> None:
         """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
@@ -463,17 +513,28 @@ class InputPlan:
 
     def files(self) -> Iterator[tuple[int, FoundFile]]:
         """Every input file with the index of the input it belongs to (a listing that
-        :meth:`check` began is taken up where it stopped: a big folder is not listed twice)."""
+        :meth:`check` began is taken up where it stopped: a big folder is not listed twice).
+        With ``partition_format``, a file whose path does not match it is an error naming it."""
         for index, lister in enumerate(self.listers):
+            partition_format = lister.spec.partition_format
             for entry in range(len(lister.spec.path)):
                 for found in self._started.pop((index, entry), None) or self._entry_files(index, entry):
+                    if partition_format is not None and partition_values(found.path, partition_format) is None:
+                        raise InputError(
+                            f"input file {for_log(found.path)} does not match partition_format "
+                            f"{for_log(partition_format)}",
+                            hint="the format matches the end of each path, one {field} per folder or part of a name; "
+                            "narrow inputs.path to the files it describes",
+                        )
                     self.files_seen += 1
                     yield index, found
 
     def mini_batches(self) -> Iterator[MiniBatch]:
         """Every mini-batch, lazily, numbered from 0 in a stable order."""
         ids = itertools.count()
-        if self.spec.input_type == "file":
+        if self.spec.input_type == "file" and self.spec.partition_keys:
+            yield from self._file_partitions(ids)
+        elif self.spec.input_type == "file":
             assert self.spec.mini_batch_size is not None
             per_batch = self.spec.mini_batch_size.value
             for index, group in itertools.groupby(self.files(), key=lambda pair: pair[0]):
@@ -486,17 +547,21 @@ class InputPlan:
         elif self.spec.partition_keys:
             yield from self._partitions(ids)
         else:
+            first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
-                for table, rows in self._slices(index, found):
+                for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
                     yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=_digest(found, table.label()))
 
-    def _slices(self, index: int, found: FoundFile) -> Iterator[tuple[TableSlice, int | None]]:
+    def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]
+                ) -> Iterator[tuple[TableSlice, int | None]]:
         spec_input = self.spec.inputs[index]
         fmt, compression = _table_format(found.path, spec_input.format)
         assert fmt is not None and self.spec.mini_batch_size is not None
-        if compression or not found.regular:
-            # a compressed file cannot be cut; what is not a regular file is never opened here
-            # (a FIFO would block): either is one mini-batch, whose read scores it or says why
+        options = self._options[index]
+        whole = fmt != "parquet" and options.encoding in WHOLE_FILE_ENCODINGS
+        if compression or whole or not found.regular:
+            # a compressed or UTF-16 file cannot be cut by bytes; what is not a regular file is never
+            # opened here (a FIFO would block): each is one mini-batch, whose read scores it or says why
             yield TableSlice(found.path, fmt, compression=compression), None
             return
         fs, path = self.listers[index]._fs(found.path)
@@ -514,7 +579,7 @@ class InputPlan:
                     slices += 1
                     yield _with_path(table, found.path), rows
             else:
-                for table in _split_lines(fs, local, fmt, self.spec.mini_batch_size):
+                for table in _split_lines(fs, local, fmt, self.spec.mini_batch_size, options, first_names):
                     slices += 1
                     yield _with_path(table, found.path), None
         except OSError:
@@ -523,29 +588,59 @@ class InputPlan:
             if slices == 0:
                 yield TableSlice(found.path, fmt), None
             elif fmt != "parquet" and table.byte_range is not None and table.byte_range[1] < (found.size or 0):
-                yield TableSlice(found.path, fmt, (table.byte_range[1], found.size or 0), table.header_end), None
+                yield replace(table, path=found.path, byte_range=(table.byte_range[1], found.size or 0)), None
             return
         if slices == 0:
             self.files_without_rows[found.path] = None
 
+    def _file_partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
+        """File inputs with ``partition_keys``: the files whose paths give the keys equal values
+        form one mini-batch (``partition_format`` says which part of a path is which key). The whole
+        listing is read first; mini-batches are sorted by their values, so ids are stable."""
+        keys = list(self.spec.partition_keys or [])
+        groups: dict[tuple[tuple[str, ...], int], list[FoundFile]] = {}
+        for index, found in self.files():
+            partition_format = self.spec.inputs[index].partition_format
+            assert partition_format is not None  # spec.py: file inputs are partitioned by their paths
+            values = partition_values(found.path, partition_format) or {}
+            groups.setdefault((tuple(values[k] for k in keys), index), []).append(found)
+        for values, index in sorted(groups):
+            found_files = groups[(values, index)]
+            by_key = dict(zip(keys, values))
+            label = ", ".join(f"{k}={v}" for k, v in by_key.items())
+            yield MiniBatch(
+                next(ids), index, files=tuple(f.path for f in found_files), known_items=len(found_files),
+                digest=_digest(*found_files, label), partition_values=by_key,
+            )
+
     def _partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
-        """Group rows by ``partition_keys`` across all files (reads only the key columns)."""
+        """Group rows by ``partition_keys`` across all files. Keys that ``partition_format`` takes
+        from the paths need no read: when every key does, the listing alone makes the partitions.
+        Otherwise the key columns of every file are read before the run."""
         from batchinfer.readers import read_columns
 
         keys = list(self.spec.partition_keys or [])
-        groups: dict[tuple, dict[tuple[str, str], int]] = {}
+        groups: dict[tuple, dict[tuple[str, str], int | None]] = {}
         index_of: dict[tuple, int] = {}
         found_by_path: dict[str, FoundFile] = {}
         for index, found in self.files():
             found_by_path[found.path] = found
-            fmt, _ = _table_format(found.path, self.spec.inputs[index].format)
+            spec_input = self.spec.inputs[index]
+            fmt, _ = _table_format(found.path, spec_input.format)
             assert fmt is not None
+            from_path = partition_fields(spec_input.partition_format) if spec_input.partition_format else []
+            if all(k in from_path for k in keys):
+                values = partition_values(found.path, spec_input.partition_format or "") or {}
+                key = tuple(values[k] for k in keys)
+                groups.setdefault(key, {})[(found.path, fmt)] = None  # rows counted when read
+                index_of.setdefault(key, index)
+                continue
             try:
-                frame = read_columns(found.path, fmt, keys, self.spec.inputs[index].storage_options)
+                frame = read_columns(found.path, fmt, keys, spec_input.storage_options, self._options[index])
             except KeyError as exc:
                 raise InputError(
                     f"partition_keys: column {exc.args[0]!r} is not in {for_log(found.path)}",
-                    hint="partition_keys must name columns present in every input file",
+                    hint="partition_keys must name columns present in every input file, or {fields} of inputs.partition_format",
                 ) from None
             except Exception as exc:  # the keys of every file decide the mini-batches: none may be skipped
                 why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
@@ -556,13 +651,15 @@ class InputPlan:
             for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
                 values = values if isinstance(values, tuple) else (values,)
                 files = groups.setdefault(values, {})
-                files[(found.path, fmt)] = files.get((found.path, fmt), 0) + int(count)
+                files[(found.path, fmt)] = (files.get((found.path, fmt)) or 0) + int(count)
                 index_of.setdefault(values, index)
         for values in sorted(groups, key=lambda v: tuple(str(x) for x in v)):
             files = groups[values]
             partition = Partition(tuple(files), dict(zip(keys, (_plain(v) for v in values))))
             digest = _digest(*(found_by_path[path] for path, _ in partition.files), partition.label())
-            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=sum(files.values()), digest=digest)
+            counts = list(files.values())
+            known = None if None in counts else sum(c for c in counts if c is not None)
+            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=known, digest=digest)
 
 
 def _digest(*parts: FoundFile | str) -> str:
@@ -574,9 +671,7 @@ def _digest(*parts: FoundFile | str) -> str:
 
 def _with_path(table: TableSlice, path: str) -> TableSlice:
     """The same slice named by the user-facing path (a URL keeps its protocol)."""
-    if table.path == path:
-        return table
-    return TableSlice(path, table.format, table.byte_range, table.header_end, table.row_groups, table.row_window)
+    return table if table.path == path else replace(table, path=path)
 
 
 def _plain(value: Any) -> Any:

@@ -83,6 +83,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Pa
         row_format=spec.append_row_format if spec.output_action == "append_row" else None,
         row_header=spec.append_row_dataframe_header,
         storage_options=tuple(i.storage_options for i in spec.inputs),
+        read_options=tuple(i.read_options() for i in spec.inputs),
         scratch_dir=str(folder / STATE_DIR / "tmp"),
         processes_per_node=spec.process_count_per_node,
         coordinator_pid=os.getpid(),

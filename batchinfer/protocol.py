@@ -34,6 +34,9 @@ class TableSlice:
     row_groups: tuple[int, ...] | None = None  # Parquet: None = all row groups
     row_window: tuple[int, int] | None = None  # rows [lo, hi) of what the above selects
     compression: str | None = None
+    # CSV: the column names, when the bytes read hold no header line of their own (a file after the
+    # first with header 'from_first_file', or one whose header differs with 'all_files_same_headers')
+    names: tuple[str, ...] | None = None
 
     def label(self) -> str:
         """How a person names this slice, e.g. in failed_items.txt."""
@@ -78,6 +81,7 @@ class MiniBatch:
     known_items: int | None = None  # None: a CSV/JSONL slice, counted by the worker
     part: tuple[int, int] | None = None
     digest: str = ""
+    partition_values: dict[str, Any] | None = None  # a partition of files: its partition_keys' values
 
     def item_labels(self) -> list[str]:
         """One label per item the user can recognise (files) or one per slice (tables)."""
@@ -101,6 +105,26 @@ class MiniBatch:
 
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a worker reads one input's tables (the ``inputs`` keys of the same names; see spec.py).
+
+    The defaults read a table as batchinfer always has: a header line per file, pandas'
+    missing-value words, inferred types, UTF-8, no added or removed columns.
+    """
+
+    delimiter: str | None = None  # None: a tab for .tsv files, else a comma
+    header: str = "all_files_different_headers"
+    encoding: str = "utf8"
+    empty_as_string: bool | None = None  # None: pandas' words (NA, null, ...) are missing too
+    infer_column_types: bool = True
+    include_path_column: bool = False
+    partition_format: str | None = None
+    drop_columns: tuple[str, ...] = ()
+    keep_columns: tuple[str, ...] | None = None
+    invalid_lines: str = "error"  # JSON lines: 'error' or 'drop'
+    column_types: tuple[tuple[str, str], ...] = ()  # (column, int | float | string | boolean), as MLTable converts
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -119,6 +143,7 @@ class WorkerConfig:
     row_format: str | None  # None: summary_only, rows are counted, not serialised
     row_header: bool
     storage_options: tuple[dict[str, Any], ...]  # per input, by MiniBatch.input_index
+    read_options: tuple[ReadOptions, ...] = ()  # per input, like storage_options; () = the defaults
     scratch_dir: str = ""  # workers' private folders go here; the coordinator removes it at the end
     processes_per_node: int = 1  # worker i runs on node i // processes_per_node
     coordinator_pid: int = 0

@@ -7,15 +7,25 @@ into the worker's private folder first); table slices become a
 
 from __future__ import annotations
 
+import functools
 import io
+import json
 import os
+import re
 import shutil
 import stat
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from batchinfer.protocol import MiniBatch, Partition, TableSlice
+from batchinfer.protocol import MiniBatch, Partition, ReadOptions, TableSlice
+
+DEFAULTS = ReadOptions()
+PARTITION_FIELD = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")  # {name} or {name:date format}
+# date formats in partition_format, as MLTable (and .NET) write them
+DATE_TOKENS = {"yyyy": (r"\d{4}", "%Y"), "MM": (r"\d{2}", "%m"), "dd": (r"\d{2}", "%d"), "HH": (r"\d{2}", "%H"),
+               "mm": (r"\d{2}", "%M"), "ss": (r"\d{2}", "%S")}
+DATE_LETTERS = frozenset("yMdHhmsftzKgF")
 
 
 def is_url(path: str) -> bool:
@@ -77,13 +87,151 @@ def fetch_files(paths: tuple[str, ...], storage_options: dict[str, Any], make_fo
     return local
 
 
-def separator(path: str) -> str:
-    """The delimiter of a CSV file: a tab for ``.tsv`` files, else a comma."""
+def separator(path: str, options: ReadOptions = DEFAULTS) -> str:
+    """The delimiter of a CSV file: ``inputs.delimiter``, else a tab for ``.tsv`` files, else a comma."""
+    if options.delimiter is not None:
+        return options.delimiter
     return "\t" if ".tsv" in path.lower() else ","
 
 
-def _read_lines(table: TableSlice, storage_options: dict[str, Any]):
-    """A CSV or JSON-lines slice: the header line plus the slice's byte range."""
+@functools.lru_cache(maxsize=32)
+def date_pattern(date_format: str) -> tuple[str, str]:
+    """(regular expression, strptime format) for a date format such as ``yyyy/MM/dd`` or
+    ``yyyyMMddTHHmm``; ValueError names what is not supported."""
+    regex, strp, i = [], [], 0
+    while i < len(date_format):
+        token = next((t for t in DATE_TOKENS if date_format.startswith(t, i)), None)
+        if token is not None:
+            regex.append(DATE_TOKENS[token][0])
+            strp.append(DATE_TOKENS[token][1])
+            i += len(token)
+        elif date_format[i] in DATE_LETTERS:
+            raise ValueError(f"the date format {date_format!r} uses {date_format[i]!r}: batchinfer reads "
+                             "yyyy, MM, dd, HH, mm and ss")
+        else:
+            regex.append(re.escape(date_format[i]))
+            strp.append(date_format[i].replace("%", "%%"))
+            i += 1
+    if not strp or not any(t in date_format for t in DATE_TOKENS):
+        raise ValueError(f"the date format {date_format!r} names no part of a date (yyyy, MM, dd, HH, mm, ss)")
+    return "".join(regex), "".join(strp)
+
+
+@functools.lru_cache(maxsize=32)
+def _partition_regex(partition_format: str) -> re.Pattern:
+    """``{name}`` is one path part or part of one; ``{name:yyyy/MM/dd}`` what the date format
+    describes; the format matches the end of a path, from a '/'."""
+    out, last = [], 0
+    body = partition_format.lstrip("/")
+    for match in PARTITION_FIELD.finditer(body):
+        out.append(re.escape(body[last : match.start()]))
+        value = "[^/]+" if match.group(2) is None else date_pattern(match.group(2))[0]
+        out.append(f"({value})")
+        last = match.end()
+    out.append(re.escape(body[last:]))
+    return re.compile("(?:^|/)" + "".join(out) + r"\Z")
+
+
+def partition_values(path: str, partition_format: str) -> dict[str, Any] | None:
+    """The values that ``path`` gives the fields of ``partition_format``: text, as MLTable gives
+    them, and a ``datetime`` for a field with a date format; None when the path does not match."""
+    import datetime
+
+    match = _partition_regex(partition_format).search(path.replace("\\", "/"))
+    if match is None:
+        return None
+    values: dict[str, Any] = {}
+    for (name, date_format), text in zip(PARTITION_FIELD.findall(partition_format), match.groups()):
+        if date_format:
+            try:
+                values[name] = datetime.datetime.strptime(text, date_pattern(date_format)[1])
+            except ValueError:  # digits that are no date (month 13): the path does not match
+                return None
+        else:
+            values[name] = text
+    return values
+
+
+def finish(frame: Any, path: str, options: ReadOptions) -> Any:
+    """Add the path and partition columns and drop or keep columns, as MLTable's steps do: the
+    ``Path`` column first, the partition columns last, then ``drop_columns``, then ``keep_columns``
+    (which keeps the table's order)."""
+    if options.include_path_column:
+        frame.insert(0, "Path", path)
+    if options.partition_format is not None:
+        import pandas as pd
+
+        values = partition_values(path, options.partition_format)
+        if values is None:
+            raise ValueError(f"{path!r} does not match partition_format {options.partition_format!r}")
+        dates = {k: v for k, v in values.items() if not isinstance(v, str)}
+        for name, value in values.items():  # MLTable adds the text columns first, then the dates
+            if name not in dates:
+                frame[name] = value
+        for name, value in dates.items():
+            frame[name] = pd.Timestamp(value)
+    for column, kind in options.column_types:
+        if column in frame.columns:
+            frame[column] = _converted(frame[column], kind)
+    if options.drop_columns:
+        frame = frame.drop(columns=[c for c in options.drop_columns if c in frame.columns])
+    if options.keep_columns is not None:
+        frame = frame[[c for c in frame.columns if c in options.keep_columns]]
+    return frame
+
+
+TRUE_WORDS = frozenset(("true", "t", "1"))
+FALSE_WORDS = frozenset(("false", "f", "0"))
+
+
+def _converted(column: Any, kind: str) -> Any:
+    """A column converted as MLTable's convert_column_types does: what does not convert is missing;
+    an int column with a missing value is float (as pandas holds it); booleans are true/t/1, false/f/0."""
+    import numpy as np
+    import pandas as pd
+
+    if kind == "string":
+        return column.map(lambda v: None if _is_missing(v) else str(v)).astype(object)
+    if kind == "boolean":
+        def word(v: Any) -> Any:
+            text = str(v).strip().lower()
+            return True if text in TRUE_WORDS else False if text in FALSE_WORDS else None
+        values = column.map(lambda v: None if _is_missing(v) else word(v)).astype(object)
+        return values.astype(bool) if values.notna().all() else values
+    numbers = pd.to_numeric(column.map(lambda v: str(v).strip() if isinstance(v, str) else v), errors="coerce")
+    numbers = numbers.astype(float)
+    if kind == "float":
+        return numbers
+    numbers = np.trunc(numbers)
+    return numbers.astype("int64") if numbers.notna().all() else numbers
+
+
+def _csv_options(options: ReadOptions) -> dict[str, Any]:
+    """pandas' read_csv arguments for the reading keys."""
+    kwargs: dict[str, Any] = {"encoding": options.encoding}
+    if options.empty_as_string:
+        kwargs["na_filter"] = False  # an empty field is an empty string
+    elif options.empty_as_string is False:
+        kwargs.update(keep_default_na=False, na_values=[""])  # only an empty field is missing, not 'NA'
+    if not options.infer_column_types:
+        kwargs["dtype"] = object if options.empty_as_string is not None else str
+    return kwargs
+
+
+def _valid_json_lines(data: bytes, encoding: str) -> bytes:
+    """invalid_lines: drop: only the lines that are JSON objects."""
+    kept = []
+    for line in data.decode(encoding).splitlines():
+        try:
+            if isinstance(json.loads(line), dict):
+                kept.append(line)
+        except ValueError:
+            continue
+    return "\n".join(kept).encode("utf-8")
+
+
+def _read_lines(table: TableSlice, storage_options: dict[str, Any], options: ReadOptions):
+    """A CSV or JSON-lines slice: the header line (if the slice names none itself) plus its byte range."""
     import pandas as pd
 
     with _open(table.path, storage_options, table.compression) as f:
@@ -94,8 +242,28 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any]):
             f.seek(table.byte_range[0])
             data = header + f.read(table.byte_range[1] - table.byte_range[0])
     if table.format == "jsonl":
-        return pd.read_json(io.BytesIO(data), lines=True)
-    return pd.read_csv(io.BytesIO(data), sep=separator(table.path))
+        encoding = options.encoding
+        if options.invalid_lines == "drop":
+            data, encoding = _valid_json_lines(data, encoding), "utf-8"
+            if not data:
+                return pd.DataFrame()
+        elif encoding not in ("utf-8", "utf-8-sig"):
+            data, encoding = data.decode(encoding).encode("utf-8"), "utf-8"
+        return pd.read_json(io.BytesIO(data), lines=True, encoding=encoding)
+    sep = separator(table.path, options)
+    kwargs = _csv_options(options)
+    if options.column_types and "dtype" not in kwargs:  # converted columns start from their text
+        kwargs["dtype"] = {c: object for c, _ in options.column_types}
+        if options.header == "no_header":  # Column<n> is column n-1 of the file
+            kwargs["dtype"] = {int(c[6:]) - 1: object for c, _ in options.column_types
+                               if c.startswith("Column") and c[6:].isdigit() and int(c[6:]) > 0}
+    if options.header == "no_header":
+        frame = pd.read_csv(io.BytesIO(data), sep=sep, header=None, **kwargs)
+        frame.columns = [f"Column{i + 1}" for i in range(frame.shape[1])]  # MLTable's names
+        return frame
+    if table.names is not None:
+        return pd.read_csv(io.BytesIO(data), sep=sep, header=None, names=list(table.names), **kwargs)
+    return pd.read_csv(io.BytesIO(data), sep=sep, **kwargs)
 
 
 def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
@@ -113,42 +281,43 @@ def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
     return arrow.to_pandas()
 
 
-def read_table(table: TableSlice, storage_options: dict[str, Any]):
-    """Read one table slice into a DataFrame."""
+def read_table(table: TableSlice, storage_options: dict[str, Any], options: ReadOptions = DEFAULTS):
+    """Read one table slice into a DataFrame, with the input's reading keys applied."""
     if table.format == "parquet":
-        return _read_parquet(table, storage_options)
-    frame = _read_lines(table, storage_options)
+        return finish(_read_parquet(table, storage_options), table.path, options)
+    frame = _read_lines(table, storage_options, options)
     if table.row_window is not None:
         frame = frame.iloc[table.row_window[0] : table.row_window[1]].reset_index(drop=True)
-    return frame
+    return finish(frame, table.path, options)
 
 
-def read_columns(path: str, fmt: str, columns: list[str], storage_options: dict[str, Any]):
+def read_columns(path: str, fmt: str, columns: list[str], storage_options: dict[str, Any],
+                 options: ReadOptions = DEFAULTS):
     """Just some columns of a whole file (for partitioning); KeyError names a missing column."""
-    if fmt == "parquet":
+    if fmt == "parquet" and options == DEFAULTS:
         import pyarrow.parquet as pq
 
         with _open(path, storage_options) as f:
-            names = pq.ParquetFile(f).schema_arrow.names
+            names_ = pq.ParquetFile(f).schema_arrow.names
             for column in columns:
-                if column not in names:
+                if column not in names_:
                     raise KeyError(column)
             f.seek(0)
             return pq.read_table(f, columns=columns).to_pandas()
-    frame = read_table(TableSlice(path, fmt), storage_options)
+    frame = read_table(TableSlice(path, fmt), storage_options, options)
     for column in columns:
         if column not in frame.columns:
             raise KeyError(column)
     return frame[columns]
 
 
-def read_partition(partition: Partition, storage_options: dict[str, Any]):
+def read_partition(partition: Partition, storage_options: dict[str, Any], options: ReadOptions = DEFAULTS):
     """The rows of every file whose key columns equal the partition's values."""
     import pandas as pd
 
     parts = []
     for path, fmt in partition.files:
-        frame = read_table(TableSlice(path, fmt), storage_options)
+        frame = read_table(TableSlice(path, fmt), storage_options, options)
         mask = pd.Series(True, index=frame.index)
         for column, value in partition.values.items():
             mask &= frame[column].isna() if _is_missing(value) else frame[column] == value
@@ -160,10 +329,11 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def read_mini_batch(batch: MiniBatch, storage_options: dict[str, Any], make_folder: Callable[[], str]):
+def read_mini_batch(batch: MiniBatch, storage_options: dict[str, Any], make_folder: Callable[[], str],
+                    options: ReadOptions = DEFAULTS):
     """What ``run()`` receives for ``batch``: a list of local paths or a DataFrame."""
     if batch.table is None:
         return fetch_files(batch.files, storage_options, make_folder)
     if isinstance(batch.table, Partition):
-        return read_partition(batch.table, storage_options)
-    return read_table(batch.table, storage_options)
+        return read_partition(batch.table, storage_options, options)
+    return read_table(batch.table, storage_options, options)

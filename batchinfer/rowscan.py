@@ -64,6 +64,7 @@ class RowEnds:
         self._delimiter = delimiter
         self._patterns = (_rows(delimiter, 1), _rows(delimiter)) if delimiter is not None else None
         f.seek(start)
+        self._start = start
         self._buf = b""
         self._base = start  # file offset of _buf[0]
         self._pos = 0  # index in _buf of the current boundary
@@ -73,6 +74,13 @@ class RowEnds:
     def position(self) -> int:
         """The current row boundary, as a file offset."""
         return self._base + self._pos
+
+    def head(self) -> bytes | None:
+        """The bytes from where the walk started to the current boundary (after ``skip_rows(1)``
+        from the start of a file: its header line), or None if they are no longer in the buffer."""
+        if self._base != self._start:
+            return None
+        return bytes(self._buf[: self._pos])
 
     def _more(self) -> bool:
         """Read on (keeping only what lies after the current boundary); False at the end of the

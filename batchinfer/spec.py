@@ -22,11 +22,13 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from batchinfer.errors import BackendUnavailableError, SpecError
 from batchinfer.layout import file_name_problem
+from batchinfer.protocol import ReadOptions
 from batchinfer.safeyaml import (
     MAX_DEPTH,
     MAX_SPEC_BYTES,
@@ -149,13 +151,139 @@ class StrictModel(BaseModel):
         return value
 
 
+HEADERS = ("all_files_different_headers", "all_files_same_headers", "from_first_file", "no_header")
+# MLTable's encoding names -> Python's codecs. UTF-8 drops a leading BOM, as MLTable does; MLTable
+# reads 'ascii' as UTF-8 (a byte above 127 is not an error there), so it is UTF-8 here too.
+ENCODINGS = {
+    "utf8": "utf-8-sig", "utf-8": "utf-8-sig", "utf8bom": "utf-8-sig", "utf8 bom": "utf-8-sig",
+    "utf-8 bom": "utf-8-sig", "ascii": "utf-8-sig", "latin1": "latin-1", "latin-1": "latin-1",
+    "iso88591": "latin-1", "iso-8859-1": "latin-1", "windows1252": "cp1252", "windows-1252": "cp1252",
+    "utf16": "utf-16", "utf-16": "utf-16",
+}
+# a file in these cannot be cut by bytes (a newline is two bytes): it is read whole, one mini-batch
+WHOLE_FILE_ENCODINGS = ("utf-16",)
+PARTITION_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def partition_fields(format_: str) -> list[str]:
+    """The ``{name}`` (or ``{name:date format}``) fields of a ``partition_format``, by name, in
+    order; ValueError for a malformed one."""
+    from batchinfer.readers import date_pattern
+
+    fields = PARTITION_FIELD.findall(format_)
+    if not fields:
+        raise ValueError(f"{shown(format_)} names no {{field}}, e.g. {{year}}/{{month}}/{{name}}.csv")
+    names = []
+    for field in fields:
+        name, colon, date_format = field.partition(":")
+        if not name.strip() or "/" in name:
+            raise ValueError(f"{{{field}}} is not a field name: a field is a column name, within one path part")
+        if colon:
+            try:
+                date_pattern(date_format)
+            except ValueError as exc:
+                raise ValueError(f"{{{field}}}: {exc}") from None
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{shown(format_)} names a field twice")
+    if re.search(r"\}\{", format_):
+        raise ValueError(f"{shown(format_)}: two fields must be separated by some text, as in {{a}}_{{b}}")
+    if PARTITION_FIELD.sub("", format_).count("{") or PARTITION_FIELD.sub("", format_).count("}"):
+        raise ValueError(f"{shown(format_)} has an unmatched brace")
+    return names
+
+
+# keys that say how a table is read (MLTable's names): a file input takes none of them
+TABLE_READING_KEYS = ("delimiter", "header", "encoding", "empty_as_string", "infer_column_types",
+                      "include_path_column", "drop_columns", "keep_columns", "invalid_lines", "column_types")
+COLUMN_TYPES = ("int", "float", "string", "boolean")
+
+
+def _not_default(spec: InputSpec, key: str) -> bool:
+    """Whether ``spec`` sets the reading key ``key`` to something other than its default."""
+    value = type(spec).model_fields[key].get_default(call_default_factory=True) if key != "encoding" else "utf8"
+    if key == "encoding":
+        return ENCODINGS[spec.encoding] != ENCODINGS[value]
+    return getattr(spec, key) != value
+
+
 class InputSpec(StrictModel):
-    """One input: files or tables found at one or more paths, globs, folders or URLs."""
+    """One input: files or tables found at one or more paths, globs, folders or URLs.
+
+    The reading keys (``delimiter`` ... ``invalid_lines``) use MLTable's names and meanings; their
+    defaults read tables as batchinfer always has.
+    """
 
     type: Literal["file", "tabular"] = "file"
     path: list[str]
     storage_options: dict[str, Any] = Field(default_factory=dict)
     format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    delimiter: str | None = None
+    header: Literal[HEADERS] = "all_files_different_headers"  # type: ignore[valid-type]
+    encoding: str = "utf8"
+    empty_as_string: bool | None = None
+    infer_column_types: bool = True
+    include_path_column: bool = False
+    partition_format: str | None = None
+    drop_columns: list[str] = Field(default_factory=list)
+    keep_columns: list[str] | None = None
+    invalid_lines: Literal["error", "drop"] = "error"
+    column_types: dict[str, Literal[COLUMN_TYPES]] = Field(default_factory=dict)  # type: ignore[valid-type]
+
+    @field_validator("delimiter")
+    @classmethod
+    def _delimiter(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value in "\r\n\"" or len(value.encode("utf-8")) != 1):
+            raise ValueError(f"{shown(value)} must be one single-byte character such as ',', ';', '|' or a tab")
+        return value
+
+    @field_validator("encoding", mode="before")
+    @classmethod
+    def _encoding(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() not in ENCODINGS:
+            raise ValueError(f"{shown(value)} is not one of {', '.join(ENCODINGS)}")
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("partition_format")
+    @classmethod
+    def _partition_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            partition_fields(value)
+        return value
+
+    @field_validator("drop_columns", "keep_columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _reading_keys(self) -> InputSpec:
+        if self.type == "file":
+            for key in TABLE_READING_KEYS:
+                if _not_default(self, key):
+                    raise ValueError(f"{key} applies to tabular inputs only (a file input is read by the script)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_default_reading_keys(self, handler: Any) -> dict[str, Any]:
+        # reading keys at their defaults are left out: a job's fingerprint (its identity for
+        # allow_reuse and resume) stays what it was before these keys existed
+        data = handler(self)
+        for key in (*TABLE_READING_KEYS, "partition_format"):
+            if key in data and not _not_default(self, key):
+                del data[key]
+        return data
+
+    def read_options(self) -> ReadOptions:
+        """What a worker needs to read this input's tables (see ``protocol.ReadOptions``)."""
+        return ReadOptions(
+            delimiter=self.delimiter, header=self.header, encoding=ENCODINGS[self.encoding],
+            empty_as_string=self.empty_as_string, infer_column_types=self.infer_column_types,
+            include_path_column=self.include_path_column, partition_format=self.partition_format,
+            drop_columns=tuple(self.drop_columns),
+            keep_columns=None if self.keep_columns is None else tuple(self.keep_columns),
+            invalid_lines=self.invalid_lines, column_types=tuple(self.column_types.items()),
+        )
 
     @field_validator("path", mode="before")
     @classmethod
@@ -319,15 +447,28 @@ class JobSpec(StrictModel):
             raise ValueError("inputs: all inputs of a job must have the same type (file or tabular)")
         tabular = self.input_type == "tabular"
         if self.partition_keys is not None:
-            if not tabular:
-                raise ValueError("partition_keys: only tabular inputs can be partitioned")
             if not self.partition_keys:
                 raise ValueError("partition_keys: give at least one column name")
+            if not tabular:
+                for spec_input in self.inputs:
+                    fields = partition_fields(spec_input.partition_format) if spec_input.partition_format else []
+                    missing = [k for k in self.partition_keys if k not in fields]
+                    if missing:
+                        raise ValueError(
+                            f"partition_keys: {shown(missing[0])} is not a {{field}} of the input's partition_format "
+                            f"({shown(spec_input.partition_format) if fields else 'none given'}); file inputs are "
+                            "partitioned by their paths, e.g. partition_format: '{user}/{season}/{genre}.wav'"
+                        )
             if self.mini_batch_size is not None:
                 raise ValueError(
                     "partition_keys and mini_batch_size cannot be used together: "
                     "with partition_keys each partition is one mini-batch"
                 )
+        if self.partition_keys and any(i.header == "from_first_file" for i in self.inputs):
+            raise ValueError(
+                "partition_keys cannot be used with header: from_first_file (each file of a partition is read "
+                "whole, with its own header line): use all_files_same_headers"
+            )
         if self.mini_batch_size is None and self.partition_keys is None:
             default = DEFAULT_TABULAR_BATCH if tabular else DEFAULT_FILE_BATCH
             object.__setattr__(self, "mini_batch_size", parse_batch_size(default, self.input_type))

@@ -54,6 +54,7 @@ from batchinfer.protocol import (
     MiniBatch,
     Outcome,
     Partition,
+    ReadOptions,
     Ready,
     WorkerConfig,
 )
@@ -80,7 +81,11 @@ class MiniBatchContext:
 
     def __init__(self, batch: MiniBatch, data: Any = None) -> None:
         self.minibatch_index = batch.id
-        self.partition_key_value = dict(batch.table.values) if isinstance(batch.table, Partition) else {}
+        # the partition's values: of the key columns (tables) or of the paths (files, partition_format)
+        if isinstance(batch.table, Partition):
+            self.partition_key_value = dict(batch.table.values)
+        else:
+            self.partition_key_value = dict(batch.partition_values or {})
         self._batch = batch
         self._data = data
 
@@ -248,7 +253,8 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
 
     try:
         try:
-            data = read_mini_batch(batch, config.storage_options[batch.input_index], make_folder)
+            options = config.read_options[batch.input_index] if config.read_options else ReadOptions()
+            data = read_mini_batch(batch, config.storage_options[batch.input_index], make_folder, options)
         except MemoryError as exc:
             return _ends_worker(exc, index, batch, started, items, "reading the mini-batch")
         except Exception as exc:

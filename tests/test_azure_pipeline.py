@@ -669,8 +669,6 @@ def test_validate_and_plan_take_a_pipeline(tmp_path, batchinfer):
     assert steps["predict_digits_mnist"]["mini_batches"] == 3 and steps["predict_digits_mnist"]["items"] == 11
 
 
-@pytest.mark.xfail(strict=True, reason="a file-list MLTable (no read_* step) is read as files by the data helper's "
-                   "mltable.input_from_mltable (issue 12), wired into azure._mltable at merge; remove this mark then")
 def test_mnist_pipeline_shape_with_a_file_list_mltable_made_by_a_command_step(tmp_path, batchinfer):
     """cli/jobs/pipelines/mnist-batch-identification-using-parallel: prepare_data writes the images and an
     MLTable that lists their folder; the parallel step reads it as type: mltable."""

@@ -101,6 +101,18 @@ EXTREMES: dict[str, list[Any]] = {
     "inputs.path": ["data", ["data/f000.txt", "data/f001.txt"], "data/*.txt", f"file://{'{tmp}'}/data"],
     "inputs.storage_options": [{}, {"anon": True, "nested": {"x": [1e308, None]}}],
     "inputs.format": ["auto"],
+    # the reading keys apply to tabular inputs (tests/test_azure_mltable.py): a file input takes their defaults
+    "inputs.delimiter": [None],
+    "inputs.header": ["all_files_different_headers"],
+    "inputs.encoding": ["utf8", "UTF-8"],
+    "inputs.empty_as_string": [None],
+    "inputs.infer_column_types": [True],
+    "inputs.include_path_column": [False],
+    "inputs.drop_columns": [[]],
+    "inputs.keep_columns": [None],
+    "inputs.invalid_lines": ["error"],
+    "inputs.column_types": [{}],
+    "inputs.partition_format": [None, "{name}.txt", "data/{name}.{extension}", "/data/{a}0{b}.txt"],
     "output.path": ["-", "out/deeper"],
     "output.storage_options": [{}, {"key": "value"}],
 }
