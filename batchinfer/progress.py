@@ -225,6 +225,8 @@ class Reporter:
         )
         if summary.get("reason") and status != "succeeded":
             out.write(f"batchinfer: {summary['reason']}\n")
+        if summary.get("note"):  # e.g. run() returned no rows: said plainly, success or not
+            out.write(f"batchinfer: note: {summary['note']}\n")
         if summary.get("first_error"):
             out.write(f"batchinfer: first error: {summary['first_error']}\n")
         if summary.get("output_file") not in (None, "-"):
