@@ -162,3 +162,18 @@ def test_import_batchinfer_stays_light(python):
                           "dir": "run" in dir(batchinfer)}))
     """)
     assert result == {"light": True, "api": True, "callable": True, "dir": True}
+
+
+def test_run_works_from_a_thread_other_than_the_main_one(python, tmp_path):
+    """An Airflow task or a notebook's background thread: no signal handlers can be set there, none are."""
+    _job_yaml(tmp_path, mode="long")
+    result = python("""
+        import json, signal, threading, batchinfer
+        before = signal.getsignal(signal.SIGINT)
+        box = {}
+        worker = threading.Thread(target=lambda: box.update(s=batchinfer.run("api_job.yaml", output="out")))
+        worker.start(); worker.join()
+        print(json.dumps({"status": box["s"].status, "succeeded": box["s"].items_succeeded,
+                          "handler_kept": signal.getsignal(signal.SIGINT) is before}))
+    """)
+    assert result == {"status": "succeeded", "succeeded": 6, "handler_kept": True}
