@@ -82,3 +82,12 @@ def test_an_empty_return_resumed_is_still_judged_by_the_thresholds(job, text_fil
     again = job("returns.py", inputs={"path": str(data)}, arguments=["--mode", "empty"], mini_batch_size=2)
     assert again.code == 0, again.stderr
     assert again.summary["items_not_returned"] == 6 and again.summary["status"] == "succeeded"
+    assert "batchinfer: note: run() returned no rows" in again.stderr
+
+
+def test_status_of_a_finished_job_repeats_the_note(job, batchinfer, text_files, tmp_path):
+    run = job("returns.py", inputs={"path": str(text_files(4))}, arguments=["--mode", "empty"], mini_batch_size=2)
+    assert run.code == 0, run.stderr
+    status = batchinfer("status", str(run.output_dir))
+    assert status.code == 0 and "succeeded: 0/4 items succeeded" in status.stdout
+    assert "(note: run() returned no rows" in status.stdout
