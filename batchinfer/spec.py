@@ -432,7 +432,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def apply_values(data: dict[str, Any], values: Any) -> dict[str, Any]:
-    """Set ``{dotted.key: value}`` (or ``[(key, value)]``) in a copy of ``data``: ``--set`` and the Python API's overrides."""
+    """Set ``{dotted.key: value}`` (or ``[(key, value)]``) in a copy of ``data``.
+
+    ``--set`` (after parsing its text as YAML) and the Python API's ``overrides`` both come here.
+    """
     data = dict(data)
     for key, value in (values.items() if isinstance(values, dict) else values):
         parts = str(key).split(".")
@@ -490,7 +493,9 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[str, str |
     return f"{key}: {message}{quoted}", None
 
 
-def load_spec(spec_path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> JobSpec:
+def load_spec(
+    spec_path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> JobSpec:
     """Read, expand, override and validate a job spec; raise :class:`SpecError` on any problem.
 
     ``overrides`` are ``--set KEY=VALUE`` texts, ``values`` the Python API's ``{dotted.key: value}``.

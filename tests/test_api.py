@@ -1,4 +1,4 @@
-"""The public Python API: ``batchinfer.run()``, ``plan()`` and ``load_spec()``, as a notebook or an Airflow task calls them.
+"""The public Python API: ``batchinfer.run()``, ``plan()`` and ``load_spec()``, as notebooks and Airflow call them.
 
 The calls run in a fresh Python process each (as a user's script would), with real worker processes.
 """
@@ -6,6 +6,7 @@ The calls run in a fresh Python process each (as a user's script would), with re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ def python(run_marker, tmp_path):
     """Run a Python snippet in a fresh interpreter (cwd tmp_path); it prints one JSON line: return it."""
 
     def invoke(code: str, timeout: float = 300) -> dict:
-        env = {**__import__("os").environ, MARKER: run_marker, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, MARKER: run_marker, "PYTHONPATH": str(REPO)}
         proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=timeout)
         assert proc.returncode == 0, proc.stderr
@@ -35,7 +36,7 @@ def _job_yaml(tmp_path: Path, mode: str = "short", **keys) -> Path:
     data.mkdir(exist_ok=True)
     for i in range(6):
         (data / f"f{i:03d}.txt").write_text(f"{i}\n")
-    lines = [f"entry_script: returns.py", f"source_directory: {SCRIPTS}", "inputs: {path: data}",
+    lines = ["entry_script: returns.py", f"source_directory: {SCRIPTS}", "inputs: {path: data}",
              f"arguments: [--mode, {mode}]", "mini_batch_size: 3", "process_count_per_node: 2",
              *(f"{k}: {json.dumps(v)}" for k, v in keys.items())]
     path = tmp_path / "api_job.yaml"
