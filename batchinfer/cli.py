@@ -132,7 +132,8 @@ def run(
     input_: InputOpt = None,
 ) -> None:
     """Run a job or an Azure ML pipeline: score every input with the entry script and write the rows to the output folder."""
-    from batchinfer.job import RunOptions, run_job
+    from batchinfer import api
+    from batchinfer.errors import JobFailedError, JobInterruptedError
     from batchinfer.progress import Reporter
 
     overrides = list(set_ or [])
@@ -159,15 +160,20 @@ def run(
             raise UsageError(f"--step goes with an Azure ML pipeline; {job} is one job", hint="run it without --step")
         spec = _load(job, overrides)
         reporter = Reporter("quiet" if quiet else "auto", interval=progress_interval)
-        options = RunOptions(output=output, logs=str(logs) if logs else None, restart=restart, retry_failed=retry_failed)
-        result = run_job(spec, reporter, options)
+        try:  # the library's one path (batchinfer.run), with this command's reporter
+            result = api.run(spec, output=output, restart=restart, retry_failed=retry_failed,
+                             logs=str(logs) if logs else None, reporter=reporter)
+        except (JobFailedError, JobInterruptedError) as stopped:
+            if stopped.summary is None:
+                raise
+            result = stopped.summary
     except BatchInferError as error:
         fail(error)
         return
     if result.exit_code != ExitCode.PIPE_CLOSED:
-        reporter.final(result.summary, reused=result.reused)
+        reporter.final(result.raw, reused=result.reused)
         if as_json:
-            _print_json(result.summary)
+            _print_json(result.raw)
     if result.kept_logs:  # even with --quiet: it is left on disk for the user to look at, then remove
         sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "
                          "something failed; remove it when done\n")

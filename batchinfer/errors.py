@@ -70,6 +70,27 @@ class BackendUnavailableError(BatchInferError):
 
 
 class JobFailedError(BatchInferError):
-    """The job ran but failed: a threshold was exceeded, no item succeeded, or init() kept failing."""
+    """The job ran but failed: a threshold was exceeded, no item succeeded, or init() kept failing.
+
+    Raised by ``batchinfer.run()`` with ``summary`` (a :class:`batchinfer.api.RunSummary`) set.
+    """
 
     exit_code = ExitCode.JOB_FAILED
+
+    def __init__(self, message: str, hint: str | None = None, summary: object | None = None) -> None:
+        super().__init__(message, hint)
+        self.summary = summary
+
+
+class JobInterruptedError(BatchInferError):
+    """The job was stopped before its end (Ctrl-C: 130, SIGTERM: 143, its stdout closed: 141); it can be resumed.
+
+    Raised by ``batchinfer.run()`` with ``summary`` (a :class:`batchinfer.api.RunSummary`) set.
+    """
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str, exit_code: ExitCode, summary: object | None = None) -> None:
+        super().__init__(message, hint="run it again to resume" if exit_code != ExitCode.PIPE_CLOSED else None)
+        self.exit_code = exit_code
+        self.summary = summary

@@ -13,6 +13,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -297,7 +298,11 @@ def _run(
         if len(received) == 1:
             reporter.note("stopping: letting running mini-batches finish (press Ctrl-C again to stop at once)")
 
-    handlers_before = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # only the main thread may set handlers (batchinfer.run() may be called from another one: then
+    # Ctrl-C is its caller's business); they are put back below, for the caller (a notebook, Airflow)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+    handlers_before = {s: signal.signal(s, on_signal) for s in handled}
     log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
              spec.name, spec.worker_count, "stdout" if to_stdout else folder, len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")

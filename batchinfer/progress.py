@@ -104,8 +104,10 @@ def status_line(doc: dict[str, Any]) -> str:
             return f"{doc.get('job')}: stopped before its first mini-batch; run it again to resume"
         return (f"{doc.get('job')}: stopped after {doc.get('mini_batches_done')} mini-batches "
                 f"({doc.get('items_done')} items); run it again to resume")
+    note = f" (note: {doc['note']})" if doc.get("note") else ""  # e.g. run() returned no rows
     return (f"{doc.get('job')}: {state}: {doc.get('items_succeeded')}/{doc.get('items_total')} items succeeded, "
-            f"{doc.get('items_failed')} failed, {doc.get('mini_batches_total')} mini-batches, {doc.get('elapsed_s')}s")
+            f"{doc.get('items_failed')} failed, {doc.get('mini_batches_total')} mini-batches, {doc.get('elapsed_s')}s"
+            f"{note}")
 
 
 class Reporter:
@@ -225,6 +227,8 @@ class Reporter:
         )
         if summary.get("reason") and status != "succeeded":
             out.write(f"batchinfer: {summary['reason']}\n")
+        if summary.get("note"):  # e.g. run() returned no rows: said plainly, success or not
+            out.write(f"batchinfer: note: {summary['note']}\n")
         if summary.get("first_error"):
             out.write(f"batchinfer: first error: {summary['first_error']}\n")
         if summary.get("output_file") not in (None, "-"):

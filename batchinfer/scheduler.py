@@ -68,6 +68,7 @@ class Progress:
     items_total: int = 0  # items of all mini-batches listed so far (table slices once read)
     items_succeeded: int = 0
     items_failed: int = 0
+    items_not_returned: int = 0  # part of items_failed: items of mini-batches whose run() returned fewer rows
     mini_batches_total: int = 0
     mini_batches_done: int = 0
     mini_batches_succeeded: int = 0
@@ -243,6 +244,7 @@ class Scheduler:
         p = self.progress
         counts = journal.counts()
         p.items_succeeded, p.items_failed = counts["items_succeeded"], counts["items_failed"]
+        p.items_not_returned = short_items(journal)
         p.tries = journal.plain["tries"] + sum(e.tries for e in journal.entries.values())
         if retry_failed:
             self._queue_failed()
@@ -253,6 +255,8 @@ class Scheduler:
         p = self.progress
         p.items_succeeded += sign * entry.succeeded
         p.items_failed += sign * entry.failed
+        if entry.ok:  # run() returned, with fewer rows than items: a short return, not a failed try
+            p.items_not_returned += sign * entry.failed
 
     def _count_root(self, failed: bool) -> None:
         p = self.progress
@@ -558,9 +562,37 @@ class Scheduler:
         self._check_thresholds()  # allowed_failed_percent, now that every count is known
         if p.stop_reason:
             return "failed", p.stop_reason
-        if p.items_total and not p.items_succeeded:
-            return "failed", "no item succeeded"
+        if p.items_total and not p.items_succeeded and not any_returned(self.journal):
+            # the safety net, whatever the thresholds: every final try raised, timed out, lost its worker
+            # or returned the wrong type. A run() that returned (even []) is judged by the thresholds alone.
+            return "failed", NOTHING_SUCCEEDED
         return "succeeded", None
+
+
+NOTHING_SUCCEEDED = (
+    "no item succeeded: every mini-batch failed (run() raised, timed out, lost its worker or returned the wrong type)"
+)
+
+
+def any_returned(journal: Journal) -> bool:
+    """Whether some mini-batch (or part) of the job settled with run() returning, even an empty list."""
+    return journal.plain["count"] > 0 or any(e.ok for e in journal.entries.values())
+
+
+def short_items(journal: Journal) -> int:
+    """Items counted as failed because run() returned fewer rows than items (not because a try failed)."""
+    return journal.plain["failed"] + sum(e.failed for e in journal.entries.values() if e.ok)
+
+
+def returns_note(items_total: int, items_succeeded: int, items_not_returned: int) -> str | None:
+    """The summary's plain words on short returns (None when run() returned a row for every item it was given)."""
+    if not items_not_returned:
+        return None
+    if not items_succeeded:
+        return (f"run() returned no rows: none of the {items_total} items was returned, so all count as failed; "
+                "the job is judged by its thresholds (error_threshold, allowed_failed_percent) alone")
+    return (f"run() returned fewer rows than items: {items_not_returned} of {items_total} items were not "
+            "returned and count as failed (short_return in logs/errors.jsonl)")
 
 
 def summary_of(
@@ -568,12 +600,15 @@ def summary_of(
 ) -> dict[str, Any]:
     """The summary.json document; ``counts`` are the exact ones, from the journal."""
     done = counts["items_succeeded"] + counts["items_failed"]
+    items_total = max(progress.items_total, done)
     return {
         "status": status,
         "reason": for_log(reason) if reason else None,
-        "items_total": max(progress.items_total, done),
+        "items_total": items_total,
         "items_succeeded": counts["items_succeeded"],
         "items_failed": counts["items_failed"],
+        "items_not_returned": progress.items_not_returned,
+        "note": returns_note(items_total, counts["items_succeeded"], progress.items_not_returned),
         "mini_batches_total": max(progress.mini_batches_total, counts["mini_batches_succeeded"] + counts["mini_batches_failed"]),
         "mini_batches_succeeded": counts["mini_batches_succeeded"],
         "mini_batches_failed": counts["mini_batches_failed"],

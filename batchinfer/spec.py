@@ -555,15 +555,12 @@ def expand_variables(value: Any, where: str = "") -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set KEY=VALUE`` overrides; VALUE is parsed as YAML, KEY may be dotted (inputs.path)."""
-    data = dict(data)
+    values: list[tuple[str, Any]] = []
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise SpecError(f"--set {shown(item)}: expected KEY=VALUE", hint="for example --set mini_batch_size=20")
-        parts = key.split(".")
-        if len(parts) > MAX_DEPTH:
-            raise SpecError(f"--set {shown(key)}: the key has more than {MAX_DEPTH} parts")
         try:
             value = load_yaml_text(raw) if raw.strip() else ""
         except YamlLimitError as exc:
@@ -571,6 +568,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise SpecError(f"--set {shown(key)}: value {where.lstrip(': ')}", hint=hint) from None
         except yaml.YAMLError:
             value = raw  # not YAML (an unclosed bracket, a tag): the text itself
+        values.append((key, value))
+    return apply_values(data, values)
+
+
+def apply_values(data: dict[str, Any], values: Any) -> dict[str, Any]:
+    """Set ``{dotted.key: value}`` (or ``[(key, value)]``) in a copy of ``data``.
+
+    ``--set`` (after parsing its text as YAML) and the Python API's ``overrides`` both come here.
+    """
+    data = dict(data)
+    for key, value in (values.items() if isinstance(values, dict) else values):
+        parts = str(key).split(".")
+        if not key or not all(parts):
+            raise SpecError(f"override {shown(str(key))}: expected a key such as mini_batch_size or inputs.path")
+        if len(parts) > MAX_DEPTH:
+            raise SpecError(f"--set {shown(key)}: the key has more than {MAX_DEPTH} parts")
         target = data
         for part in parts[:-1]:
             child = target.get(part)
@@ -627,34 +640,41 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[str, str |
     return f"{key}: {message}{quoted}", None
 
 
-def load_spec(spec_path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    """Read, expand, override and validate a job spec; raise :class:`SpecError` on any problem."""
-    from batchinfer import azure
+def load_spec(
+    spec_path: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> JobSpec:
+    """Read, expand, override and validate a job spec; raise :class:`SpecError` on any problem.
 
+    ``overrides`` are ``--set KEY=VALUE`` texts, ``values`` the Python API's ``{dotted.key: value}``.
+    """
     path = Path(spec_path)
     data = read_yaml(path)
-    if azure.is_azure_job(data):
-        try:
-            data = azure.to_native(data, path.resolve().parent, default_name(path))
-        except SpecError as exc:
-            raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
-    elif data.get("type") == "pipeline":
+    if data.get("type") == "pipeline":
         raise SpecError(f"{path} is an Azure ML pipeline, not one job",
                         hint="run it with 'batchinfer run'; each parallel step is a job (see 'batchinfer convert')")
-    return spec_from_data(data, path, path.resolve().parent, overrides)
+    return spec_from_data(data, path.resolve().parent, default_name(path), str(path), overrides, values)
 
 
-def spec_from_data(data: dict[str, Any], path: Path, base_dir: Path, overrides: list[str] | None = None) -> JobSpec:
-    """Validate spec keys read from ``path`` (or made from a pipeline step: ``path`` names it in
-    messages and gives the default name); relative paths are relative to ``base_dir``."""
+def spec_from_data(
+    data: dict[str, Any], base_dir: Path, name: str, where: str,
+    overrides: list[str] | None = None, values: dict[str, Any] | None = None,
+) -> JobSpec:
+    """Validate a job spec's content (as read from YAML): relative paths from ``base_dir``, ``name`` by
+    default, ``where`` naming it in messages; raise :class:`SpecError` on any problem."""
     from batchinfer import azure
 
+    if azure.is_azure_job(data):
+        try:
+            data = azure.to_native(data, base_dir, name)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc.message}", hint=exc.hint) from None
     data = apply_overrides(data, overrides or [])
+    data = apply_values(data, values or {})
     data = expand_variables(data)
     if isinstance(data.get("arguments"), list):  # ParallelRunStep's own flags are settings, not arguments
         data["arguments"], flags = azure.take_driver_flags(data["arguments"], explicit=set(data))
         data.update(flags)
-    data.setdefault("name", default_name(path))
+    data.setdefault("name", name)
     data.setdefault("source_directory", ".")
     context = {"base_dir": str(base_dir)}
     try:
@@ -666,10 +686,10 @@ def spec_from_data(data: dict[str, Any], path: Path, base_dir: Path, overrides: 
         message, hint = _describe(first, JobSpec)
         more = exc.error_count() - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise SpecError(f"{path}: {message}{suffix}", hint=hint) from None
+        raise SpecError(f"{where}: {message}{suffix}", hint=hint) from None
     if spec.backend == "ray":
         raise BackendUnavailableError(
-            f"{path}: backend 'ray' is not available yet in this version of batchinfer",
+            f"{where}: backend 'ray' is not available yet in this version of batchinfer",
             hint="use backend: local (the default)",
         )
     return spec

@@ -30,7 +30,7 @@ from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
 from batchinfer.layout import STATE_DIR
 from batchinfer.pipeline import PIPELINE_FILE, Pipeline, Step, cloud_notes
 from batchinfer.redact import for_log
-from batchinfer.spec import JobSpec, is_url, spec_from_data
+from batchinfer.spec import JobSpec, default_name, is_url, spec_from_data
 from batchinfer.statefiles import ReadBack, read_json, shown, why_invalid, write_atomic
 
 
@@ -116,7 +116,8 @@ def parallel_spec(pipeline: Pipeline, step: Step, overrides: list[str]) -> tuple
     except SpecError as exc:
         raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
     label = Path(f"{pipeline.path}: jobs.{step.key}") if not pipeline.standalone else pipeline.path
-    spec = spec_from_data(native, label, step.base_dir, overrides_for(pipeline, step.key, overrides))
+    spec = spec_from_data(native, step.base_dir, default_name(label), str(label),
+                          overrides_for(pipeline, step.key, overrides))
     return spec, data_dir
 
 

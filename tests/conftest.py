@@ -24,6 +24,17 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 MARKER = "BATCHINFER_TEST_RUN"
+# the interpreter of the oldest supported versions (pandas 1.5.3, numpy 1.26, mltable): tests/install.sh
+# makes it, .ci/run exports it; tests that compare with Microsoft's mltable run their reference there
+OLD_PYTHON = Path(os.environ.get("BATCHINFER_OLD_PYTHON", REPO / ".venv-old" / "bin" / "python"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of a tests/test_azure*.py file is an Azure-compatibility test (marker ``azure``):
+    CI runs those a second time in .venv-old, except the ones marked ``tensorflow``."""
+    for item in items:
+        if item.path.name.startswith("test_azure"):
+            item.add_marker(pytest.mark.azure)
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 pytest.importorskip("keras", reason="the sample needs the 'tensorflow' extra")
+pytestmark = pytest.mark.tensorflow
 
 
 @pytest.mark.parametrize(("spec", "name"), [("mnist_job.yaml", "mnist-digits"),

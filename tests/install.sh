@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Create (or update) the two test environments, both with python3.11 ($PYTHON to choose another):
+#   .venv      batchinfer with its dev extra at the newest versions: the whole test suite runs here
+#   .venv-old  batchinfer at the oldest supported pandas/numpy/pyarrow (tests/old-versions.txt), with
+#              what Azure's examples and the Azure tests need (scikit-learn, mlflow-skinny, Microsoft's
+#              mltable, which the tests use as the reference reader): the Azure-compatibility tests run here
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3.11}
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install -q -e '.[dev]'
+
+[ -x .venv-old/bin/python ] || "$PYTHON" -m venv .venv-old
+.venv-old/bin/python -m pip install -q --upgrade pip  # azureml-dataprep needs pip>=25.3
+.venv-old/bin/pip install -q -c tests/old-versions.txt -e . \
+    pytest pytest-timeout scikit-learn mlflow-skinny mltable
+.venv-old/bin/python - <<'PY'
+import numpy, pandas, pyarrow
+lines = [line.split("#")[0].strip() for line in open("tests/old-versions.txt")]
+wanted = dict(line.split("==") for line in lines if line)
+found = {"pandas": pandas.__version__, "numpy": numpy.__version__, "pyarrow": pyarrow.__version__}
+assert found == wanted, f".venv-old has {found}, tests/old-versions.txt says {wanted}"
+PY
