@@ -2,7 +2,8 @@
 # Create (or update) the two test environments, both with python3.11 ($PYTHON to choose another):
 #   .venv      batchinfer with its dev extra at the newest versions: the whole test suite runs here
 #   .venv-old  batchinfer at the oldest supported pandas/numpy/pyarrow (tests/old-versions.txt), with
-#              what Azure's examples and the Azure tests need (scikit-learn, mlflow-skinny, Microsoft's
+#              what Azure's examples and the Azure tests need (scikit-learn, mlflow-skinny 2.x, whose sklearn
+#              flavour still saves with cloudpickle as Azure's examples expect, Microsoft's
 #              mltable, which the tests use as the reference reader): the Azure-compatibility tests run here
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ PYTHON=${PYTHON:-python3.11}
 [ -x .venv-old/bin/python ] || "$PYTHON" -m venv .venv-old
 .venv-old/bin/python -m pip install -q --upgrade pip  # azureml-dataprep needs pip>=25.3
 .venv-old/bin/pip install -q -c tests/old-versions.txt -e . \
-    pytest pytest-timeout scikit-learn mlflow-skinny mltable
+    pytest pytest-timeout scikit-learn "mlflow-skinny<3" mltable
 .venv-old/bin/python - <<'PY'
 import numpy, pandas, pyarrow
 lines = [line.split("#")[0].strip() for line in open("tests/old-versions.txt")]

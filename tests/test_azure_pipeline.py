@@ -427,12 +427,6 @@ def test_oj_shape_component_partitions_then_one_model_per_partition(tmp_path, ba
     assert run.code == 0, run.stderr  # run() returns [] by design: judged by the thresholds alone
 
 
-def test_oj_shape_returns_nothing_by_design_and_completes(tmp_path, batchinfer):
-    oj_data(tmp_path)
-    run = batchinfer("run", str(write(tmp_path, OJ)), "--output", str(tmp_path / "out"))
-    assert run.code == 0, run.stderr
-
-
 @pytest.mark.parametrize("failure, said", [
     ("exit 3", "its command exited with code 3"),
     ("kill -KILL $$", "its command was killed by signal 9 (SIGKILL)"),

@@ -46,7 +46,7 @@ def iris(root: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     import mlflow.sklearn
 
-    mlflow.sklearn.save_model(model, str(target))
+    mlflow.sklearn.save_model(model, str(target), serialization_format="cloudpickle")  # as Azure's own MLmodel says
 
 
 def orange_juice(root: Path) -> None:
