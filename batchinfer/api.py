@@ -109,7 +109,11 @@ class PipelineSummary:
 
 def load_spec(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None):  # -> JobSpec
     """A validated :class:`~batchinfer.spec.JobSpec` from a YAML path, a dict (the YAML's content, relative
-    paths from the current folder) or a JobSpec; ``overrides`` are ``{dotted.key: value}``, as ``--set``."""
+    paths from the current folder) or a JobSpec; ``overrides`` are ``{dotted.key: value}``, as ``--set``.
+
+    An Azure ML ``type: pipeline`` file gives ``{step: JobSpec}`` for its parallel steps, or, for a step
+    whose input another step makes when the pipeline runs, ``{step: "why it cannot be read yet"}``.
+    """
     from batchinfer.spec import JobSpec, default_name, load_spec as load_file, spec_from_data
 
     if isinstance(spec_or_path, JobSpec):
@@ -121,7 +125,10 @@ def load_spec(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None): 
         name = default_name(Path(str(spec_or_path.get("entry_script") or "job")))
         return spec_from_data(spec_or_path, Path.cwd(), name, "the job spec (dict)", values=overrides)
     if isinstance(spec_or_path, (str, os.PathLike)):
-        return load_file(Path(spec_or_path), values=overrides)  # a pipeline file: one line saying so
+        if _is_azure_file(Path(spec_or_path)):  # each parallel step of a pipeline is a job
+            steps = _pipeline_steps(Path(spec_or_path), overrides)
+            return steps if _is_pipeline_file(Path(spec_or_path)) else next(iter(steps.values()))
+        return load_file(Path(spec_or_path), values=overrides)
     raise UsageError(f"a job spec is a path, a dict or a JobSpec, not a {type(spec_or_path).__name__}")
 
 
@@ -185,13 +192,25 @@ def run(
     raise JobInterruptedError(f"job {spec.name} interrupted: {summary.reason}", code, summary=summary)
 
 
-def plan(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None, first: int = 10) -> Plan:
-    """How the job's inputs are cut into mini-batches (the first ``first`` listed); lists inputs, runs nothing."""
-    from batchinfer.inputs import InputPlan, describe
-    from batchinfer.job import RunOptions, excluded_folders
+def plan(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None, first: int = 10) -> Plan | dict[str, Any]:
+    """How the job's inputs are cut into mini-batches (the first ``first`` listed); lists inputs, runs nothing.
 
-    spec = load_spec(spec_or_path, overrides)
-    input_plan = InputPlan(spec, exclude=excluded_folders(spec, RunOptions()))
+    An Azure ML ``type: pipeline`` file gives ``{step: Plan}`` for its parallel steps (or, for a step that
+    waits on another, ``{step: "why"}``), as ``batchinfer plan`` shows them.
+    """
+    from batchinfer.job import RunOptions
+
+    if isinstance(spec_or_path, (str, os.PathLike)) and _is_azure_file(Path(spec_or_path)):
+        steps = _pipeline_steps(Path(spec_or_path), overrides, first)
+        return steps if _is_pipeline_file(Path(spec_or_path)) else next(iter(steps.values()))
+    return _plan_of(load_spec(spec_or_path, overrides), RunOptions(), first)
+
+
+def _plan_of(spec: Any, options: Any, first: int) -> Plan:
+    from batchinfer.inputs import InputPlan, describe
+    from batchinfer.job import excluded_folders
+
+    input_plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     input_plan.check()
     info = describe(input_plan, first)
     return Plan(
@@ -210,6 +229,33 @@ def plan(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None, first:
     )
 
 
+def _pipeline_steps(path: Path, overrides: dict[str, Any] | None, first: int | None = None) -> dict[str, Any]:
+    """Each parallel step of an Azure ML file: its JobSpec (``first`` None) or its Plan, or why it waits."""
+    import json
+
+    from batchinfer.job import RunOptions
+    from batchinfer.pipeline import load_pipeline
+    from batchinfer.steps import check_pipeline
+
+    pipeline = load_pipeline(path)
+    texts = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]
+    found: dict[str, Any] = {}
+    for step, spec, why in check_pipeline(pipeline, texts):
+        if step.type != "parallel":
+            continue
+        if spec is None:
+            found[step.key] = why
+        else:
+            found[step.key] = spec if first is None else _plan_of(spec, RunOptions(output=str(step.folder)), first)
+    return found
+
+
+def _is_pipeline_file(path: Path) -> bool:
+    from batchinfer.spec import read_yaml
+
+    return read_yaml(path).get("type") == "pipeline"
+
+
 def _is_azure_file(path: Path) -> bool:
     """An Azure ML ``type: pipeline`` file, or a standalone ``type: parallel`` job (a one-step pipeline)."""
     from batchinfer.pipeline import is_pipeline
@@ -226,8 +272,6 @@ def _run_pipeline(path: Path, output: Any, overrides: dict[str, Any] | None, pro
     from batchinfer.pipeline import load_pipeline
     from batchinfer.steps import PipelineOptions, run_pipeline
 
-    if restart and retry_failed:
-        raise UsageError("--restart and --retry-failed cannot be used together", hint="choose one")
     bindings = [f"{name}={value}" for name, value in (inputs or {}).items()]
     pipeline = load_pipeline(path, None if output is None else os.fspath(output), bindings, step)
     texts = [f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items()]  # JSON is YAML, as --set reads it

@@ -79,6 +79,10 @@ class _SpecLoader(yaml.SafeLoader):
         seen: set = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict, set)):  # '[1]: x' or '{a: 1}: x': no key can be that
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text or a number, not a {type(key).__name__}", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {shown(key)} is given twice", key_node.start_mark

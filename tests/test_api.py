@@ -212,15 +212,21 @@ def test_run_on_an_azure_pipeline_returns_its_steps_or_raises_with_them(python, 
     result = python("""
         import json, batchinfer
         from batchinfer.errors import JobFailedError
+        before = batchinfer.plan("pipeline.yml")  # the step's input is made when the pipeline runs
         try:
-            summary, error = batchinfer.run("pipeline.yml", output="out", overrides={"score_files.run_max_try": 1}), None
+            summary, error = batchinfer.run("pipeline.yml", overrides={"score_files.run_max_try": 1}), None
         except JobFailedError as exc:
             summary, error = exc.summary, str(exc)
+        after = batchinfer.plan("pipeline.yml") if not error else {}
+        specs = batchinfer.load_spec("pipeline.yml") if not error else {}
         print(json.dumps({"type": type(summary).__name__, "status": summary.status, "code": summary.exit_code,
-                          "steps": summary.steps, "error": error,
+                          "steps": summary.steps, "error": error, "before": before,
+                          "after": {k: [type(p).__name__, p.files, p.mini_batches] for k, p in after.items()},
+                          "specs": {k: [type(s).__name__, s.run_max_try] for k, s in specs.items()},
                           "scored": {k: s.items_succeeded for k, s in summary.summaries.items()}}))
     """)
     assert result["type"] == "PipelineSummary"
+    assert list(result["before"]) == ["score_files"] and "waits on step make" in result["before"]["score_files"]
     if fail:
         assert result["code"] == 1 and result["status"] == "failed" and "step make" in result["error"]
         assert result["steps"] == {"make": "failed", "score_files": "waiting"} and result["scored"] == {}
@@ -228,5 +234,8 @@ def test_run_on_an_azure_pipeline_returns_its_steps_or_raises_with_them(python, 
     assert result["code"] == 0 and result["status"] == "succeeded" and result["error"] is None
     assert result["steps"] == {"make": "succeeded", "score_files": "succeeded"}
     assert result["scored"] == {"score_files": 5}
-    rows = (tmp_path / "out" / "score_files" / "outputs" / "scores" / "scores.txt").read_text().splitlines()
+    assert result["after"] == {"score_files": ["Plan", 5, 3]}  # now that its input is there
+    assert result["specs"] == {"score_files": ["JobSpec", 3]}
+    out = tmp_path / "outputs" / "pipeline"  # the default output folder, where plan() looks too
+    rows = (out / "score_files" / "outputs" / "scores" / "scores.txt").read_text().splitlines()
     assert sorted(rows) == [f"n{i}.txt {i}" for i in range(5)]

@@ -135,6 +135,8 @@ def test_tabular_default_batch_is_one_megabyte(tmp_path):
          ["cannot be used together"]),
         (MINIMAL + "append_row_file_name: a/b.txt\n", ["plain file name"]),
         (MINIMAL + "inputs: {path: []}\n", ["given twice"]),
+        (MINIMAL + "[1]: x\n", ["a key must be text or a number, not a list"]),
+        (MINIMAL + "environment_variables: {{a: 1}: x}\n", ["a key must be text or a number, not a dict"]),
         ("entry_script: s.py\ninputs: {path: []}\n", ["at least one path"]),
         ("entry_script: s.py\ninputs: {type: images, path: d}\n", ["inputs.type", "'file' or 'tabular'"]),
         (MINIMAL + "append_row_file_name: summary.json\n", ["append_row_file_name", "batchinfer's own 'summary.json'"]),
