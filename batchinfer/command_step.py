@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import Field
 
+from batchinfer import ports
 from batchinfer._compat import command_step_environment
 from batchinfer.bindings import input_path, substitute
 from batchinfer.errors import ExitCode, JobFailedError, OutputError, SpecError
@@ -152,6 +153,7 @@ def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> t
             raise OutputError(f"{shown(step.folder / own)} is a symbolic link; batchinfer's own folders must be "
                               "real folders",
                               hint="remove the link, or choose another --output")
+    ports.for_step(step).start()  # a command step always starts afresh: empty outputs, as Azure gives it
     for port in step.outputs.values():
         port.folder.mkdir(parents=True, exist_ok=True)
     (step.folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class Port:
     folder: Path
     file_name: str | None = None  # Azure's name for the file (from the port's path), when it gives one
     azure_path: str | None = None  # the azureml:// path this local folder stands for
+    own: bool = True  # batchinfer's folder under the output (emptied when the step starts afresh); False: a user's path:
 
     def file(self, default: str) -> Path:
         """The port's file (a ``uri_file`` port read downstream): its own name, else ``default``."""
@@ -439,8 +440,8 @@ def _port(step: Step, name: str, declared: Any, given: Any, parent_outputs: dict
         return Port(step.key, name, kind, default, file_name or None, azure_path=path)
     local = Path(_local(path, base))
     if kind == "uri_file":
-        return Port(step.key, name, kind, local.parent, local.name)
-    return Port(step.key, name, kind, local)
+        return Port(step.key, name, kind, local.parent, local.name, own=False)
+    return Port(step.key, name, kind, local, own=False)
 
 
 def cloud_notes(pipeline: Pipeline) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from batchinfer import azure
+from batchinfer import azure, ports
 from batchinfer.bindings import append_port, input_path, substitute
 from batchinfer.command_step import command_line, run_command
 from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
@@ -303,9 +303,11 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     if not pipeline.standalone:
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
+    row_file = spec.append_row_file_name if spec.output_action == "append_row" else None
     run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh,
                              retry_failed=options.retry_failed, data_dir=data_dir,
-                             port_dirs=tuple(p.folder for p in step.outputs.values()))
+                             port_dirs=tuple(p.folder for p in step.outputs.values()),
+                             fresh_ports=ports.for_step(step, row_file, data_dir))
     result = run_job(spec, reporter, run_options)
     reporter.final(result.summary, reused=result.reused)
     if result.exit_code != ExitCode.OK and not pipeline.standalone:

@@ -630,12 +630,19 @@ def test_parent_inputs_and_outputs_bind_and_input_rebinds_a_pipeline_input(tmp_p
     # the script's own files share the port with the rows; logs and summary stay in the run folder
     assert sorted(os.listdir(published)) == ["0.txt.seen", "4.txt.seen", "8.txt.seen", "digits.txt"]
     assert (out / "score" / "summary.json").exists() and not (out / "score" / "outputs").exists()
-    # --restart removes the row file batchinfer wrote, never the script's own files
-    again = batchinfer("run", str(path), "--restart", "--input", "digits=./other", "--set", "score.mini_batch_size=1")
+    # a fresh start needs an empty output: a user's port that holds the script's files is refused, never emptied
+    args = ("run", str(path), "--restart", "--input", "digits=./other", "--set", "score.mini_batch_size=1")
+    refused = batchinfer(*args)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("batchinfer: error:")]
+    assert refused.code == 2 and len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert str(published) in errors[0] and "is not empty" in errors[0] and "0.txt.seen" in errors[0]
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "4.txt.seen", "8.txt.seen", "digits.txt"]
+    for name in ("0.txt.seen", "4.txt.seen", "8.txt.seen"):
+        (published / name).unlink()
+    again = batchinfer(*args)  # --restart removes the row file batchinfer wrote
     assert again.code == 0, again.stderr
     assert read_digits(published / "digits.txt") == expected_digits(3)
-    assert sorted(os.listdir(published)) == ["0.txt.seen", "1.txt.seen", "2.txt.seen", "4.txt.seen", "8.txt.seen",
-                                             "digits.txt"]
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "1.txt.seen", "2.txt.seen", "digits.txt"]
     assert json.loads((out / "score" / "summary.json").read_text())["mini_batches_total"] == 3
 
 

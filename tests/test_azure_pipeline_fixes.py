@@ -1,0 +1,167 @@
+"""Pipeline runs that must never lose a user's file or hand a step stale outputs: output ports that
+move, ports emptied when a step starts afresh (never a user's), and the other review findings on the
+pipeline runner (threads, the row file's name, --retry-failed, quoting, quiet runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import SCRIPTS
+
+
+def errors_of(run) -> list[str]:
+    return [line for line in run.stderr.splitlines() if line.startswith("batchinfer: error:")]
+
+
+def one_error(run, *fragments: str) -> str:
+    """Exit 2 and one error line (notes may come before it) holding every fragment."""
+    errors = errors_of(run)
+    assert run.code == 2 and len(errors) == 1 and "Traceback" not in run.stderr, run.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def numbers(folder: Path, count: int) -> Path:
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        (folder / f"n{i}.txt").write_text(f"{i}\n")
+    return folder
+
+
+# one parallel step echoing its files into an output port; PORT is replaced by the port's extra keys
+ECHO = f"""\
+type: pipeline
+jobs:
+  score:
+    type: parallel
+    inputs:
+      data: {{type: uri_folder, path: ./data}}
+    outputs:
+      rows: {{type: uri_folder PORT}}
+    input_data: ${{{{inputs.data}}}}
+    mini_batch_size: "2"
+    max_concurrency_per_instance: 1
+    task:
+      code: {SCRIPTS}
+      entry_script: echo_names.py
+      append_row_to: ${{{{outputs.rows}}}}
+"""
+
+
+def echo(tmp_path: Path, port: str = "") -> Path:
+    numbers(tmp_path / "data", 3)
+    path = tmp_path / "pipeline.yml"
+    path.write_text(ECHO.replace("PORT", port))
+    return path
+
+
+# ------------------------------------------------------------ 1. an output port whose path: changed
+
+
+def test_a_port_that_moved_never_deletes_or_overwrites_the_users_file_there(tmp_path, batchinfer):
+    out = tmp_path / "out"
+    run = batchinfer("run", str(echo(tmp_path)), "--output", str(out))
+    assert run.code == 0, run.stderr
+    old_rows = out / "score" / "outputs" / "rows" / "parallel_run_step.txt"
+    assert len(old_rows.read_text().splitlines()) == 3
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "parallel_run_step.txt").write_text("the user's own\n")
+    path = echo(tmp_path, ", path: ./mine")
+    one_error(batchinfer("run", str(path), "--output", str(out)), "holds a different job", "--restart")
+    refused = batchinfer("run", str(path), "--output", str(out), "--restart")
+    one_error(refused, str(mine / "parallel_run_step.txt"), "did not write")
+    assert (mine / "parallel_run_step.txt").read_text() == "the user's own\n"
+    assert old_rows.exists()  # a refused run changes nothing
+    (mine / "parallel_run_step.txt").unlink()
+    again = batchinfer("run", str(path), "--output", str(out), "--restart")
+    assert again.code == 0, again.stderr
+    assert len((mine / "parallel_run_step.txt").read_text().splitlines()) == 3
+    assert not old_rows.exists()  # the old claim, cleared where it was made
+    # and back to the default port: the rows in ./mine are batchinfer's, removed there by --restart
+    back = batchinfer("run", str(echo(tmp_path)), "--output", str(out), "--restart")
+    assert back.code == 0, back.stderr
+    assert not (mine / "parallel_run_step.txt").exists() and len(old_rows.read_text().splitlines()) == 3
+
+
+# ------------------------------------------------------------ 2. fresh outputs for a fresh start
+
+WRITER = """\
+type: pipeline
+jobs:
+  write:
+    command: for f in FILES; do echo $f > ${{outputs.out}}/$f; done
+    outputs:
+      out: {type: uri_folder PORT}
+  read:
+    command: ls ${{inputs.got}}
+    inputs:
+      got: ${{parent.jobs.write.outputs.out}}
+"""
+
+
+def test_a_command_step_that_runs_again_starts_with_an_empty_output_port(tmp_path, batchinfer):
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text(WRITER.replace("FILES", "a b c").replace("PORT", ""))
+    assert batchinfer("run", str(path), "--output", str(out)).code == 0
+    path.write_text(WRITER.replace("FILES", "x").replace("PORT", ""))
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 0, run.stderr
+    assert os.listdir(out / "write" / "outputs" / "out") == ["x"]
+    assert (out / "read" / "logs" / "std_log.txt").read_text() == "x\n"
+
+
+@pytest.mark.parametrize("how", ["restart", "no-reuse", "upstream-ran"])
+def test_a_parallel_step_that_starts_afresh_starts_with_empty_output_ports(tmp_path, batchinfer, how):
+    numbers(tmp_path / "data", 3)
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    text = textwrap.dedent(f"""\
+        type: pipeline
+        jobs:
+          copy:
+            command: cp ${{{{inputs.src}}}}/* ${{{{outputs.files}}}}/ && echo COPY
+            inputs:
+              src: {{type: uri_folder, path: ./data}}
+            outputs:
+              files: {{type: uri_folder}}
+          score:
+            type: parallel
+            inputs:
+              data: ${{{{parent.jobs.copy.outputs.files}}}}
+            outputs:
+              rows: {{type: uri_folder}}
+            input_data: ${{{{inputs.data}}}}
+            mini_batch_size: "2"
+            max_concurrency_per_instance: 1
+            task:
+              code: {SCRIPTS}
+              entry_script: echo_names.py
+              append_row_to: ${{{{outputs.rows}}}}
+        """)
+    path.write_text(text)
+    reuse = ["--set", "score.allow_reuse=false"] if how == "no-reuse" else []
+    assert batchinfer("run", str(path), "--output", str(out), *reuse).code == 0
+    stale = out / "score" / "outputs" / "rows" / "stale.txt"
+    stale.write_text("from an earlier run\n")
+    if how == "upstream-ran":
+        path.write_text(text.replace("echo COPY", "echo COPIED"))
+    run = batchinfer("run", str(path), "--output", str(out), *reuse, *(["--restart"] if how == "restart" else []))
+    assert run.code == 0, run.stderr
+    assert os.listdir(out / "score" / "outputs" / "rows") == ["parallel_run_step.txt"]
+    assert len((out / "score" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == 3
+
+
+def test_a_users_port_is_never_emptied_and_a_fresh_start_there_is_refused(tmp_path, batchinfer):
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text(WRITER.replace("FILES", "a b").replace("PORT", ", path: ./kept"))
+    (tmp_path / "kept").mkdir()  # an empty folder of the user's is fine
+    assert batchinfer("run", str(path), "--output", str(out)).code == 0
+    path.write_text(WRITER.replace("FILES", "x").replace("PORT", ", path: ./kept"))
+    one_error(batchinfer("run", str(path), "--output", str(out)), str(tmp_path / "kept"), "is not empty", "holds a (and 1 more)")
+    assert sorted(os.listdir(tmp_path / "kept")) == ["a", "b"]
