@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,8 +206,12 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signum)
 
-        handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        # signal handlers can be set in the main thread only (batchinfer.run() may run in another one)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+        handlers = {}
         try:
+            handlers = {s: signal.signal(s, forward) for s in handled}
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(65536):
                 log.write(chunk)
@@ -214,6 +219,11 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
                 if not quiet:
                     _echo(chunk)
             code = proc.wait()
+        except BaseException:  # whatever stops batchinfer here must not leave the command running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)

@@ -254,6 +254,15 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
                 doc.update(status="failed", exit_code=int(exc.exit_code))
                 _save(pipeline, doc)
                 raise
+            except BaseException as exc:  # a bug, KeyboardInterrupt, ...: pipeline.json must not say "running"
+                why = for_log(f"{type(exc).__name__}: {exc}")[:500]
+                stopped = isinstance(exc, KeyboardInterrupt)
+                code = ExitCode.INTERRUPTED if stopped else ExitCode.JOB_FAILED
+                status = "interrupted" if stopped else "failed"
+                doc["steps"][key].update(status=status, exit_code=int(code), error=why)
+                doc.update(status=status, exit_code=int(code))
+                _save(pipeline, doc)
+                raise
             if not reused:
                 ran.add(key)
             status = "reused" if reused else "succeeded" if code == ExitCode.OK else \

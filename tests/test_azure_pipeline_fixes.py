@@ -165,3 +165,43 @@ def test_a_users_port_is_never_emptied_and_a_fresh_start_there_is_refused(tmp_pa
     path.write_text(WRITER.replace("FILES", "x").replace("PORT", ", path: ./kept"))
     one_error(batchinfer("run", str(path), "--output", str(out)), str(tmp_path / "kept"), "is not empty", "holds a (and 1 more)")
     assert sorted(os.listdir(tmp_path / "kept")) == ["a", "b"]
+
+
+# ------------------------------------------------------------ 3. batchinfer.run() from another thread
+
+
+def test_a_pipeline_with_a_command_step_runs_from_a_thread_other_than_the_main_one(tmp_path, run_marker):
+    import subprocess
+    import sys
+
+    from conftest import MARKER
+
+    (tmp_path / "pipeline.yml").write_text(textwrap.dedent("""\
+        type: pipeline
+        jobs:
+          make:
+            command: echo made > ${{outputs.files}}/made.txt
+            outputs:
+              files: {type: uri_folder}
+        """))
+    code = textwrap.dedent("""
+        import json, signal, threading, batchinfer
+        before = signal.getsignal(signal.SIGINT)
+        box = {}
+        def target():
+            try:
+                box["status"] = batchinfer.run("pipeline.yml", output="out").status
+            except BaseException as exc:
+                box["error"] = repr(exc)
+        worker = threading.Thread(target=target)
+        worker.start(); worker.join()
+        print(json.dumps({**box, "handler_kept": signal.getsignal(signal.SIGINT) is before}))
+    """)
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, MARKER: run_marker, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"status": "succeeded", "handler_kept": True}
+    assert (tmp_path / "out" / "make" / "outputs" / "files" / "made.txt").read_text() == "made\n"
+    doc = json.loads((tmp_path / "out" / "pipeline.json").read_text())
+    assert doc["status"] == "succeeded" and doc["steps"]["make"]["status"] == "succeeded"
