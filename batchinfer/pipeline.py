@@ -92,6 +92,7 @@ class Step:
     folder: Path  # the run folder: summary, logs, state
     inputs: dict[str, Binding] = field(default_factory=dict)
     outputs: dict[str, Port] = field(default_factory=dict)
+    row_file: str | None = None  # a parallel step's append-row file name, from its validated job spec
     # inputs that the YAML binds to an upstream step and --input binds instead: (step, port) as the YAML has it
     cut_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -111,6 +112,7 @@ class Pipeline:
     steps: dict[str, Step]
     standalone: bool
     skipped: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # --set [STEP.]KEY=VALUE: they decide a step's row file name
 
     def port_of(self, binding: Binding) -> Port | None:
         """The upstream port an input reads, if it reads one."""

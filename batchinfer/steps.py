@@ -135,6 +135,7 @@ def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step,
     from batchinfer.inputs import InputPlan
     from batchinfer.job import RunOptions, excluded_folders
 
+    pipeline.overrides = list(overrides)
     found = []
     for key, step in pipeline.steps.items():
         if key in pipeline.skipped:
@@ -222,6 +223,7 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
     """Run every step that is not skipped, in order; stop at the first that fails (see the module doc)."""
     from batchinfer.lock import OutputLock
 
+    pipeline.overrides = list(options.overrides)
     for note in cloud_notes(pipeline):
         _note(options, note)
     for key, why in pipeline.skipped.items():
@@ -309,6 +311,7 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     from batchinfer.progress import Reporter
 
     spec, data_dir = parallel_spec(pipeline, step, options.overrides)
+    step.row_file = spec.append_row_file_name  # what the steps that read its rows find
     if not pipeline.standalone:
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)

@@ -205,3 +205,47 @@ def test_a_pipeline_with_a_command_step_runs_from_a_thread_other_than_the_main_o
     assert (tmp_path / "out" / "make" / "outputs" / "files" / "made.txt").read_text() == "made\n"
     doc = json.loads((tmp_path / "out" / "pipeline.json").read_text())
     assert doc["status"] == "succeeded" and doc["steps"]["make"]["status"] == "succeeded"
+
+
+# ------------------------------------------------------------ 4. the row file's name, from the step's spec
+
+ROWS_READ = f"""\
+type: pipeline
+jobs:
+  score:
+    type: parallel
+    inputs:
+      data: {{type: uri_folder, path: ./data}}
+    outputs:
+      rows: {{type: uri_file}}
+    input_data: ${{{{inputs.data}}}}
+    mini_batch_size: "2"
+    max_concurrency_per_instance: 1
+    task:
+      code: {SCRIPTS}
+      entry_script: echo_names.py
+      ARGS
+      append_row_to: ${{{{outputs.rows}}}}
+  show:
+    command: cat ${{{{inputs.rows}}}}
+    inputs:
+      rows: ${{{{parent.jobs.score.outputs.rows}}}}
+"""
+
+
+@pytest.mark.parametrize("args, options, name", [
+    ("", [], "parallel_run_step.txt"),
+    ("", ["--set", "score.append_row_file_name=rows.txt"], "rows.txt"),
+    ("", ["--set", "append_row_file_name=all.txt"], "all.txt"),
+    ("program_arguments: --append_row_file_name \"my rows.txt\"", [], "my rows.txt"),
+    ("program_arguments: --append_row_file_name=eq.txt", [], "eq.txt"),
+], ids=["default", "set-step", "set-all", "quoted-argument", "argument-with-equals"])
+def test_the_next_step_reads_the_row_file_under_the_name_the_step_wrote_it(tmp_path, batchinfer, args, options, name):
+    numbers(tmp_path / "data", 3)
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text(ROWS_READ.replace("ARGS", args))
+    run = batchinfer("run", str(path), "--output", str(out), *options)
+    assert run.code == 0, run.stderr
+    assert os.listdir(out / "score" / "outputs" / "rows") == [name]
+    shown = (out / "show" / "logs" / "std_log.txt").read_text().splitlines()
+    assert sorted(shown) == [f"n{i}.txt {i}" for i in range(3)]
