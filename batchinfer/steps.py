@@ -27,11 +27,11 @@ from batchinfer import azure, ports
 from batchinfer.bindings import append_port, input_path, substitute
 from batchinfer.command_step import command_line, run_command
 from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
-from batchinfer.layout import STATE_DIR
+from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.pipeline import PIPELINE_FILE, Pipeline, Step, cloud_notes
 from batchinfer.redact import for_log
 from batchinfer.spec import JobSpec, default_name, is_url, spec_from_data
-from batchinfer.statefiles import ReadBack, read_json, shown, why_invalid, write_atomic
+from batchinfer.statefiles import ReadBack, read_json, read_summary, shown, why_invalid, write_atomic
 
 
 
@@ -41,7 +41,7 @@ class PipelineOptions:
 
     overrides: list[str] = field(default_factory=list)  # --set [STEP.]KEY=VALUE for parallel steps
     restart: bool = False
-    retry_failed: bool = False  # parallel steps: run only their failed items again
+    retry_failed: bool = False  # parallel steps that finished: run only their failed items again
     quiet: bool = False
     progress_interval: float = 30.0
 
@@ -302,6 +302,14 @@ def _note(options: PipelineOptions, text: str) -> None:
         sys.stderr.write(f"batchinfer: {for_log(text)}\n")
 
 
+def _finished(step: Step) -> bool:
+    """The step's run folder holds a finished job: ``--retry-failed`` applies to it (the others run or resume)."""
+    from batchinfer.resume import FINISHED
+
+    summary = read_summary(step.folder / SUMMARY_FILE)
+    return summary is not None and summary["status"] in FINISHED
+
+
 def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: bool) -> tuple[ExitCode, bool]:
     """Run one step (``fresh``: an upstream step ran again, so a parallel step starts over instead of resuming)."""
     _check_ready(pipeline, step)
@@ -316,8 +324,9 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
         _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
     row_file = spec.append_row_file_name if spec.output_action == "append_row" else None
-    run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh,
-                             retry_failed=options.retry_failed, data_dir=data_dir,
+    restart = options.restart or fresh
+    run_options = RunOptions(output=str(step.folder), restart=restart,
+                             retry_failed=options.retry_failed and not restart and _finished(step), data_dir=data_dir,
                              port_dirs=tuple(p.folder for p in step.outputs.values()),
                              fresh_ports=ports.for_step(step, row_file, data_dir))
     result = run_job(spec, reporter, run_options)

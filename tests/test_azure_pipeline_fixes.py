@@ -249,3 +249,60 @@ def test_the_next_step_reads_the_row_file_under_the_name_the_step_wrote_it(tmp_p
     assert os.listdir(out / "score" / "outputs" / "rows") == [name]
     shown = (out / "show" / "logs" / "std_log.txt").read_text().splitlines()
     assert sorted(shown) == [f"n{i}.txt {i}" for i in range(3)]
+
+
+# ------------------------------------------------------------ 5. --retry-failed on a pipeline
+
+TWO_STEPS = f"""\
+type: pipeline
+jobs:
+  first:
+    type: parallel
+    inputs:
+      data: {{type: uri_folder, path: ./data}}
+    outputs:
+      rows: {{type: uri_folder}}
+    input_data: ${{{{inputs.data}}}}
+    mini_batch_size: "1"
+    max_concurrency_per_instance: 1
+    error_threshold: -1
+    retry_settings: {{max_retries: 0}}
+    task:
+      code: {SCRIPTS}
+      entry_script: fail_on_bad_content.py
+      append_row_to: ${{{{outputs.rows}}}}
+  second:
+    type: parallel
+    inputs:
+      data: {{type: uri_folder, path: ./more}}
+    outputs:
+      rows: {{type: uri_folder}}
+    input_data: ${{{{inputs.data}}}}
+    mini_batch_size: "1"
+    max_concurrency_per_instance: 1
+    task:
+      code: {SCRIPTS}
+      entry_script: echo_names.py
+      append_row_to: ${{{{outputs.rows}}}}
+"""
+
+
+def test_retry_failed_retries_the_steps_that_finished_and_runs_the_others(tmp_path, batchinfer):
+    numbers(tmp_path / "data", 3)
+    for i in range(3):  # no item succeeds: the step fails (exit 1)
+        (tmp_path / "data" / f"n{i}.txt").write_text("bad\n")
+    numbers(tmp_path / "more", 2)
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text(TWO_STEPS)
+    failed = batchinfer("run", str(path), "--output", str(out))
+    assert failed.code == 1, failed.stderr
+    assert not (out / "second").exists()  # the pipeline stopped at the first step
+    numbers(tmp_path / "data", 3)  # fixed
+    run = batchinfer("run", str(path), "--output", str(out), "--retry-failed")
+    assert run.code == 0, run.stderr
+    first = json.loads((out / "first" / "summary.json").read_text())
+    assert first["status"] == "succeeded" and first["items_succeeded"] == 3
+    assert sorted((out / "first" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == \
+        [f"n{i}.txt {i}" for i in range(3)]
+    assert sorted((out / "second" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == \
+        [f"n{i}.txt {i}" for i in range(2)]
