@@ -54,31 +54,63 @@ def row_file_name(pipeline: Pipeline, step: Step) -> str:
 
 
 def substitute(pipeline: Pipeline, step: Step, text: str, where: str) -> str:
-    """``${{inputs.X}}`` / ``${{outputs.X}}`` in ``text`` replaced: paths shell-quoted, literal values as
-    written; a ``$[[...]]`` part is dropped when an input it names is not bound."""
+    """``${{inputs.X}}`` / ``${{outputs.X}}`` in ``text`` replaced: a path as one shell word (see :func:`shell_word`),
+    a literal value written in the YAML as written (as Azure does), one given with ``--input`` as one word;
+    a ``$[[...]]`` part is dropped when an input it names is not bound."""
 
     def absent(part: str) -> bool:
         return any(m.group(1).startswith("inputs.") and m.group(1)[7:] not in step.inputs for m in REF.finditer(part))
 
     text = OPTIONAL_PART.sub(lambda m: "" if absent(m.group(1)) else m.group(1), text)
+    quotes = quote_states(text)
 
     def value(match: Any) -> str:
         ref = match.group(1)
         kind, _, name = ref.partition(".")
+        quote = quotes[match.start()]
         if kind == "inputs":
             if name not in step.inputs:
                 raise SpecError(f"{where}: ${{{{inputs.{name}}}}} is not bound",
                                 hint=f"give it in the step's inputs, or bind it with --input {step.key}.{name}=PATH")
             binding = step.inputs[name]
-            if not binding.is_path:
-                return binding.value
-            return shlex.quote(input_path(pipeline, binding))
+            if not binding.is_path and not binding.from_command_line:
+                return binding.value  # a YAML literal: the pipeline's author wrote it for the shell
+            return shell_word(binding.value if not binding.is_path else input_path(pipeline, binding), quote)
         if kind == "outputs":
             if name not in step.outputs:
                 raise SpecError(f"{where}: ${{{{outputs.{name}}}}} names no output of step {step.key!r}",
                                 hint=f"its outputs: {', '.join(step.outputs) or 'none'}")
             port = step.outputs[name]  # a parallel step's script writes into the port's folder
-            return shlex.quote(str(port_path(pipeline, step, port) if step.type == "command" else port.folder))
+            return shell_word(str(port_path(pipeline, step, port) if step.type == "command" else port.folder), quote)
         return match.group(0)  # ${{name}} and the like were resolved when the file was read
 
     return REF.sub(value, text)
+
+
+def quote_states(text: str) -> list[str]:
+    """For each character of a shell command, the quotes it is inside: ``'``, ``"`` or none (``""``)."""
+    states, state, escaped = [], "", False
+    for ch in text:
+        states.append(state)
+        if escaped:
+            escaped = False
+        elif state == "'":
+            state = "" if ch == "'" else state
+        elif ch == "\\":
+            escaped = True
+        elif state == '"':
+            state = "" if ch == '"' else state
+        elif ch in "'\"":
+            state = ch
+    return states
+
+
+def shell_word(value: str, quote: str) -> str:
+    """``value`` written so that the shell reads it as that exact text: quoted when outside quotes, escaped
+    inside the user's own double quotes (``"``, ``\\``, ``$``, backquote), inside single quotes closed and
+    reopened around a ``'``."""
+    if quote == '"':
+        return "".join("\\" + ch if ch in '"\\$`' else ch for ch in value)
+    if quote == "'":
+        return value.replace("'", "'\\''")
+    return shlex.quote(value)

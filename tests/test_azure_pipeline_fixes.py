@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SCRIPTS
 
@@ -306,3 +307,50 @@ def test_retry_failed_retries_the_steps_that_finished_and_runs_the_others(tmp_pa
         [f"n{i}.txt {i}" for i in range(3)]
     assert sorted((out / "second" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == \
         [f"n{i}.txt {i}" for i in range(2)]
+
+
+# ------------------------------------------------------------ 6, 7. what a command step's shell reads
+
+def quoted(form: str) -> str:
+    command = "printf '%s\\n' " + form
+    return yaml.safe_dump({"type": "pipeline", "jobs": {"show": {
+        "command": command, "inputs": {"d": {"type": "uri_folder", "path": "./plain"}}}}})
+
+
+@pytest.mark.parametrize("form", ["${{inputs.d}}", '"${{inputs.d}}"', "'${{inputs.d}}'", '"in: ${{inputs.d}} :end"'],
+                         ids=["unquoted", "double-quoted", "single-quoted", "inside-a-double-quoted-text"])
+@pytest.mark.parametrize("name", ["a b", "it's", 'say "hi"', "$HOME and `id`", "back\\slash"],
+                         ids=["space", "single-quote", "double-quote", "dollar-backquote", "backslash"])
+def test_a_path_reaches_the_command_as_one_exact_word_whatever_quotes_it_is_in(tmp_path, batchinfer, form, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    path = tmp_path / "pipeline.yml"
+    path.write_text(quoted(form))
+    run = batchinfer("run", str(path), "--output", str(tmp_path / "out"), "--input", f"show.d={folder}")
+    assert run.code == 0, run.stderr
+    expected = form.strip("'\"").replace("${{inputs.d}}", str(folder))
+    assert (tmp_path / "out" / "show" / "logs" / "std_log.txt").read_text() == expected + "\n"
+
+
+LITERAL = """\
+type: pipeline
+inputs:
+  greeting: hello
+jobs:
+  say:
+    command: echo ${{inputs.greeting}} && echo "${{inputs.greeting}}" && echo '${{inputs.greeting}}'
+    inputs:
+      greeting: ${{parent.inputs.greeting}}
+"""
+
+
+def test_a_literal_from_the_yaml_is_shell_text_one_from_the_command_line_is_one_word(tmp_path, batchinfer):
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text(LITERAL.replace("greeting: hello", "greeting: hi; echo there"))
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 0, run.stderr  # written in the YAML: the shell reads it as the author wrote it
+    assert (out / "say" / "logs" / "std_log.txt").read_text() == "hi\nthere\nhi; echo there\nhi; echo there\n"
+    run = batchinfer("run", str(path), "--output", str(out), "--input", "greeting=x; touch PWNED")
+    assert run.code == 0, run.stderr  # from a caller (Airflow, a script): the exact text, never a command
+    assert (out / "say" / "logs" / "std_log.txt").read_text() == "x; touch PWNED\n" * 3
+    assert not list(tmp_path.rglob("PWNED"))
