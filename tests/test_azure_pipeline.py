@@ -539,6 +539,25 @@ ERRORS = {
     "reserved step name": (STEP.replace("  first:", "  logs:"), ["jobs.logs", "batchinfer's own"]),
     "missing component file": (STEP + "  second:\n    component: ./nope.yml\n", ["jobs.second.component", "./nope.yml", "no such file"]),
     "unbound command input": (STEP + "  second:\n    command: cat ${{inputs.a}}\n", ["${{inputs.a}} is not bound", "--input second.a=PATH"]),
+    # fields of the wrong type: one line naming the field
+    "code is a list": (STEP + "    code: [1]\n", ["jobs.first.code: [1] is not a folder path"]),
+    "task code is a list": (STEP + "  second:\n    type: parallel\n    task: {code: [1], entry_script: x.py}\n",
+                            ["jobs.second.task.code: [1] is not a folder path"]),
+    "output path is a list": (STEP.replace("out: {type: uri_folder}", "out: {type: uri_folder, path: [1]}"),
+                              ["jobs.first.outputs.out.path: [1] is not a path"]),
+    "output is text": (STEP.replace("out: {type: uri_folder}", "out: hello"),
+                       ["jobs.first.outputs.out: hello is not an output"]),
+    "input path is a mapping": (STEP + "    inputs:\n      a: {type: uri_folder, path: {x: 1}}\n",
+                                ["jobs.first.inputs.a.path", "is not a path"]),
+    "input value is a list": (STEP + "    inputs:\n      a: [1, 2]\n", ["jobs.first.inputs.a: [1, 2] is not a value"]),
+    "pipeline input is a list": (STEP.replace("type: pipeline", "type: pipeline\ninputs:\n  a: [1]"),
+                                 ["inputs.a: [1] is not a value"]),
+    "name is a list": (STEP.replace("type: pipeline", "type: pipeline\nname: [a]"), ["name: ['a'] is not a name"]),
+    "environment variable is a mapping": (STEP + "    environment_variables: {X: {a: 1}}\n",
+                                          ["jobs.first.environment_variables.X", "is not a value an environment"]),
+    "environment variables are a list": (STEP + "    environment_variables: [X]\n",
+                                         ["jobs.first.environment_variables", "is not a mapping"]),
+    "component is a folder": (STEP + "  second:\n    component: ./\n", ["jobs.second.component", "is a folder"]),
 }
 
 
