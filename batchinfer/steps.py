@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from pydantic import Field
 
 from batchinfer import azure, ports
 from batchinfer.bindings import append_port, input_path, substitute
-from batchinfer.command_step import command_line, run_command
+from batchinfer.command_step import check_code_dir, command_line, note, run_command
 from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
 from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.pipeline import PIPELINE_FILE, Pipeline, Step, cloud_notes
@@ -42,8 +41,9 @@ class PipelineOptions:
     overrides: list[str] = field(default_factory=list)  # --set [STEP.]KEY=VALUE for parallel steps
     restart: bool = False
     retry_failed: bool = False  # parallel steps that finished: run only their failed items again
-    quiet: bool = False
+    quiet: bool = False  # nothing on stderr (the Python API's default): notes, progress, failures (raised errors stay raised)
     progress_interval: float = 30.0
+    failures_when_quiet: bool = False  # the CLI's --quiet: a step that fails is still said on stderr
 
 
 @dataclass
@@ -143,9 +143,7 @@ def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step,
             continue
         preflight(pipeline, step)
         if step.type == "command":
-            if step.code_dir is not None and not step.code_dir.is_dir():
-                raise SpecError(f"{pipeline.path}: jobs.{key}: the code folder {shown(step.code_dir)} does not exist",
-                                hint="'code' is relative to the YAML that names it")
+            check_code_dir(pipeline, step)
             found.append((step, None, "command step, runs with bash -c"))
             continue
         if why := waiting_on(pipeline, step):
@@ -224,11 +222,11 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
     from batchinfer.lock import OutputLock
 
     pipeline.overrides = list(options.overrides)
-    for note in cloud_notes(pipeline):
-        _note(options, note)
+    for text in cloud_notes(pipeline):
+        note(options.quiet, text)
     for key, why in pipeline.skipped.items():
         if why.startswith("every output"):
-            _note(options, f"step {key} skipped: {why}")
+            note(options.quiet, f"step {key} skipped: {why}")
     for key, step in pipeline.steps.items():  # every binding is checked before the first step runs
         if key not in pipeline.skipped:
             preflight(pipeline, step)
@@ -273,7 +271,7 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             _save(pipeline, doc)
             if code != ExitCode.OK:
                 if status == "interrupted" and step.type == "command":
-                    sys.stderr.write(f"batchinfer: step {key} was interrupted: run the pipeline again to continue\n")
+                    note(_silent(options), f"step {key} was interrupted: run the pipeline again to continue")
                 break
         doc.update(status="succeeded" if code == ExitCode.OK else doc["steps"][key]["status"], exit_code=int(code),
                    finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -297,9 +295,9 @@ def preflight(pipeline: Pipeline, step: Step) -> None:
             raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
 
 
-def _note(options: PipelineOptions, text: str) -> None:
-    if not options.quiet:  # a bound URL may carry a token: masked, as in every message
-        sys.stderr.write(f"batchinfer: {for_log(text)}\n")
+def _silent(options: PipelineOptions) -> bool:
+    """Nothing on stderr, not even that a step failed."""
+    return options.quiet and not options.failures_when_quiet
 
 
 def _finished(step: Step) -> bool:
@@ -314,6 +312,7 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     """Run one step (``fresh``: an upstream step ran again, so a parallel step starts over instead of resuming)."""
     _check_ready(pipeline, step)
     if step.type == "command":
+        check_code_dir(pipeline, step)
         return run_command(pipeline, step, options.restart, options.quiet)
     from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
@@ -321,7 +320,7 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
     spec, data_dir = parallel_spec(pipeline, step, options.overrides)
     step.row_file = spec.append_row_file_name  # what the steps that read its rows find
     if not pipeline.standalone:
-        _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
+        note(options.quiet, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
     row_file = spec.append_row_file_name if spec.output_action == "append_row" else None
     restart = options.restart or fresh
@@ -329,11 +328,16 @@ def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: b
                              retry_failed=options.retry_failed and not restart and _finished(step), data_dir=data_dir,
                              port_dirs=tuple(p.folder for p in step.outputs.values()),
                              fresh_ports=ports.for_step(step, row_file, data_dir))
-    result = run_job(spec, reporter, run_options)
-    reporter.final(result.summary, reused=result.reused)
+    try:
+        result = run_job(spec, reporter, run_options)
+    except OutputError as exc:  # "use --restart": in a pipeline, for this step alone
+        if not pipeline.standalone and exc.hint and "use --restart" in exc.hint:
+            exc.hint = exc.hint.replace("use --restart", f"run again with --step {step.key} --restart (that step alone)")
+        raise
+    if not _silent(options):
+        reporter.final(result.summary, reused=result.reused)  # in quiet mode: only when the step failed
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
-        code = int(result.exit_code)
-        sys.stderr.write(f"batchinfer: step {step.key} failed (exit {code}): the pipeline stops here\n")
+        note(_silent(options), f"step {step.key} failed (exit {int(result.exit_code)}): the pipeline stops here")
     return result.exit_code, result.reused
 
 

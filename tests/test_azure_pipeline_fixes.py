@@ -354,3 +354,77 @@ def test_a_literal_from_the_yaml_is_shell_text_one_from_the_command_line_is_one_
     assert run.code == 0, run.stderr  # from a caller (Airflow, a script): the exact text, never a command
     assert (out / "say" / "logs" / "std_log.txt").read_text() == "x; touch PWNED\n" * 3
     assert not list(tmp_path.rglob("PWNED"))
+
+
+# ------------------------------------------------------------ 9, 10. secrets and quiet runs
+
+
+def test_a_command_steps_state_keeps_no_secret_of_its_command(tmp_path, batchinfer):
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    path.write_text("type: pipeline\njobs:\n  fetch:\n"
+                    "    command: echo https://me:hunter2@example.invalid/data?sig=s3cr3t > /dev/null\n")
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 0, run.stderr
+    state = (out / "fetch" / ".batchinfer" / "command.json").read_text()
+    assert "example.invalid" in state and "hunter2" not in state and "s3cr3t" not in state
+    assert "hunter2" not in run.stderr and "s3cr3t" not in run.stderr
+    again = batchinfer("run", str(path), "--output", str(out))  # the fingerprint still recognises the command
+    assert again.code == 0 and "reused" in again.stderr, again.stderr
+
+
+@pytest.mark.parametrize("failing", ["command", "parallel"])
+def test_the_python_api_writes_nothing_on_stderr_unless_asked(tmp_path, run_marker, failing):
+    import subprocess
+    import sys
+
+    from conftest import MARKER
+
+    numbers(tmp_path / "data", 2)
+    (tmp_path / "pipeline.yml").write_text(textwrap.dedent(f"""\
+        type: pipeline
+        jobs:
+          make:
+            command: echo hello from the command; {"exit 3" if failing == "command" else "true"}
+            outputs:
+              files: {{type: uri_folder}}
+          score:
+            type: parallel
+            inputs:
+              data: {{type: uri_folder, path: ./data}}
+              after: ${{{{parent.jobs.make.outputs.files}}}}
+            input_data: ${{{{inputs.data}}}}
+            mini_batch_size: "1"
+            max_concurrency_per_instance: 1
+            task:
+              code: {SCRIPTS}
+              entry_script: {"init_fails.py" if failing == "parallel" else "echo_names.py"}
+        """))
+    code = textwrap.dedent("""
+        import json, batchinfer
+        from batchinfer.errors import BatchInferError
+        try:
+            batchinfer.run("pipeline.yml", output="out")
+            print(json.dumps({"raised": None}))
+        except BatchInferError as exc:
+            print(json.dumps({"raised": type(exc).__name__}))
+    """)
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, MARKER: run_marker, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["raised"] == "JobFailedError"
+    assert proc.stderr == ""
+    assert json.loads((tmp_path / "out" / "pipeline.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------------ 12. the --restart hint names the step
+
+
+def test_the_restart_hint_of_a_step_names_that_step(tmp_path, batchinfer):
+    path, out = echo(tmp_path), tmp_path / "out"
+    assert batchinfer("run", str(path), "--output", str(out)).code == 0
+    (tmp_path / "data" / "n9.txt").write_text("9\n")
+    one_error(batchinfer("run", str(path), "--output", str(out)), "inputs changed", "--step score --restart")
+    run = batchinfer("run", str(path), "--output", str(out), "--step", "score", "--restart")
+    assert run.code == 0, run.stderr
+    assert len((out / "score" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == 4
