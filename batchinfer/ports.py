@@ -3,9 +3,11 @@
 A port under ``<output>/<step>/outputs/`` is batchinfer's folder: emptied when the step starts
 afresh (its first run, ``--restart``, ``allow_reuse: false``, an upstream step that ran again, a
 command step that runs again), never when a parallel step resumes (what it wrote so far is kept).
-A port bound to a local ``path:`` is the user's: never emptied; on a fresh start it must be empty
-or hold only the file batchinfer writes there (the row file, a ``uri_file`` port's own file),
-else the run is refused before anything changes (exit 2).
+A port bound to a local ``path:`` is the user's: never emptied; on a fresh start a folder port
+(and the folder a parallel step appends its rows in, where its script may write too) must be
+empty or hold only the file batchinfer writes there (the row file, a ``uri_file`` port's own
+file), else the run is refused before anything changes (exit 2). A ``uri_file`` port of a
+command step is just its file, which the command writes again.
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def for_step(step: Step, row_file: str | None = None, data_dir: Path | None = No
     own = tuple(port.folder.absolute() for port in step.outputs.values() if port.own)
     users: dict[Path, frozenset[str]] = {}
     for port in step.outputs.values():
-        if port.own:
-            continue
+        if port.own or (port.type == "uri_file" and not (row_file and data_dir is not None
+                                                        and port.folder.absolute() == data_dir.absolute())):
+            continue  # a uri_file port of the user's is that one file (its folder may be any folder of theirs)
         folder = port.folder.absolute()
         names = set(users.get(folder, ()))
         if port.file_name:

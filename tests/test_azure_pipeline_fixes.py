@@ -428,3 +428,15 @@ def test_the_restart_hint_of_a_step_names_that_step(tmp_path, batchinfer):
     run = batchinfer("run", str(path), "--output", str(out), "--step", "score", "--restart")
     assert run.code == 0, run.stderr
     assert len((out / "score" / "outputs" / "rows" / "parallel_run_step.txt").read_text().splitlines()) == 4
+
+
+def test_a_users_uri_file_port_is_its_file_and_the_folder_around_it_is_left_alone(tmp_path, batchinfer):
+    path, out = tmp_path / "pipeline.yml", tmp_path / "out"
+    text = ("type: pipeline\njobs:\n  count:\n    command: echo N > ${{outputs.total}}\n"
+            "    outputs:\n      total: {type: uri_file, path: ./total.txt}\n")
+    path.write_text(text.replace("N", "1"))  # the port's folder is the one that holds pipeline.yml
+    assert batchinfer("run", str(path), "--output", str(out)).code == 0
+    path.write_text(text.replace("N", "2"))
+    run = batchinfer("run", str(path), "--output", str(out))
+    assert run.code == 0, run.stderr
+    assert (tmp_path / "total.txt").read_text() == "2\n" and path.exists()
