@@ -202,7 +202,7 @@ def _run_pipeline(pipeline, overrides: list[str], restart: bool, retry_failed: b
                   interval: float, as_json: bool) -> None:
     from batchinfer.steps import PipelineOptions, run_pipeline
 
-    options = PipelineOptions(overrides, restart, retry_failed, quiet, interval)
+    options = PipelineOptions(overrides, restart, retry_failed, quiet, interval, failures_when_quiet=True)
     result = run_pipeline(pipeline, options)  # a BatchInferError goes to the caller's handler
     if as_json:
         _print_json(result.doc if not pipeline.standalone else _standalone_summary(pipeline))

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from pydantic import Field
 
+from batchinfer import ports
 from batchinfer._compat import command_step_environment
 from batchinfer.bindings import input_path, substitute
 from batchinfer.errors import ExitCode, JobFailedError, OutputError, SpecError
@@ -54,17 +56,23 @@ def command_line(pipeline: Pipeline, step: Step) -> str:
         raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
 
 
-def _note(quiet: bool, text: str) -> None:
+def note(quiet: bool, text: str) -> None:
+    """A note on stderr, unless ``quiet`` (the Python API's default); a bound URL's token is masked."""
     if not quiet:
         sys.stderr.write(f"batchinfer: {for_log(text)}\n")
+
+
+def check_code_dir(pipeline: Pipeline, step: Step) -> None:
+    """The step's code folder exists (``code`` is relative to the YAML that names it)."""
+    if step.code_dir is not None and not step.code_dir.is_dir():
+        raise SpecError(f"{pipeline.path}: jobs.{step.key}: the code folder {shown(step.code_dir)} does not exist",
+                        hint="'code' is relative to the YAML that names it")
 
 
 def _environment(pipeline: Pipeline, step: Step) -> dict[str, str]:
     # Azure's helpers (Run.get_context() ...) importable by the step's scripts, recording into its logs
     env = command_step_environment(os.environ, str(step.folder / "logs"))
-    extra = step.node.get("environment_variables") or {}
-    if not isinstance(extra, dict):
-        raise SpecError(f"{pipeline.path}: jobs.{step.key}.environment_variables must be a mapping")
+    extra = step.node.get("environment_variables") or {}  # a mapping of scalars: checked when the YAML was read
     env.update({str(k): "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
                 for k, v in extra.items()})
     # 'python' in the command is the interpreter running batchinfer (Azure: the environment's python)
@@ -93,7 +101,7 @@ def _tree_digest(digest: Any, path: str, contents: bool) -> None:
             digest.update(f"unreadable {exc.errno}".encode())
 
 
-def command_fingerprint(pipeline: Pipeline, step: Step, command: str, env: dict[str, str]) -> str:
+def command_fingerprint(pipeline: Pipeline, step: Step, command: str) -> str:
     """What decides a command step's outputs: its command, environment variables, code and input files."""
     digest = hashlib.sha256()
     digest.update(command.encode() + b"\0")
@@ -121,9 +129,6 @@ def _snapshot(pipeline: Pipeline, step: Step) -> Path:
     if step.code_dir is None:
         target.mkdir(parents=True)
         return target
-    if not step.code_dir.is_dir():
-        raise SpecError(f"{pipeline.path}: jobs.{step.key}: the code folder {shown(step.code_dir)} does not exist",
-                        hint="'code' is relative to the YAML that names it")
     root = pipeline.root.resolve()
 
     def ignore(folder: str, names: list[str]) -> set[str]:  # never copy the run's own output into itself
@@ -138,30 +143,31 @@ def run_command(pipeline: Pipeline, step: Step, restart: bool, quiet: bool) -> t
     command = command_line(pipeline, step)
     env = _environment(pipeline, step)
     state = step.folder / STATE_DIR / COMMAND_STATE
-    print_ = command_fingerprint(pipeline, step, command, env)
+    print_ = command_fingerprint(pipeline, step, command)
     try:
         before: _CommandState | None = _CommandState.model_validate(read_json(state))
     except (OSError, ValueError):
         before = None
     if (not restart and before is not None and before.fingerprint == print_ and before.exit_code == 0
             and all(p.folder.exists() for p in step.outputs.values())):
-        _note(quiet, f"step {step.key}: reused (it ran with the same command, code and inputs before)")
+        note(quiet, f"step {step.key}: reused (it ran with the same command, code and inputs before)")
         return ExitCode.OK, True
     for own in (LOGS_DIR, STATE_DIR):  # a link there would make batchinfer write in its target
         if (step.folder / own).is_symlink():
             raise OutputError(f"{shown(step.folder / own)} is a symbolic link; batchinfer's own folders must be "
                               "real folders",
                               hint="remove the link, or choose another --output")
+    ports.for_step(step).start()  # a command step always starts afresh: empty outputs, as Azure gives it
     for port in step.outputs.values():
         port.folder.mkdir(parents=True, exist_ok=True)
     (step.folder / LOGS_DIR).mkdir(parents=True, exist_ok=True)
     private_dir(step.folder / STATE_DIR)
-    workdir = _snapshot(pipeline, step)
+    workdir = _snapshot(pipeline, step)  # its code folder was checked before the step started
     log_path = step.folder / LOGS_DIR / STD_LOG
-    _note(quiet, f"step {step.key}: {command.strip()}")
+    note(quiet, f"step {step.key}: {command.strip()}")
     started = time.monotonic()
     code = _execute(command, workdir, env, log_path, quiet)
-    write_private_json(state, {"fingerprint": print_, "exit_code": code, "command": command,
+    write_private_json(state, {"fingerprint": print_, "exit_code": code, "command": for_log(command),
                                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                "elapsed_s": round(time.monotonic() - started, 3)})
     if code in (-signal.SIGINT, 128 + signal.SIGINT):
@@ -203,8 +209,12 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signum)
 
-        handlers = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        # signal handlers can be set in the main thread only (batchinfer.run() may run in another one)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
+        handlers = {}
         try:
+            handlers = {s: signal.signal(s, forward) for s in handled}
             assert proc.stdout is not None
             while chunk := proc.stdout.read1(65536):
                 log.write(chunk)
@@ -212,6 +222,11 @@ def _execute(command: str, workdir: Path, env: dict[str, str], log_path: Path, q
                 if not quiet:
                     _echo(chunk)
             code = proc.wait()
+        except BaseException:  # whatever stops batchinfer here must not leave the command running
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)

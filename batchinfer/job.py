@@ -38,6 +38,7 @@ from batchinfer.output import (
     write_json_atomic,
     write_text_atomic,
 )
+from batchinfer.ports import FreshPorts
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text
@@ -159,6 +160,7 @@ class RunOptions:
     # output_dir() go there; summary, logs and state stay in the run folder
     data_dir: Path | None = None
     port_dirs: tuple[Path, ...] = ()  # the step's other output ports: made with the run folder, before workers start
+    fresh_ports: FreshPorts | None = None  # the step's ports, emptied or checked when the job starts afresh
 
 
 def _stream_folder(spec: JobSpec, options: RunOptions) -> Path:
@@ -240,7 +242,7 @@ def _run_locked(
     try:
         reused = prepare_output(
             folder, spec, fingerprint(spec, entry, folder, options.data_dir), options.restart or to_stdout, plan,
-            options.retry_failed, to_stdout, options.data_dir, options.port_dirs,
+            options.retry_failed, to_stdout, options.data_dir, options.port_dirs, options.fresh_ports,
         )
         if reused is not None:
             return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)

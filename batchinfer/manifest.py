@@ -9,8 +9,11 @@ claimed files and nothing else. Folders are never removed, except batchinfer's o
 trees under ``.batchinfer/`` (Parquet parts, workers' temporary files).
 
 A pipeline step writes its rows in its output port (``RunOptions.data_dir``), outside the run
-folder's own names: that one file is claimed as ``@data/<name>``; the script's files beside it
-are the user's and are never removed.
+folder's own names: that one file is claimed as ``@data/<name>``, and the manifest records the
+port's absolute folder with it (``data_dir``). When the port moves (its ``path:`` changed), the
+old claim stands for the file in the recorded folder (``--restart`` removes it there, and only
+there) and the name is claimed afresh in the new folder, where a file of the user's is refused.
+The script's files beside the row file are not batchinfer's to remove here (see :mod:`batchinfer.ports`).
 
 A folder written by batchinfer 0.1.0 has no manifest: its claims are the names that version
 wrote, where they exist.
@@ -25,6 +28,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from pydantic import Field
 
@@ -67,6 +71,7 @@ class _ManifestFile(ReadBack):
     format: int = Field(ge=1)
     files: list[str] = Field(max_length=1_000_000)
     trees: list[str] = Field(max_length=len(TREES))
+    data_dir: Optional[str] = Field(None, max_length=4096)  # where the @data/ claims are (absolute)
 
 
 def _exists(path: Path) -> bool:
@@ -80,12 +85,20 @@ class Manifest:
     folder: Path
     files: set[str] = field(default_factory=set)
     trees: set[str] = field(default_factory=set)
-    data_dir: Path | None = None
+    data_dir: Path | None = None  # this run's output port
+    claimed_in: Path | None = None  # the output port the @data/ claims were made in
 
-    def where(self, name: str) -> Path | None:
-        """The file a claimed name stands for (None: in an output port this run does not use)."""
+    @property
+    def moved(self) -> bool:
+        """The output port is not the one the row file was claimed in (its ``path:`` changed)."""
+        return self.claimed_in != self.data_dir and any(n.startswith(DATA_PREFIX) for n in self.files)
+
+    def where(self, name: str, claimed: bool = True) -> Path | None:
+        """The file a name stands for: a claimed ``@data/`` name in the port it was claimed in, a name
+        about to be claimed (``claimed=False``) in this run's port (None: no such port)."""
         if name.startswith(DATA_PREFIX):
-            return self.data_dir / name[len(DATA_PREFIX):] if self.data_dir is not None else None
+            port = self.claimed_in if claimed else self.data_dir
+            return port / name[len(DATA_PREFIX):] if port is not None else None
         return self.folder / name
 
     @property
@@ -101,7 +114,9 @@ class Manifest:
         try:
             doc = _ManifestFile.model_validate(read_json(path))
         except FileNotFoundError:
-            return cls._legacy(folder, spec) if legacy else cls(folder, {f"{STATE_DIR}/lock"}, data_dir=data_dir)
+            if legacy:
+                return cls._legacy(folder, spec)
+            return cls(folder, {f"{STATE_DIR}/lock"}, data_dir=data_dir, claimed_in=data_dir)
         except (OSError, ValueError) as exc:
             raise _damaged(path, why_invalid(exc)) from None
         if doc.format > MANIFEST_FORMAT:
@@ -112,7 +127,9 @@ class Manifest:
         bad = [name for name in doc.files if not _CLAIMABLE.match(name)] + [t for t in doc.trees if t not in TREES]
         if bad:
             raise _damaged(path, f"{shown(bad[0])} is not a name batchinfer writes")
-        return cls(folder, set(doc.files), set(doc.trees), data_dir)
+        # a manifest written before ports were recorded: its claims are in this run's port
+        claimed_in = Path(doc.data_dir) if doc.data_dir is not None else data_dir
+        return cls(folder, set(doc.files), set(doc.trees), data_dir, claimed_in)
 
     @classmethod
     def _legacy(cls, folder: Path, spec: JobSpec) -> Manifest:
@@ -127,7 +144,9 @@ class Manifest:
     def save(self) -> None:
         """Write the manifest (owner-only, atomically)."""
         self.files.add(f"{STATE_DIR}/{MANIFEST}")
-        doc = {"format": MANIFEST_FORMAT, "files": sorted(self.files), "trees": sorted(self.trees)}
+        doc: dict = {"format": MANIFEST_FORMAT, "files": sorted(self.files), "trees": sorted(self.trees)}
+        if self.claimed_in is not None:
+            doc["data_dir"] = str(self.claimed_in)
         write_private_json(self.path, doc)
 
     def clear(self) -> None:
@@ -143,15 +162,18 @@ class Manifest:
                 _remove_file(path)
         self.files = {name for name in self.files if name in KEPT or self.where(name) is None}
         self.trees.clear()
+        if not any(name.startswith(DATA_PREFIX) for name in self.files):
+            self.claimed_in = self.data_dir
         self.save()
 
     def check(self, names: set[str]) -> None:
         """Refuse (before anything is removed) names held by files that batchinfer did not write."""
-        new = (names | set(TREES)) - self.files - self.trees
-        taken = sorted(name for name in new if (path := self.where(name)) is not None and _exists(path))
+        held = {n for n in self.files if not (self.moved and n.startswith(DATA_PREFIX))}  # a moved port: claimed afresh
+        new = (names | set(TREES)) - held - self.trees
+        taken = sorted(name for name in new if (path := self.where(name, claimed=False)) is not None and _exists(path))
         if taken:
             more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
-            first = taken[0] if not taken[0].startswith(DATA_PREFIX) else self.where(taken[0])
+            first = taken[0] if not taken[0].startswith(DATA_PREFIX) else self.where(taken[0], claimed=False)
             raise OutputError(
                 f"output {shown(self.folder)} holds {shown(first)}{more}, which batchinfer did not write "
                 "and will not overwrite",
@@ -161,6 +183,9 @@ class Manifest:
     def claim(self, names: set[str]) -> None:
         """Claim ``names`` (and the scratch trees) before writing them: see :meth:`check`."""
         self.check(names)
+        if self.moved:  # never cleared (the old row file stays, batchinfer forgets it): the new port's claims only
+            self.files = {n for n in self.files if not n.startswith(DATA_PREFIX)}
+        self.claimed_in = self.data_dir
         self.files |= names
         self.trees |= set(TREES)
         self.save()

@@ -62,6 +62,7 @@ class Port:
     folder: Path
     file_name: str | None = None  # Azure's name for the file (from the port's path), when it gives one
     azure_path: str | None = None  # the azureml:// path this local folder stands for
+    own: bool = True  # batchinfer's folder under the output (emptied when the step starts afresh); False: a user's path:
 
     def file(self, default: str) -> Path:
         """The port's file (a ``uri_file`` port read downstream): its own name, else ``default``."""
@@ -91,6 +92,7 @@ class Step:
     folder: Path  # the run folder: summary, logs, state
     inputs: dict[str, Binding] = field(default_factory=dict)
     outputs: dict[str, Port] = field(default_factory=dict)
+    row_file: str | None = None  # a parallel step's append-row file name, from its validated job spec
     # inputs that the YAML binds to an upstream step and --input binds instead: (step, port) as the YAML has it
     cut_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -110,6 +112,7 @@ class Pipeline:
     steps: dict[str, Step]
     standalone: bool
     skipped: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)  # --set [STEP.]KEY=VALUE: they decide a step's row file name
 
     def port_of(self, binding: Binding) -> Port | None:
         """The upstream port an input reads, if it reads one."""
@@ -198,6 +201,8 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
     if not standalone and data.get("type") != "pipeline":
         raise SpecError("not an Azure ML pipeline (type: pipeline) or parallel job (type: parallel with a task)")
     raw_name = data.get("name") or path.stem
+    if not isinstance(raw_name, (str, int, float)) or isinstance(raw_name, bool):
+        raise SpecError(f"name: {shown(raw_name)} is not a name (text)", hint="give the pipeline a name such as my-pipeline")
     name = normalise_name(str(raw_name))
     root = Path(output or Path("outputs") / name).absolute()
     if standalone:  # one step; --input NAME=PATH binds the job's own input
@@ -261,19 +266,20 @@ def _pipeline_input(key: str, value: Any, base: Path) -> Binding:
         if "path" in value:
             return _path_binding(value["path"], value.get("type"), where, f"--input {key}=PATH", base)
         value = value.get("default", value.get("value"))
-    return Binding("" if value is None else _scalar(value), False)
+    return Binding("" if value is None else _scalar(value, where), False)
 
 
-def _scalar(value: Any) -> str:
+def _scalar(value: Any, where: str, what: str = "a value an input can hold (text, a number, a boolean or a path)") -> str:
+    """A YAML scalar as text (a boolean as Azure writes it); anything else is one line naming the field."""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise SpecError(f"{shown(value)} is not a value an input can hold (text, number, boolean or a path)")
+    raise SpecError(f"{where}: {shown(value)} is not {what}")
 
 
 def _path_binding(raw: Any, kind: Any, where: str, flag: str, base: Path) -> Binding:
-    path = _scalar(raw)
+    path = _scalar(raw, f"{where}.path", "a path")
     if path.startswith("azureml:"):
         raise SpecError(f"{where}.path: {shown(path)} is an Azure ML asset or path, which batchinfer cannot read",
                         hint=f"download it and bind it here with {flag}")
@@ -304,6 +310,9 @@ def _component(key: str, node: dict[str, Any], base: Path) -> tuple[dict[str, An
                         "which cannot run here",
                         hint="give its YAML file instead (component: ./file.yml)")
     file = (base / ref).resolve()
+    if file.is_dir():
+        raise SpecError(f"jobs.{key}.component: {shown(ref)} is a folder, not a component YAML file",
+                        hint="name the component's YAML file (component: ./folder/component.yml)")
     if not file.is_file():
         raise SpecError(f"jobs.{key}.component: {shown(ref)}: no such file",
                         hint="the path is relative to the pipeline YAML")
@@ -328,7 +337,8 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     if "task" in component or "task" in node:
         merged["task"] = {**_mapping(component.get("task"), f"{where}.component.task"),
                           **_mapping(node.get("task"), f"{where}.task")}
-    code_dir = _code_dir(node, component, kind, base, comp_dir)
+    _check_environment(merged.get("environment_variables"), f"{where}.environment_variables")
+    code_dir = _code_dir(node, component, kind, base, comp_dir, where)
     step = Step(key, kind, merged, base, code_dir, folder)
     declared = _mapping(component.get("inputs"), f"{where}.component.inputs")
     given = _mapping(node.get("inputs"), f"{where}.inputs")
@@ -342,7 +352,8 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
             if bound is not None:
                 step.inputs[name] = bound
         elif "default" in decl:
-            step.inputs[name] = Binding(_scalar(decl["default"]), False, decl.get("type"))
+            step.inputs[name] = Binding(_scalar(decl["default"], f"{where}.component.inputs.{name}.default"), False,
+                                        decl.get("type"))
     for name in cli:
         if name not in step.inputs:
             raise UsageError(f"--input {key}.{name}=...: step {key!r} has no input {name!r}",
@@ -352,6 +363,18 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     for name in {**out_declared, **out_given}:
         step.outputs[name] = _port(step, name, out_declared.get(name), out_given.get(name), parent_outputs, base)
     return step
+
+
+def _check_environment(value: Any, where: str) -> None:
+    """``environment_variables``: a mapping of names to text, numbers or booleans."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: {shown(value)} is not a mapping of names to values",
+                        hint="write it as NAME: value lines")
+    for key, item in value.items():
+        if item is not None:
+            _scalar(item, f"{where}.{key}", "a value an environment variable can hold (text, a number or a boolean)")
 
 
 def _rebound(step: Step, name: str, value: str, given: Any, decl: dict[str, Any],
@@ -378,15 +401,17 @@ def _type_of(value: Any) -> str | None:
     return str(value["type"]) if isinstance(value, dict) and value.get("type") else None
 
 
-def _code_dir(node: dict[str, Any], component: dict[str, Any], kind: str, base: Path, comp_dir: Path) -> Path | None:
+def _code_dir(node: dict[str, Any], component: dict[str, Any], kind: str, base: Path, comp_dir: Path,
+              where: str) -> Path | None:
     """The step's code folder: the job's own ``code`` (relative to the pipeline), else the component's."""
-    for owner, folder in ((node, base), (component, comp_dir)):
+    for owner, folder, field_ in ((node, base, where), (component, comp_dir, f"{where}.component")):
         holder = owner if kind == "command" else _mapping(owner.get("task"), "task")
         code = holder.get("code")
         if code is not None:
-            code = _scalar(code)
+            field_ = f"{field_}.code" if kind == "command" else f"{field_}.task.code"
+            code = _scalar(code, field_, "a folder path")
             if code.startswith("azureml:"):
-                raise SpecError(f"code: {shown(code)} is in Azure ML, which batchinfer cannot read",
+                raise SpecError(f"{field_}: {shown(code)} is in Azure ML, which batchinfer cannot read",
                                 hint="give the local folder of the code")
             return Path(_local(code, folder))
     return comp_dir if component else None
@@ -412,13 +437,17 @@ def _input(value: Any, decl: dict[str, Any], where: str, flag: str, base: Path,
                         hint="use ${{parent.inputs.X}} or ${{parent.jobs.STEP.outputs.Y}}")
     if isinstance(value, dict) and "path" in value:
         return _path_binding(raw, kind, where, flag, base)
-    return Binding(_scalar(raw), False, kind)
+    return Binding(_scalar(raw, where), False, kind)
 
 
 def _port(step: Step, name: str, declared: Any, given: Any, parent_outputs: dict[str, Any], base: Path) -> Port:
     where = f"jobs.{step.key}.outputs.{name}"
     spec = {**(declared if isinstance(declared, dict) else {}), **(given if isinstance(given, dict) else {})}
     ref = REF.fullmatch(given.strip()) if isinstance(given, str) else None
+    for value, field_ in ((declared, f"jobs.{step.key}.component.outputs.{name}"), (given, where)):
+        if value is not None and not isinstance(value, dict) and not (value is given and ref):
+            raise SpecError(f"{field_}: {shown(value)} is not an output (a mapping such as {{type: uri_folder}}, "
+                            "or ${{parent.outputs.NAME}})", hint="see Azure's pipeline YAML reference for outputs")
     if ref and (m := PARENT_OUTPUT.fullmatch(ref.group(1))):
         if m.group(1) not in parent_outputs:
             raise SpecError(f"{where}: ${{{{{ref.group(1)}}}}} names no output of the pipeline",
@@ -430,7 +459,7 @@ def _port(step: Step, name: str, declared: Any, given: Any, parent_outputs: dict
     path = spec.get("path")
     if path is None:
         return Port(step.key, name, kind, default)
-    path = _scalar(path)
+    path = _scalar(path, f"{where}.path", "a path")  # a number is a relative folder name, as a shell reads it
     file_name = os.path.basename(path.rstrip("/")) if kind == "uri_file" else None
     if path.startswith("azureml:") or is_url(path):
         if not path.startswith("azureml:"):
@@ -439,8 +468,8 @@ def _port(step: Step, name: str, declared: Any, given: Any, parent_outputs: dict
         return Port(step.key, name, kind, default, file_name or None, azure_path=path)
     local = Path(_local(path, base))
     if kind == "uri_file":
-        return Port(step.key, name, kind, local.parent, local.name)
-    return Port(step.key, name, kind, local)
+        return Port(step.key, name, kind, local.parent, local.name, own=False)
+    return Port(step.key, name, kind, local, own=False)
 
 
 def cloud_notes(pipeline: Pipeline) -> list[str]:

@@ -26,6 +26,7 @@ from batchinfer.layout import SUMMARY_FILE
 from batchinfer.lock import OutputLock
 from batchinfer.manifest import Manifest, check_folder, names_for, seal_state
 from batchinfer.output import STATE_DIR
+from batchinfer.ports import FreshPorts
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import (
     JOB_FILE,
@@ -177,15 +178,18 @@ def open_output(folder: Path) -> OutputLock:
 def prepare_output(
     folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None = None, retry_failed: bool = False,
     to_stdout: bool = False, data_dir: Path | None = None, port_dirs: tuple[Path, ...] = (),
+    fresh_ports: FreshPorts | None = None,
 ) -> dict[str, Any] | None:
     """Make the folder ready (its lock held, see :func:`open_output`); return the finished job's
     summary when it can be reused as is.
 
     Only what batchinfer wrote is removed (``--restart``, ``allow_reuse: false``) or overwritten:
-    see :mod:`batchinfer.manifest`.
+    see :mod:`batchinfer.manifest`. A pipeline step's ``fresh_ports`` are emptied (batchinfer's) or
+    checked (the user's) when the job starts afresh, never when it resumes: see :mod:`batchinfer.ports`.
     """
     with output_errors(folder):
-        reused = _prepare(folder, spec, print_, restart, plan, retry_failed, to_stdout, data_dir)
+        reused = _prepare(folder, spec, print_, restart, plan, retry_failed, to_stdout, data_dir,
+                          fresh_ports or FreshPorts())
         for port in (data_dir, *port_dirs) if data_dir is not None else port_dirs:
             port.mkdir(parents=True, exist_ok=True)  # a pipeline step's ports (a reused job's too: they may be read)
         return reused
@@ -193,7 +197,7 @@ def prepare_output(
 
 def _prepare(
     folder: Path, spec: JobSpec, print_: str, restart: bool, plan: InputPlan | None, retry_failed: bool,
-    to_stdout: bool, data_dir: Path | None,
+    to_stdout: bool, data_dir: Path | None, ports: FreshPorts,
 ) -> dict[str, Any] | None:
     state = folder / STATE_DIR
     job_file = state / JOB_FILE
@@ -215,11 +219,16 @@ def _prepare(
     manifest = Manifest.load(folder, spec, legacy, data_dir)
     names = names_for(spec, to_stdout, data_dir is not None)
     manifest.check(names)  # before clearing: a refused run leaves the folder as it was
+    fresh = old is None
     if restart:
+        ports.check()
         manifest.clear()
+        fresh = True
     elif not retry_failed and finished and summary is not None and summary.get("complete", True):
         if not spec.allow_reuse:
+            ports.check()
             manifest.clear()
+            fresh = True
         elif plan is not None and summary.get("inputs_digest") != inputs_digest(plan.mini_batches()):
             raise OutputError(
                 f"the inputs changed since the job in {shown(folder)} finished",
@@ -227,6 +236,9 @@ def _prepare(
             )
         else:
             return summary
+    if fresh:  # as Azure gives every run a fresh output; a resumed job keeps what it wrote so far
+        ports.check()
+        ports.empty()
     manifest.claim(names)
     seal_state(folder)
     (folder / "logs").mkdir(exist_ok=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -23,15 +22,15 @@ from typing import Any, Optional
 
 from pydantic import Field
 
-from batchinfer import azure
+from batchinfer import azure, ports
 from batchinfer.bindings import append_port, input_path, substitute
-from batchinfer.command_step import command_line, run_command
+from batchinfer.command_step import check_code_dir, command_line, note, run_command
 from batchinfer.errors import BatchInferError, ExitCode, OutputError, SpecError
-from batchinfer.layout import STATE_DIR
+from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.pipeline import PIPELINE_FILE, Pipeline, Step, cloud_notes
 from batchinfer.redact import for_log
 from batchinfer.spec import JobSpec, default_name, is_url, spec_from_data
-from batchinfer.statefiles import ReadBack, read_json, shown, why_invalid, write_atomic
+from batchinfer.statefiles import ReadBack, read_json, read_summary, shown, why_invalid, write_atomic
 
 
 
@@ -41,9 +40,10 @@ class PipelineOptions:
 
     overrides: list[str] = field(default_factory=list)  # --set [STEP.]KEY=VALUE for parallel steps
     restart: bool = False
-    retry_failed: bool = False  # parallel steps: run only their failed items again
-    quiet: bool = False
+    retry_failed: bool = False  # parallel steps that finished: run only their failed items again
+    quiet: bool = False  # nothing on stderr (the Python API's default): notes, progress, failures (raised errors stay raised)
     progress_interval: float = 30.0
+    failures_when_quiet: bool = False  # the CLI's --quiet: a step that fails is still said on stderr
 
 
 @dataclass
@@ -135,6 +135,7 @@ def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step,
     from batchinfer.inputs import InputPlan
     from batchinfer.job import RunOptions, excluded_folders
 
+    pipeline.overrides = list(overrides)
     found = []
     for key, step in pipeline.steps.items():
         if key in pipeline.skipped:
@@ -142,9 +143,7 @@ def check_pipeline(pipeline: Pipeline, overrides: list[str]) -> list[tuple[Step,
             continue
         preflight(pipeline, step)
         if step.type == "command":
-            if step.code_dir is not None and not step.code_dir.is_dir():
-                raise SpecError(f"{pipeline.path}: jobs.{key}: the code folder {shown(step.code_dir)} does not exist",
-                                hint="'code' is relative to the YAML that names it")
+            check_code_dir(pipeline, step)
             found.append((step, None, "command step, runs with bash -c"))
             continue
         if why := waiting_on(pipeline, step):
@@ -222,11 +221,12 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
     """Run every step that is not skipped, in order; stop at the first that fails (see the module doc)."""
     from batchinfer.lock import OutputLock
 
-    for note in cloud_notes(pipeline):
-        _note(options, note)
+    pipeline.overrides = list(options.overrides)
+    for text in cloud_notes(pipeline):
+        note(options.quiet, text)
     for key, why in pipeline.skipped.items():
         if why.startswith("every output"):
-            _note(options, f"step {key} skipped: {why}")
+            note(options.quiet, f"step {key} skipped: {why}")
     for key, step in pipeline.steps.items():  # every binding is checked before the first step runs
         if key not in pipeline.skipped:
             preflight(pipeline, step)
@@ -254,6 +254,15 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
                 doc.update(status="failed", exit_code=int(exc.exit_code))
                 _save(pipeline, doc)
                 raise
+            except BaseException as exc:  # a bug, KeyboardInterrupt, ...: pipeline.json must not say "running"
+                why = for_log(f"{type(exc).__name__}: {exc}")[:500]
+                stopped = isinstance(exc, KeyboardInterrupt)
+                code = ExitCode.INTERRUPTED if stopped else ExitCode.JOB_FAILED
+                status = "interrupted" if stopped else "failed"
+                doc["steps"][key].update(status=status, exit_code=int(code), error=why)
+                doc.update(status=status, exit_code=int(code))
+                _save(pipeline, doc)
+                raise
             if not reused:
                 ran.add(key)
             status = "reused" if reused else "succeeded" if code == ExitCode.OK else \
@@ -262,7 +271,7 @@ def run_pipeline(pipeline: Pipeline, options: PipelineOptions) -> PipelineResult
             _save(pipeline, doc)
             if code != ExitCode.OK:
                 if status == "interrupted" and step.type == "command":
-                    sys.stderr.write(f"batchinfer: step {key} was interrupted: run the pipeline again to continue\n")
+                    note(_silent(options), f"step {key} was interrupted: run the pipeline again to continue")
                 break
         doc.update(status="succeeded" if code == ExitCode.OK else doc["steps"][key]["status"], exit_code=int(code),
                    finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -286,31 +295,49 @@ def preflight(pipeline: Pipeline, step: Step) -> None:
             raise SpecError(f"{pipeline.path}: {exc.message}", hint=exc.hint) from None
 
 
-def _note(options: PipelineOptions, text: str) -> None:
-    if not options.quiet:  # a bound URL may carry a token: masked, as in every message
-        sys.stderr.write(f"batchinfer: {for_log(text)}\n")
+def _silent(options: PipelineOptions) -> bool:
+    """Nothing on stderr, not even that a step failed."""
+    return options.quiet and not options.failures_when_quiet
+
+
+def _finished(step: Step) -> bool:
+    """The step's run folder holds a finished job: ``--retry-failed`` applies to it (the others run or resume)."""
+    from batchinfer.resume import FINISHED
+
+    summary = read_summary(step.folder / SUMMARY_FILE)
+    return summary is not None and summary["status"] in FINISHED
 
 
 def _run_step(pipeline: Pipeline, step: Step, options: PipelineOptions, fresh: bool) -> tuple[ExitCode, bool]:
     """Run one step (``fresh``: an upstream step ran again, so a parallel step starts over instead of resuming)."""
     _check_ready(pipeline, step)
     if step.type == "command":
+        check_code_dir(pipeline, step)
         return run_command(pipeline, step, options.restart, options.quiet)
     from batchinfer.job import RunOptions, run_job
     from batchinfer.progress import Reporter
 
     spec, data_dir = parallel_spec(pipeline, step, options.overrides)
+    step.row_file = spec.append_row_file_name  # what the steps that read its rows find
     if not pipeline.standalone:
-        _note(options, f"step {step.key}: parallel job {spec.name} in {step.folder}")
+        note(options.quiet, f"step {step.key}: parallel job {spec.name} in {step.folder}")
     reporter = Reporter("quiet" if options.quiet else "auto", interval=options.progress_interval)
-    run_options = RunOptions(output=str(step.folder), restart=options.restart or fresh,
-                             retry_failed=options.retry_failed, data_dir=data_dir,
-                             port_dirs=tuple(p.folder for p in step.outputs.values()))
-    result = run_job(spec, reporter, run_options)
-    reporter.final(result.summary, reused=result.reused)
+    row_file = spec.append_row_file_name if spec.output_action == "append_row" else None
+    restart = options.restart or fresh
+    run_options = RunOptions(output=str(step.folder), restart=restart,
+                             retry_failed=options.retry_failed and not restart and _finished(step), data_dir=data_dir,
+                             port_dirs=tuple(p.folder for p in step.outputs.values()),
+                             fresh_ports=ports.for_step(step, row_file, data_dir))
+    try:
+        result = run_job(spec, reporter, run_options)
+    except OutputError as exc:  # "use --restart": in a pipeline, for this step alone
+        if not pipeline.standalone and exc.hint and "use --restart" in exc.hint:
+            exc.hint = exc.hint.replace("use --restart", f"run again with --step {step.key} --restart (that step alone)")
+        raise
+    if not _silent(options):
+        reporter.final(result.summary, reused=result.reused)  # in quiet mode: only when the step failed
     if result.exit_code != ExitCode.OK and not pipeline.standalone:
-        code = int(result.exit_code)
-        sys.stderr.write(f"batchinfer: step {step.key} failed (exit {code}): the pipeline stops here\n")
+        note(_silent(options), f"step {step.key} failed (exit {int(result.exit_code)}): the pipeline stops here")
     return result.exit_code, result.reused
 
 

@@ -539,6 +539,25 @@ ERRORS = {
     "reserved step name": (STEP.replace("  first:", "  logs:"), ["jobs.logs", "batchinfer's own"]),
     "missing component file": (STEP + "  second:\n    component: ./nope.yml\n", ["jobs.second.component", "./nope.yml", "no such file"]),
     "unbound command input": (STEP + "  second:\n    command: cat ${{inputs.a}}\n", ["${{inputs.a}} is not bound", "--input second.a=PATH"]),
+    # fields of the wrong type: one line naming the field
+    "code is a list": (STEP + "    code: [1]\n", ["jobs.first.code: [1] is not a folder path"]),
+    "task code is a list": (STEP + "  second:\n    type: parallel\n    task: {code: [1], entry_script: x.py}\n",
+                            ["jobs.second.task.code: [1] is not a folder path"]),
+    "output path is a list": (STEP.replace("out: {type: uri_folder}", "out: {type: uri_folder, path: [1]}"),
+                              ["jobs.first.outputs.out.path: [1] is not a path"]),
+    "output is text": (STEP.replace("out: {type: uri_folder}", "out: hello"),
+                       ["jobs.first.outputs.out: hello is not an output"]),
+    "input path is a mapping": (STEP + "    inputs:\n      a: {type: uri_folder, path: {x: 1}}\n",
+                                ["jobs.first.inputs.a.path", "is not a path"]),
+    "input value is a list": (STEP + "    inputs:\n      a: [1, 2]\n", ["jobs.first.inputs.a: [1, 2] is not a value"]),
+    "pipeline input is a list": (STEP.replace("type: pipeline", "type: pipeline\ninputs:\n  a: [1]"),
+                                 ["inputs.a: [1] is not a value"]),
+    "name is a list": (STEP.replace("type: pipeline", "type: pipeline\nname: [a]"), ["name: ['a'] is not a name"]),
+    "environment variable is a mapping": (STEP + "    environment_variables: {X: {a: 1}}\n",
+                                          ["jobs.first.environment_variables.X", "is not a value an environment"]),
+    "environment variables are a list": (STEP + "    environment_variables: [X]\n",
+                                         ["jobs.first.environment_variables", "is not a mapping"]),
+    "component is a folder": (STEP + "  second:\n    component: ./\n", ["jobs.second.component", "is a folder"]),
 }
 
 
@@ -630,12 +649,19 @@ def test_parent_inputs_and_outputs_bind_and_input_rebinds_a_pipeline_input(tmp_p
     # the script's own files share the port with the rows; logs and summary stay in the run folder
     assert sorted(os.listdir(published)) == ["0.txt.seen", "4.txt.seen", "8.txt.seen", "digits.txt"]
     assert (out / "score" / "summary.json").exists() and not (out / "score" / "outputs").exists()
-    # --restart removes the row file batchinfer wrote, never the script's own files
-    again = batchinfer("run", str(path), "--restart", "--input", "digits=./other", "--set", "score.mini_batch_size=1")
+    # a fresh start needs an empty output: a user's port that holds the script's files is refused, never emptied
+    args = ("run", str(path), "--restart", "--input", "digits=./other", "--set", "score.mini_batch_size=1")
+    refused = batchinfer(*args)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("batchinfer: error:")]
+    assert refused.code == 2 and len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert str(published) in errors[0] and "is not empty" in errors[0] and "0.txt.seen" in errors[0]
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "4.txt.seen", "8.txt.seen", "digits.txt"]
+    for name in ("0.txt.seen", "4.txt.seen", "8.txt.seen"):
+        (published / name).unlink()
+    again = batchinfer(*args)  # --restart removes the row file batchinfer wrote
     assert again.code == 0, again.stderr
     assert read_digits(published / "digits.txt") == expected_digits(3)
-    assert sorted(os.listdir(published)) == ["0.txt.seen", "1.txt.seen", "2.txt.seen", "4.txt.seen", "8.txt.seen",
-                                             "digits.txt"]
+    assert sorted(os.listdir(published)) == ["0.txt.seen", "1.txt.seen", "2.txt.seen", "digits.txt"]
     assert json.loads((out / "score" / "summary.json").read_text())["mini_batches_total"] == 3
 
 
