@@ -14,7 +14,8 @@ args = parser.parse_args()
 assert args.note is None, "the optional part of the command was not dropped"
 keys = args.partition_keys.split(",")
 data = pd.read_csv(args.data_source)
-for values, group in data.groupby(keys):
+for values, group in data.groupby(keys[0] if len(keys) == 1 else keys):
+    values = values if isinstance(values, tuple) else (values,)  # one key: a scalar (pandas 1.x and 2.x alike)
     folder = os.path.join(args.tabular_output_data, *[str(v) for v in values])
     os.makedirs(folder, exist_ok=True)
     group.to_csv(os.path.join(folder, "partitioned_data.csv"), index=False)
