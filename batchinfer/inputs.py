@@ -21,8 +21,9 @@ except the column names a slice needs when its bytes hold no header line of thei
 own (``TableSlice.names``). ``partition_format`` gives every file values from its
 path; a file it does not describe is an error naming the file. With
 ``partition_keys``, files (or, for tables, rows) with equal values form one
-mini-batch; partitions need the whole listing before the first mini-batch, and
-table files are read only for keys that are columns rather than path values.
+mini-batch (``partitions.py``); partitions need the whole listing before the
+first mini-batch, and table files are read only for keys that are columns
+rather than path values.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
 from batchinfer.output import STATE_DIR
-from batchinfer.protocol import MiniBatch, Partition, ReadOptions, TableSlice
-from batchinfer.readers import partition_values, separator
+from batchinfer.protocol import MiniBatch, ReadOptions, TableSlice
+from batchinfer.partitions import file_partitions, partition_values, table_partitions
+from batchinfer.readers import separator
 from batchinfer.redact import for_log
 from batchinfer.rowscan import RowEnds
-from batchinfer.spec import WHOLE_FILE_ENCODINGS, BatchSize, InputSpec, JobSpec, is_url, partition_fields
+from batchinfer.spec import WHOLE_FILE_ENCODINGS, BatchSize, InputSpec, JobSpec, is_url
 
 FORMAT_BY_EXTENSION = {
     ".csv": "csv",
@@ -325,7 +327,7 @@ class Lister:
             yield FoundFile(name, entry.get("size"), _mtime(entry))
 
 
-def _table_format(path: str, declared: str) -> tuple[str | None, str | None]:
+def table_format(path: str, declared: str) -> tuple[str | None, str | None]:
     """(format, compression) of a table file; format None when auto cannot tell."""
     lower = path.lower()
     compression = None
@@ -469,7 +471,7 @@ class InputPlan:
         self.files_seen = 0
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
-        self._options = [i.read_options() for i in spec.inputs]
+        self.read_options = [i.read_options() for i in spec.inputs]
 
     def check(self) -> None:
         """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
@@ -495,7 +497,7 @@ class InputPlan:
         """Files of one entry of input ``index``; for tabular inputs, only those of a known format."""
         declared = self.spec.inputs[index].format
         for found in self.listers[index].files_of(self.spec.inputs[index].path[entry]):
-            if self.spec.input_type == "file" or _table_format(found.path, declared)[0]:
+            if self.spec.input_type == "file" or table_format(found.path, declared)[0]:
                 yield found
 
     def notes(self) -> list[str]:
@@ -533,7 +535,7 @@ class InputPlan:
         """Every mini-batch, lazily, numbered from 0 in a stable order."""
         ids = itertools.count()
         if self.spec.input_type == "file" and self.spec.partition_keys:
-            yield from self._file_partitions(ids)
+            yield from file_partitions(self, ids)
         elif self.spec.input_type == "file":
             assert self.spec.mini_batch_size is not None
             per_batch = self.spec.mini_batch_size.value
@@ -542,22 +544,22 @@ class InputPlan:
                 while chunk := tuple(itertools.islice(found_files, per_batch)):
                     yield MiniBatch(
                         next(ids), index, files=tuple(f.path for f in chunk), known_items=len(chunk),
-                        digest=_digest(*chunk),
+                        digest=digest(*chunk),
                     )
         elif self.spec.partition_keys:
-            yield from self._partitions(ids)
+            yield from table_partitions(self, ids)
         else:
             first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
                 for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
-                    yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=_digest(found, table.label()))
+                    yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=digest(found, table.label()))
 
     def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]
                 ) -> Iterator[tuple[TableSlice, int | None]]:
         spec_input = self.spec.inputs[index]
-        fmt, compression = _table_format(found.path, spec_input.format)
+        fmt, compression = table_format(found.path, spec_input.format)
         assert fmt is not None and self.spec.mini_batch_size is not None
-        options = self._options[index]
+        options = self.read_options[index]
         whole = fmt != "parquet" and options.encoding in WHOLE_FILE_ENCODINGS
         if compression or whole or not found.regular:
             # a compressed or UTF-16 file cannot be cut by bytes; what is not a regular file is never
@@ -593,76 +595,7 @@ class InputPlan:
         if slices == 0:
             self.files_without_rows[found.path] = None
 
-    def _file_partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
-        """File inputs with ``partition_keys``: the files whose paths give the keys equal values
-        form one mini-batch (``partition_format`` says which part of a path is which key). The whole
-        listing is read first; mini-batches are sorted by their values, so ids are stable."""
-        keys = list(self.spec.partition_keys or [])
-        groups: dict[tuple[tuple[str, ...], int], list[FoundFile]] = {}
-        for index, found in self.files():
-            partition_format = self.spec.inputs[index].partition_format
-            assert partition_format is not None  # spec.py: file inputs are partitioned by their paths
-            values = partition_values(found.path, partition_format) or {}
-            groups.setdefault((tuple(values[k] for k in keys), index), []).append(found)
-        for values, index in sorted(groups):
-            found_files = groups[(values, index)]
-            by_key = dict(zip(keys, values))
-            label = ", ".join(f"{k}={v}" for k, v in by_key.items())
-            yield MiniBatch(
-                next(ids), index, files=tuple(f.path for f in found_files), known_items=len(found_files),
-                digest=_digest(*found_files, label), partition_values=by_key,
-            )
-
-    def _partitions(self, ids: Iterator[int]) -> Iterator[MiniBatch]:
-        """Group rows by ``partition_keys`` across all files. Keys that ``partition_format`` takes
-        from the paths need no read: when every key does, the listing alone makes the partitions.
-        Otherwise the key columns of every file are read before the run."""
-        from batchinfer.readers import read_columns
-
-        keys = list(self.spec.partition_keys or [])
-        groups: dict[tuple, dict[tuple[str, str], int | None]] = {}
-        index_of: dict[tuple, int] = {}
-        found_by_path: dict[str, FoundFile] = {}
-        for index, found in self.files():
-            found_by_path[found.path] = found
-            spec_input = self.spec.inputs[index]
-            fmt, _ = _table_format(found.path, spec_input.format)
-            assert fmt is not None
-            from_path = partition_fields(spec_input.partition_format) if spec_input.partition_format else []
-            if all(k in from_path for k in keys):
-                values = partition_values(found.path, spec_input.partition_format or "") or {}
-                key = tuple(values[k] for k in keys)
-                groups.setdefault(key, {})[(found.path, fmt)] = None  # rows counted when read
-                index_of.setdefault(key, index)
-                continue
-            try:
-                frame = read_columns(found.path, fmt, keys, spec_input.storage_options, self._options[index])
-            except KeyError as exc:
-                raise InputError(
-                    f"partition_keys: column {exc.args[0]!r} is not in {for_log(found.path)}",
-                    hint="partition_keys must name columns present in every input file, or {fields} of inputs.partition_format",
-                ) from None
-            except Exception as exc:  # the keys of every file decide the mini-batches: none may be skipped
-                why = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-                raise InputError(
-                    f"partition_keys: cannot read {for_log(found.path)}: {for_log(why)}",
-                    hint="fix or remove that file; with partition_keys every input file is read before the run",
-                ) from None
-            for values, count in frame.groupby(keys, dropna=False, sort=True).size().items():
-                values = values if isinstance(values, tuple) else (values,)
-                files = groups.setdefault(values, {})
-                files[(found.path, fmt)] = (files.get((found.path, fmt)) or 0) + int(count)
-                index_of.setdefault(values, index)
-        for values in sorted(groups, key=lambda v: tuple(str(x) for x in v)):
-            files = groups[values]
-            partition = Partition(tuple(files), dict(zip(keys, (_plain(v) for v in values))))
-            digest = _digest(*(found_by_path[path] for path, _ in partition.files), partition.label())
-            counts = list(files.values())
-            known = None if None in counts else sum(c for c in counts if c is not None)
-            yield MiniBatch(next(ids), index_of[values], table=partition, known_items=known, digest=digest)
-
-
-def _digest(*parts: FoundFile | str) -> str:
+def digest(*parts: FoundFile | str) -> str:
     """A short hash of listed files (path, size, modification time) and slice labels."""
     text = "\0".join(p if isinstance(p, str) else f"{p.path}|{p.size}|{p.mtime}" for p in parts)
     # surrogateescape: a file name that is not UTF-8 hashes as its bytes
@@ -672,11 +605,6 @@ def _digest(*parts: FoundFile | str) -> str:
 def _with_path(table: TableSlice, path: str) -> TableSlice:
     """The same slice named by the user-facing path (a URL keeps its protocol)."""
     return table if table.path == path else replace(table, path=path)
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, so partition values print and serialise plainly."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def describe(plan: InputPlan, first: int = 10) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import SpecError
-from batchinfer.spec import COLUMN_TYPES, ENCODINGS, HEADERS, is_url, partition_fields, read_yaml
+from batchinfer.partitions import partition_fields
+from batchinfer.spec import COLUMN_TYPES, ENCODINGS, HEADERS, is_url, read_yaml
 
 READ_STEPS = {"read_delimited": "csv", "read_parquet": "parquet", "read_json_lines": "jsonl"}
 # each read step's options -> the native key they become (None: accepted, no meaning here)

@@ -7,25 +7,19 @@ into the worker's private folder first); table slices become a
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
-import re
 import shutil
 import stat
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from batchinfer.partitions import partition_values
 from batchinfer.protocol import MiniBatch, Partition, ReadOptions, TableSlice
 
 DEFAULTS = ReadOptions()
-PARTITION_FIELD = re.compile(r"\{([^{}:]*)(?::([^{}]*))?\}")  # {name} or {name:date format}
-# date formats in partition_format, as MLTable (and .NET) write them
-DATE_TOKENS = {"yyyy": (r"\d{4}", "%Y"), "MM": (r"\d{2}", "%m"), "dd": (r"\d{2}", "%d"), "HH": (r"\d{2}", "%H"),
-               "mm": (r"\d{2}", "%M"), "ss": (r"\d{2}", "%S")}
-DATE_LETTERS = frozenset("yMdHhmsftzKgF")
 
 
 def is_url(path: str) -> bool:
@@ -92,64 +86,6 @@ def separator(path: str, options: ReadOptions = DEFAULTS) -> str:
     if options.delimiter is not None:
         return options.delimiter
     return "\t" if ".tsv" in path.lower() else ","
-
-
-@functools.lru_cache(maxsize=32)
-def date_pattern(date_format: str) -> tuple[str, str]:
-    """(regular expression, strptime format) for a date format such as ``yyyy/MM/dd`` or
-    ``yyyyMMddTHHmm``; ValueError names what is not supported."""
-    regex, strp, i = [], [], 0
-    while i < len(date_format):
-        token = next((t for t in DATE_TOKENS if date_format.startswith(t, i)), None)
-        if token is not None:
-            regex.append(DATE_TOKENS[token][0])
-            strp.append(DATE_TOKENS[token][1])
-            i += len(token)
-        elif date_format[i] in DATE_LETTERS:
-            raise ValueError(f"the date format {date_format!r} uses {date_format[i]!r}: batchinfer reads "
-                             "yyyy, MM, dd, HH, mm and ss")
-        else:
-            regex.append(re.escape(date_format[i]))
-            strp.append(date_format[i].replace("%", "%%"))
-            i += 1
-    if not strp or not any(t in date_format for t in DATE_TOKENS):
-        raise ValueError(f"the date format {date_format!r} names no part of a date (yyyy, MM, dd, HH, mm, ss)")
-    return "".join(regex), "".join(strp)
-
-
-@functools.lru_cache(maxsize=32)
-def _partition_regex(partition_format: str) -> re.Pattern:
-    """``{name}`` is one path part or part of one; ``{name:yyyy/MM/dd}`` what the date format
-    describes; the format matches the end of a path, from a '/'."""
-    out, last = [], 0
-    body = partition_format.lstrip("/")
-    for match in PARTITION_FIELD.finditer(body):
-        out.append(re.escape(body[last : match.start()]))
-        value = "[^/]+" if match.group(2) is None else date_pattern(match.group(2))[0]
-        out.append(f"({value})")
-        last = match.end()
-    out.append(re.escape(body[last:]))
-    return re.compile("(?:^|/)" + "".join(out) + r"\Z")
-
-
-def partition_values(path: str, partition_format: str) -> dict[str, Any] | None:
-    """The values that ``path`` gives the fields of ``partition_format``: text, as MLTable gives
-    them, and a ``datetime`` for a field with a date format; None when the path does not match."""
-    import datetime
-
-    match = _partition_regex(partition_format).search(path.replace("\\", "/"))
-    if match is None:
-        return None
-    values: dict[str, Any] = {}
-    for (name, date_format), text in zip(PARTITION_FIELD.findall(partition_format), match.groups()):
-        if date_format:
-            try:
-                values[name] = datetime.datetime.strptime(text, date_pattern(date_format)[1])
-            except ValueError:  # digits that are no date (month 13): the path does not match
-                return None
-        else:
-            values[name] = text
-    return values
 
 
 def finish(frame: Any, path: str, options: ReadOptions) -> Any:

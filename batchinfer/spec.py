@@ -28,6 +28,7 @@ from pydantic import (
 
 from batchinfer.errors import BackendUnavailableError, SpecError
 from batchinfer.layout import file_name_problem
+from batchinfer.partitions import partition_fields
 from batchinfer.protocol import ReadOptions
 from batchinfer.safeyaml import (
     MAX_DEPTH,
@@ -162,35 +163,6 @@ ENCODINGS = {
 }
 # a file in these cannot be cut by bytes (a newline is two bytes): it is read whole, one mini-batch
 WHOLE_FILE_ENCODINGS = ("utf-16",)
-PARTITION_FIELD = re.compile(r"\{([^{}]*)\}")
-
-
-def partition_fields(format_: str) -> list[str]:
-    """The ``{name}`` (or ``{name:date format}``) fields of a ``partition_format``, by name, in
-    order; ValueError for a malformed one."""
-    from batchinfer.readers import date_pattern
-
-    fields = PARTITION_FIELD.findall(format_)
-    if not fields:
-        raise ValueError(f"{shown(format_)} names no {{field}}, e.g. {{year}}/{{month}}/{{name}}.csv")
-    names = []
-    for field in fields:
-        name, colon, date_format = field.partition(":")
-        if not name.strip() or "/" in name:
-            raise ValueError(f"{{{field}}} is not a field name: a field is a column name, within one path part")
-        if colon:
-            try:
-                date_pattern(date_format)
-            except ValueError as exc:
-                raise ValueError(f"{{{field}}}: {exc}") from None
-        names.append(name)
-    if len(set(names)) != len(names):
-        raise ValueError(f"{shown(format_)} names a field twice")
-    if re.search(r"\}\{", format_):
-        raise ValueError(f"{shown(format_)}: two fields must be separated by some text, as in {{a}}_{{b}}")
-    if PARTITION_FIELD.sub("", format_).count("{") or PARTITION_FIELD.sub("", format_).count("}"):
-        raise ValueError(f"{shown(format_)} has an unmatched brace")
-    return names
 
 
 # keys that say how a table is read (MLTable's names): a file input takes none of them
