@@ -329,3 +329,17 @@ def test_restart_starts_the_metrics_over_and_a_reused_job_adds_none(job, text_fi
     restarted = job("azure_style/run_calls.py", "--restart", **keys)
     assert restarted.code == 0, restarted.stderr
     assert [r["name"] for r in metrics(restarted)] == ["accuracy"]  # the old run's records went with --restart
+
+
+def test_a_side_input_that_is_an_mltable_folder_is_read_as_mltable_reads_it(tmp_path, job, text_files):
+    data = text_files(1)
+    table = tmp_path / "lookup"
+    table.mkdir()
+    (table / "d.csv").write_text("1;a\n2;b\n3;c\n")
+    (table / "MLTable").write_text("paths:\n  - file: ./d.csv\ntransformations:\n  - read_delimited:\n"
+                                   "      delimiter: ';'\n      header: no_header\n")
+    run = job("azure_style/side_table.py", inputs={"path": str(data)}, side_inputs={"lookup": "lookup"},
+              process_count_per_node=1)
+    assert run.code == 0, run.stderr
+    # three rows of two columns, as mltable.load(...).to_pandas_dataframe() gives them (not the MLTable file's text)
+    assert run.rows() == ["['/d.csv'] ['Column1', 'Column2'] [[1, 'a'], [2, 'b'], [3, 'c']]"]

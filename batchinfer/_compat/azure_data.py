@@ -36,10 +36,11 @@ class LocalDataset(ApiObject):
     _api = "azureml.data.FileDataset"
 
     def __init__(self, paths: list[str], root: str | None, name: str | None = None, frame: Any = None,
-                 label: str = "") -> None:
+                 label: str = "", table: Any = None) -> None:
         self._paths = list(paths)
         self._root = root
         self._frame = frame
+        self._table = table  # an MLTable folder's input keys (spec.InputSpec): how its files are read
         self._label = label
         self.name = name
         self.version = 1 if name else None
@@ -53,10 +54,24 @@ class LocalDataset(ApiObject):
         if _is_url(path):
             return cls([path], None, name, label=path)
         path = os.path.abspath(path)
+        if os.path.isfile(os.path.join(path, "MLTable")):
+            return cls._from_mltable(path, name)
         if os.path.isdir(path):
             files = sorted(os.path.join(folder, f) for folder, _, names in os.walk(path) for f in names)
             return cls(files, path, name, label=path)
         return cls([path], os.path.dirname(path), name, label=path)
+
+    @classmethod
+    def _from_mltable(cls, folder: str, name: str | None) -> LocalDataset:
+        """An MLTable folder, read as a job's ``type: mltable`` input is (``batchinfer/mltable.py``)."""
+        from batchinfer.inputs import Lister
+        from batchinfer.mltable import input_from_mltable
+        from batchinfer.spec import InputSpec
+
+        spec = InputSpec.model_validate(input_from_mltable(folder), context={"base_dir": folder})
+        lister = Lister(spec)
+        files = [found.path for entry in spec.path for found in lister.files_of(entry)]
+        return cls(files, folder, name, label=folder, table=spec if spec.type == "tabular" else None)
 
     @classmethod
     def for_mini_batch(cls, files: list[str], frame: Any, label: str) -> LocalDataset:
@@ -108,6 +123,17 @@ class LocalDataset(ApiObject):
         if self._frame is not None:
             return self._frame.copy()
         frames = []
+        if self._table is not None:  # an MLTable: its delimiter, header, columns ...
+            from batchinfer.inputs import table_format
+            from batchinfer.protocol import TableSlice
+            from batchinfer.readers import read_table
+
+            options = self._table.read_options()
+            for path in self._paths:
+                fmt, compression = table_format(path, self._table.format)
+                table = TableSlice(path, fmt or "csv", compression=compression)
+                frames.append(read_table(table, self._table.storage_options, options))
+            return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         for path in self._paths:
             lower = path.lower()
             if lower.endswith(".parquet"):
