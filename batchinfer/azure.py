@@ -91,7 +91,7 @@ def _flag_value(text: str) -> Any:
         return text
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
+def as_mapping(value: Any, where: str) -> dict[str, Any]:
     """``value`` when it is a mapping (absent is empty); anything else is a one-line error naming ``where``."""
     if value is None:
         return {}
@@ -134,11 +134,11 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
     for key in data:
         if key not in KNOWN_KEYS:
             raise SpecError(f"unknown key '{key}' in an Azure ML parallel job", hint=f"known: {', '.join(sorted(KNOWN_KEYS))}")
-    task = _mapping(data.get("task"), "task")
+    task = as_mapping(data.get("task"), "task")
     if task.get("type", "run_function") != "run_function":
         raise SpecError(f"task.type: only run_function tasks can run here, not {str(task.get('type'))[:40]!r}")
-    inputs = _mapping(data.get("inputs"), "inputs")
-    outputs = _mapping(data.get("outputs"), "outputs")
+    inputs = as_mapping(data.get("inputs"), "inputs")
+    outputs = as_mapping(data.get("outputs"), "outputs")
     from batchinfer.spec import normalise_name
 
     # Azure allows names that batchinfer's do not (batch_score_with_tabular_input): normalised, never refused
@@ -189,7 +189,7 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         if not found or found.group(1) != "outputs" or found.group(2) not in outputs:
             raise SpecError("task.append_row_to must name one of the outputs, as ${{outputs.<name>}}")
         native["output_action"] = "append_row"
-        target = _mapping(outputs[found.group(2)], f"outputs.{found.group(2)}") if outputs[found.group(2)] else {}
+        target = as_mapping(outputs[found.group(2)], f"outputs.{found.group(2)}") if outputs[found.group(2)] else {}
         if target.get("type") == "uri_file" and target.get("path"):  # Azure's name for the file: .../aggregated_returns.csv
             if file_name := os.path.basename(_path(target["path"], f"outputs.{found.group(2)}.path").rstrip("/")):
                 native["append_row_file_name"] = file_name
@@ -202,10 +202,10 @@ def to_native(data: dict[str, Any], base_dir: Path, name: str) -> dict[str, Any]
         native["allowed_failed_count"] = data["mini_batch_error_threshold"]
     if "max_concurrency_per_instance" in data:
         native["process_count_per_node"] = data["max_concurrency_per_instance"]
-    resources = _mapping(data.get("resources"), "resources")
+    resources = as_mapping(data.get("resources"), "resources")
     if "instance_count" in resources:
         native["node_count"] = resources["instance_count"]
-    retry = _mapping(data.get("retry_settings"), "retry_settings")
+    retry = as_mapping(data.get("retry_settings"), "retry_settings")
     retries = retry.get("max_retries", 2)
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise SpecError(f"retry_settings.max_retries must be a whole number >= 0, not {str(retries)[:40]!r}")

@@ -124,14 +124,6 @@ def is_pipeline(data: dict[str, Any]) -> bool:
     return data.get("type") == "pipeline" or azure.is_azure_job(data)
 
 
-def _mapping(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SpecError(f"{where} must be a mapping (got {type(value).__name__})")
-    return value
-
-
 def _check_keys(data: dict[str, Any], known: set[str], where: str) -> None:
     for key in data:
         if key not in known:
@@ -212,11 +204,11 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
         cli = {(name if step is None else step, n): v for (step, n), v in cli.items()}
     else:
         _check_keys(data, PIPELINE_KEYS, "an Azure ML pipeline")
-        jobs = _mapping(data.get("jobs"), "jobs")
+        jobs = azure.as_mapping(data.get("jobs"), "jobs")
         if not jobs:
             raise SpecError("'jobs' lists no step", hint="a pipeline needs at least one job under 'jobs:'")
-        parent_inputs = {k: _pipeline_input(k, v, base) for k, v in _mapping(data.get("inputs"), "inputs").items()}
-        parent_outputs = _mapping(_globals(data.get("outputs"), name), "outputs")
+        parent_inputs = {k: _pipeline_input(k, v, base) for k, v in azure.as_mapping(data.get("inputs"), "inputs").items()}
+        parent_outputs = azure.as_mapping(_globals(data.get("outputs"), name), "outputs")
     for (step, input_name), value in cli.items():
         if step is None:
             if input_name not in parent_inputs:
@@ -236,7 +228,7 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
             raise SpecError(f"{where}: the step name {shown(key)} {problem}",
                             hint="rename the step: it names its folder")
         folder = root if standalone else root / key
-        steps[key] = _step(key, _globals(_mapping(node, where), name), base, folder, parent_inputs, parent_outputs,
+        steps[key] = _step(key, _globals(azure.as_mapping(node, where), name), base, folder, parent_inputs, parent_outputs,
                            {n: v for (s, n), v in cli.items() if s == key}, standalone, name)
     pipeline = Pipeline(path, name, root, steps, standalone)
     _check_references(pipeline)
@@ -335,13 +327,13 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
     merged = {k: v for k, v in component.items() if k not in ("inputs", "outputs", "name")}
     merged.update({k: v for k, v in node.items() if k not in ("inputs", "outputs", "component", "task")})
     if "task" in component or "task" in node:
-        merged["task"] = {**_mapping(component.get("task"), f"{where}.component.task"),
-                          **_mapping(node.get("task"), f"{where}.task")}
+        merged["task"] = {**azure.as_mapping(component.get("task"), f"{where}.component.task"),
+                          **azure.as_mapping(node.get("task"), f"{where}.task")}
     _check_environment(merged.get("environment_variables"), f"{where}.environment_variables")
     code_dir = _code_dir(node, component, kind, base, comp_dir, where)
     step = Step(key, kind, merged, base, code_dir, folder)
-    declared = _mapping(component.get("inputs"), f"{where}.component.inputs")
-    given = _mapping(node.get("inputs"), f"{where}.inputs")
+    declared = azure.as_mapping(component.get("inputs"), f"{where}.component.inputs")
+    given = azure.as_mapping(node.get("inputs"), f"{where}.inputs")
     for name in {**declared, **given}:
         decl = declared.get(name) if isinstance(declared.get(name), dict) else {}
         flag = f"--input {key}.{name}=PATH" if not standalone else f"--input {name}=PATH"
@@ -358,8 +350,8 @@ def _step(key: str, node: dict[str, Any], base: Path, folder: Path, parent_input
         if name not in step.inputs:
             raise UsageError(f"--input {key}.{name}=...: step {key!r} has no input {name!r}",
                              hint=f"its inputs: {', '.join(sorted({**declared, **given})) or 'none'}")
-    out_declared = _mapping(component.get("outputs"), f"{where}.component.outputs")
-    out_given = _mapping(node.get("outputs"), f"{where}.outputs")
+    out_declared = azure.as_mapping(component.get("outputs"), f"{where}.component.outputs")
+    out_given = azure.as_mapping(node.get("outputs"), f"{where}.outputs")
     for name in {**out_declared, **out_given}:
         step.outputs[name] = _port(step, name, out_declared.get(name), out_given.get(name), parent_outputs, base)
     return step
@@ -405,7 +397,7 @@ def _code_dir(node: dict[str, Any], component: dict[str, Any], kind: str, base: 
               where: str) -> Path | None:
     """The step's code folder: the job's own ``code`` (relative to the pipeline), else the component's."""
     for owner, folder, field_ in ((node, base, where), (component, comp_dir, f"{where}.component")):
-        holder = owner if kind == "command" else _mapping(owner.get("task"), "task")
+        holder = owner if kind == "command" else azure.as_mapping(owner.get("task"), "task")
         code = holder.get("code")
         if code is not None:
             field_ = f"{field_}.code" if kind == "command" else f"{field_}.task.code"
