@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -177,3 +178,53 @@ def assert_one_line_error(run: Run, *fragments: str) -> None:
     assert run.stdout == ""
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- object-store servers (tests/stores.py)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1, for the whole session (a fresh bucket per test: ``s3_server.new_bucket()``)."""
+    from tests.stores import S3Server
+
+    server = S3Server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite's Blob service on 127.0.0.1, for the whole session (``azurite.new_bucket()``: a fresh container).
+
+    Skipped, with the reason, only where Node.js is missing: tests/install.sh installs Azurite itself.
+    """
+    from tests.stores import AzuriteServer, azurite_command
+
+    command = azurite_command()
+    if command is None:
+        if shutil.which("node") is None:
+            pytest.skip("Azurite needs Node.js, which this machine does not have")
+        pytest.fail("azurite-blob is not installed: run tests/install.sh (it installs azurite@3.35 into .tools/)")
+    server = AzuriteServer.start(command, tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def http_files(tmp_path_factory):
+    """A plain HTTP server on 127.0.0.1 serving one folder (``http_files.root``; URL ``http_files.url``)."""
+    from tests.stores import HttpServer
+
+    server = HttpServer.start(tmp_path_factory.mktemp("http"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["s3", "azurite"])
+def store(request):
+    """Each real object store in turn: ``store.url(bucket, path)``, ``store.storage_options``, ``store.fs()``."""
+    from tests.stores import Store
+
+    server = request.getfixturevalue("s3_server" if request.param == "s3" else "azurite")
+    return Store(request.param, server)

@@ -12,6 +12,12 @@ PYTHON=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/pip install -q -e '.[dev]'
 
+# Azurite (Azure Blob's server, for the tests on 127.0.0.1) from npm, into .tools/ (git ignores it);
+# 3.35 is the last release that runs on Node 20
+if command -v npm >/dev/null && [ ! -x .tools/node_modules/.bin/azurite-blob ]; then
+    npm install --silent --no-fund --no-audit --no-progress --prefix .tools azurite@3.35 </dev/null
+fi
+
 [ -x .venv-old/bin/python ] || "$PYTHON" -m venv .venv-old
 .venv-old/bin/python -m pip install -q --upgrade pip  # azureml-dataprep needs pip>=25.3
 .venv-old/bin/pip install -q -c tests/old-versions.txt -e . \
