@@ -18,6 +18,7 @@ WORKER_DIED = "worker_died"
 SHORT_RETURN = "short_return"
 WRONG_TYPE = "wrong_type"
 OUT_OF_MEMORY = "out_of_memory"  # MemoryError in a worker: the try failed and the worker was replaced
+STORAGE = "storage"  # an object store kept failing while the mini-batch was read (see retry.py)
 
 # ${{outputs.x}} in an Azure job's arguments: the worker puts the output folder there
 OUTPUT_DIR_PLACEHOLDER = "{batchinfer.output_dir}"
