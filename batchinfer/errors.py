@@ -65,6 +65,11 @@ class OutputError(BatchInferError):
     """The output folder cannot be used (it is a file, or holds a different job)."""
 
 
+class StorageError(BatchInferError):
+    """An object store cannot be used: its package is missing, the bucket does not exist, the
+    credentials are refused (the URL in the message is redacted)."""
+
+
 class BackendUnavailableError(BatchInferError):
     """The requested backend is not available in this installation."""
 
