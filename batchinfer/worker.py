@@ -7,6 +7,9 @@ A worker talks to its executor over one duplex connection:
     executor <--Outcome--                   (one per MiniBatch, rows already serialised)
     executor --None-->                      (stop: shutdown() is called, the process exits)
 
+A thread (:class:`Inbox`) receives the messages as they come; the files of the first queued
+mini-batch are downloaded (``fetch.py``) while ``run()`` works on the current one.
+
 The script's stdout and stderr (file descriptors 1 and 2, so C libraries too)
 go to ``logs/worker-N.log``, never to the terminal. The worker dies with the
 coordinator: the kernel kills it when the fork server dies, which the kernel
@@ -48,6 +51,7 @@ from batchinfer.protocol import (
     OUT_OF_MEMORY,
     OUTPUT_DIR_PLACEHOLDER,
     SHORT_RETURN,
+    STORAGE,
     WORKER_DIED,
     WRONG_TYPE,
     InitFailed,
@@ -58,8 +62,10 @@ from batchinfer.protocol import (
     Ready,
     WorkerConfig,
 )
-from batchinfer.readers import read_mini_batch
-from batchinfer.redact import RedactingFilter
+from batchinfer.fetch import Fetch, Fetcher
+from batchinfer.readers import read_rows
+from batchinfer.redact import RedactingFilter, redact_text
+from batchinfer.retry import StorageUnavailable
 
 COMPAT_DIR = Path(__file__).parent / "_compat"
 # thread pools of numeric libraries: by default each worker gets its share of the cores, so N workers
@@ -237,28 +243,30 @@ def _ends_worker(exc: BaseException, index: int, batch: MiniBatch, started: floa
     return _failure(batch, index, WORKER_DIED, message, started, items)
 
 
-def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scratch: str) -> Outcome:
+def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, fetch: Fetch | None = None) -> Outcome:
     """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned.
 
-    ``MemoryError`` (anywhere) and ``SystemExit`` (from ``run()``) give an outcome whose kind
-    (``out_of_memory``, ``worker_died``) tells the worker to stop serving.
+    A file mini-batch's URLs are downloaded by ``fetch`` (started ahead, see :class:`Inbox`); a
+    table mini-batch is read here. ``MemoryError`` (anywhere) and ``SystemExit`` (from ``run()``)
+    give an outcome whose kind (``out_of_memory``, ``worker_died``) tells the worker to stop serving.
     """
     started = time.time()
     items = batch.known_items
-    downloads: list[str] = []  # a folder for remote files, made only when some must be fetched
-
-    def make_folder() -> str:
-        downloads.append(tempfile.mkdtemp(prefix=f"mb{batch.id}-", dir=scratch))
-        return downloads[-1]
-
     try:
         try:
-            options = config.read_options[batch.input_index] if config.read_options else ReadOptions()
-            data = read_mini_batch(batch, config.storage_options[batch.input_index], make_folder, options)
+            if batch.table is None:
+                assert fetch is not None, "a file mini-batch comes with its fetch (Inbox.next)"
+                data = fetch.paths()
+            else:
+                options = config.read_options[batch.input_index] if config.read_options else ReadOptions()
+                data = read_rows(batch, config.storage_options[batch.input_index], options)
         except MemoryError as exc:
             return _ends_worker(exc, index, batch, started, items, "reading the mini-batch")
+        except StorageUnavailable as exc:  # the store kept failing: a try of its own kind
+            return _failure(batch, index, STORAGE, redact_text(str(exc)), started, items)
         except Exception as exc:
-            return _failure(batch, index, EXCEPTION, f"cannot read the mini-batch: {exc}", started, items)
+            message = f"cannot read the mini-batch: {redact_text(str(exc))}"
+            return _failure(batch, index, EXCEPTION, message, started, items)
         items = len(data)
         try:
             if config.run_takes_context:
@@ -307,8 +315,70 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, scr
             )
         return outcome
     finally:
-        for folder in downloads:
-            shutil.rmtree(folder, ignore_errors=True)
+        if fetch is not None:
+            fetch.discard()  # the try is over: its downloads go now (disk use stays bounded)
+
+
+class Inbox:
+    """The mini-batches sent to this worker, received by a thread as they arrive, with the files of
+    the next one downloading while ``run()`` works on the current one.
+
+    The executor queues a few mini-batches in the pipe behind the running one (see
+    executors/local.py); they are taken in the order sent, and the pipe is read without ever
+    blocking the main thread. Only the head of the queue is fetched ahead, so at most two
+    mini-batches' files are on this worker's disk or on their way: the running one's and the
+    next one's (the running one's are removed when its try ends). A worker that dies loses
+    the downloads with it; the executor hands its queued mini-batches to others, untried.
+    """
+
+    def __init__(self, conn: Any, config: WorkerConfig, fetcher: Fetcher) -> None:
+        self._conn = conn
+        self._config = config
+        self._fetcher = fetcher
+        self._changed = threading.Condition()
+        self._queue: deque[list] = deque()  # [MiniBatch, Fetch | None]
+        self._closed = False  # the executor said stop (None) or the pipe closed
+        threading.Thread(target=self._receive, name="batchinfer-inbox", daemon=True).start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                message = None
+            except Exception:  # noqa: BLE001 - an unreadable message: stop serving, as a closed pipe
+                log.exception("cannot read a message from the coordinator")
+                message = None
+            with self._changed:
+                if message is None:
+                    self._closed = True
+                else:
+                    self._queue.extend([b, None] for b in (message if isinstance(message, list) else (message,)))
+                    self._fetch_head()
+                self._changed.notify()
+            if message is None:
+                return
+
+    def _fetch_head(self) -> None:
+        """Start fetching the first queued mini-batch's files (holding the lock)."""
+        if self._queue and self._queue[0][1] is None and self._queue[0][0].table is None:
+            batch = self._queue[0][0]
+            self._queue[0][1] = self._fetcher.start(batch.id, batch.files,
+                                                    self._config.storage_options[batch.input_index])
+
+    def next(self) -> tuple[MiniBatch, Fetch | None] | None:
+        """The next mini-batch and its fetch (None for a table), waiting for one; None: stop.
+
+        The mini-batches already received are all served before a stop, as the executor expects."""
+        with self._changed:
+            while not self._queue and not self._closed:
+                self._changed.wait()
+            if not self._queue:
+                return None
+            self._fetch_head()
+            batch, fetch = self._queue.popleft()
+            self._fetch_head()  # the next one's files come while run() works on this one
+            return batch, fetch
 
 
 def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> None:
@@ -372,18 +442,11 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
     init_seconds = time.perf_counter() - started
     conn.send(Ready(index, os.getpid(), init_seconds, _rss()))
     log.info("init() done in %.2fs", init_seconds)
-    queue: deque[MiniBatch] = deque()
-    while True:
-        if not queue:
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                break
-            if message is None:
-                break
-            queue.extend(message if isinstance(message, list) else (message,))
-        batch = queue.popleft()
-        outcome = run_one(script, batch, config, index, scratch)
+    fetcher = Fetcher(scratch)
+    inbox = Inbox(conn, config, fetcher)
+    while (got := inbox.next()) is not None:
+        batch, fetch = got
+        outcome = run_one(script, batch, config, index, fetch)
         log.debug("mini-batch %s%s: %s items, %s succeeded, %.3fs", batch.id, batch.part or "", outcome.items,
                   outcome.succeeded, outcome.seconds)
         if not outcome.ok:
@@ -394,6 +457,7 @@ def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)  # not a normal exit: the script's atexit handlers and threads could hang it
+    fetcher.shutdown()
     if hasattr(script, "shutdown"):
         try:
             script.shutdown()
