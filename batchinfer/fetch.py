@@ -140,7 +140,10 @@ class Fetcher:
                     futures[i] = checked
                 continue
             folder = folder or tempfile.mkdtemp(prefix=f"mb{batch_id}-", dir=self.scratch)
-            target = os.path.join(folder, f"{i:06d}-{local_name(path)}")
+            # a folder per item: run() sees each file under its own name (scripts key rows on it),
+            # and two files of the same name from different folders do not collide
+            os.mkdir(os.path.join(folder, str(i)))
+            target = os.path.join(folder, str(i), local_name(path))
             what = f"reading {redact_url(path)}"
             futures[i] = self._executor().submit(retrying, _bind(_transfer, path, target, storage_options), what)
             local.append(target)

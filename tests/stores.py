@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,3 +231,124 @@ class Store:
 
     def url(self, bucket: str, path: str = "") -> str:
         return f"{self.scheme}://{bucket}/{path}".rstrip("/")
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    """GET (with or without a ``Range: bytes=a-b`` header) and HEAD of the files of ``server.root``."""
+
+    protocol_version = "HTTP/1.1"
+    server: Any  # the RangeHttpServer's ThreadingHTTPServer, with ``.owner`` set
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def _file(self) -> tuple[str, Path | None]:
+        name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
+        path = self.server.owner.root / name
+        return name, path if path.is_file() else None
+
+    def _refuse(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        name, path = self._file()
+        if path is None:
+            return self._refuse(404)
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        owner = self.server.owner
+        name, path = self._file()
+        owner.gets_started(name)
+        if owner.should_fail(name):
+            return self._refuse(503)
+        if path is None:
+            return self._refuse(404)
+        data = path.read_bytes()
+        start, end = 0, len(data)
+        ranged = self.headers.get("Range")
+        if ranged:
+            first, _, last = ranged.removeprefix("bytes=").partition("-")
+            start, end = int(first), min(len(data), int(last) + 1 if last else len(data))
+        self.send_response(206 if ranged else 200)
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.end_headers()
+        owner.count(name, end - start)
+        self.wfile.write(data[start:end])
+
+
+class RangeHttpServer:
+    """An HTTP server of one folder that answers Range requests and counts what it serves.
+
+    ``served[name]``: the bytes sent for that file (bodies only); ``fail(name, times)``: its next
+    ``times`` GETs get 503 (-1: all of them); ``hold(name)``: its next GET waits until
+    :meth:`release` (``started(name)`` is set when that GET arrives), so that a test can act
+    while a download is under way, without sleeping.
+    """
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.served: dict[str, int] = {}
+        self.gets: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        self._holds: dict[str, threading.Event] = {}
+        self._started: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+        self._server.daemon_threads = True
+        self._server.owner = self
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def count(self, name: str, sent: int) -> None:
+        with self._lock:
+            self.served[name] = self.served.get(name, 0) + sent
+
+    def fail(self, name: str, times: int) -> None:
+        with self._lock:
+            self._failures[name] = times
+
+    def should_fail(self, name: str) -> bool:
+        with self._lock:
+            left = self._failures.get(name, 0)
+            if left:
+                self._failures[name] = left - 1 if left > 0 else left
+            return bool(left)
+
+    def hold(self, name: str) -> threading.Event:
+        """Hold the next GET of ``name``; returns the event set when it arrives."""
+        with self._lock:
+            self._holds[name] = threading.Event()
+            self._started[name] = threading.Event()
+            return self._started[name]
+
+    def release(self, name: str) -> None:
+        """Let the held GET of ``name`` go on (if the client is still there)."""
+        with self._lock:
+            event = self._holds.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def gets_started(self, name: str) -> None:
+        with self._lock:
+            self.gets[name] = self.gets.get(name, 0) + 1
+            held, started = self._holds.get(name), self._started.pop(name, None)
+        if started is not None:  # the first GET since hold(): later ones are served at once
+            started.set()
+            held.wait(120)  # bounded: a test that never releases does not hang the session
+
+    def stop(self) -> None:
+        for name in list(self._holds):
+            self.release(name)
+        self._server.shutdown()
+        self._server.server_close()
