@@ -7,8 +7,8 @@ A worker talks to its executor over one duplex connection:
     executor <--Outcome--                   (one per MiniBatch, rows already serialised)
     executor --None-->                      (stop: shutdown() is called, the process exits)
 
-A thread (:class:`Inbox`) receives the messages as they come; the files of the first queued
-mini-batch are downloaded (``fetch.py``) while ``run()`` works on the current one.
+A thread (:class:`Inbox`) receives the messages as they come; the files of the next queued
+mini-batches are downloaded (``fetch.py``) while ``run()`` works on the current one.
 
 The script's stdout and stderr (file descriptors 1 and 2, so C libraries too)
 go to ``logs/worker-N.log``, never to the terminal. The worker dies with the
@@ -62,7 +62,7 @@ from batchinfer.protocol import (
     Ready,
     WorkerConfig,
 )
-from batchinfer.fetch import Fetch, Fetcher
+from batchinfer.fetch import TRANSFERS, Fetch, Fetcher
 from batchinfer.readers import read_rows
 from batchinfer.redact import RedactingFilter, redact_text
 from batchinfer.retry import StorageUnavailable
@@ -325,10 +325,11 @@ class Inbox:
 
     The executor queues a few mini-batches in the pipe behind the running one (see
     executors/local.py); they are taken in the order sent, and the pipe is read without ever
-    blocking the main thread. Only the head of the queue is fetched ahead, so at most two
-    mini-batches' files are on this worker's disk or on their way: the running one's and the
-    next one's (the running one's are removed when its try ends). A worker that dies loses
-    the downloads with it; the executor hands its queued mini-batches to others, untried.
+    blocking the main thread. The next mini-batch is fetched ahead, and the ones after it while
+    fewer than ``TRANSFERS`` (16) files are ahead: on this worker's disk or on their way are the
+    running mini-batch's files and at most max(one mini-batch, 16 files) more (the running one's
+    are removed when its try ends). A worker that dies loses the downloads with it; the executor
+    hands its queued mini-batches to others, untried.
     """
 
     def __init__(self, conn: Any, config: WorkerConfig, fetcher: Fetcher) -> None:
@@ -354,17 +355,25 @@ class Inbox:
                     self._closed = True
                 else:
                     self._queue.extend([b, None] for b in (message if isinstance(message, list) else (message,)))
-                    self._fetch_head()
+                    self._fetch_ahead()
                 self._changed.notify()
             if message is None:
                 return
 
-    def _fetch_head(self) -> None:
-        """Start fetching the first queued mini-batch's files (holding the lock)."""
-        if self._queue and self._queue[0][1] is None and self._queue[0][0].table is None:
-            batch = self._queue[0][0]
-            self._queue[0][1] = self._fetcher.start(batch.id, batch.files,
-                                                    self._config.storage_options[batch.input_index])
+    def _fetch_ahead(self) -> None:
+        """Start fetching queued mini-batches' files, in order (holding the lock): always the first
+        one's, and more while fewer than ``fetch.TRANSFERS`` files are on their way ahead, so that
+        mini-batches of a few files each still keep every transfer busy."""
+        ahead = 0
+        for entry in self._queue:
+            batch, fetch = entry
+            if batch.table is not None:
+                continue
+            if fetch is None:
+                if ahead and ahead + len(batch.files) > TRANSFERS:
+                    return
+                entry[1] = self._fetcher.start(batch.id, batch.files, self._config.storage_options[batch.input_index])
+            ahead += len(batch.files)
 
     def next(self) -> tuple[MiniBatch, Fetch | None] | None:
         """The next mini-batch and its fetch (None for a table), waiting for one; None: stop.
@@ -375,9 +384,9 @@ class Inbox:
                 self._changed.wait()
             if not self._queue:
                 return None
-            self._fetch_head()
+            self._fetch_ahead()
             batch, fetch = self._queue.popleft()
-            self._fetch_head()  # the next one's files come while run() works on this one
+            self._fetch_ahead()  # the next one's files come while run() works on this one
             return batch, fetch
 
 
