@@ -165,20 +165,25 @@ def _valid_json_lines(data: bytes, encoding: str) -> bytes:
     return "\n".join(kept).encode("utf-8")
 
 
+def _read_bytes(table: TableSlice, storage_options: dict[str, Any]) -> bytes:
+    with _open(table.path, storage_options, table.compression) as f:
+        if table.byte_range is None:
+            return f.read()
+        header = f.read(table.header_end) if table.header_end else b""
+        f.seek(table.byte_range[0])
+        return header + f.read(table.byte_range[1] - table.byte_range[0])
+
+
 def _read_lines(table: TableSlice, storage_options: dict[str, Any], options: ReadOptions):
     """A CSV or JSON-lines slice: the header line (if the slice names none itself) plus its byte range."""
     import pandas as pd
 
     if is_url(table.path) and table.compression is None:
         data = _remote_bytes(table, storage_options)
+    elif is_url(table.path):  # a compressed file is read whole, as a stream
+        data = retrying(lambda: _read_bytes(table, storage_options), f"reading {redact_url(table.path)}")
     else:
-        with _open(table.path, storage_options, table.compression) as f:
-            if table.byte_range is None:
-                data = f.read()
-            else:
-                header = f.read(table.header_end) if table.header_end else b""
-                f.seek(table.byte_range[0])
-                data = header + f.read(table.byte_range[1] - table.byte_range[0])
+        data = _read_bytes(table, storage_options)
     if table.format == "jsonl":
         encoding = options.encoding
         if options.invalid_lines == "drop":
@@ -204,14 +209,21 @@ def _read_lines(table: TableSlice, storage_options: dict[str, Any], options: Rea
     return pd.read_csv(io.BytesIO(data), sep=sep, **kwargs)
 
 
-def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
-    """A Parquet slice: the named row groups, then the row window inside them."""
+def _read_row_groups(table: TableSlice, storage_options: dict[str, Any]):
     import pyarrow.parquet as pq
 
     with _open(table.path, storage_options, exact=True) as f:
         parquet = pq.ParquetFile(f)
         groups = table.row_groups if table.row_groups is not None else range(parquet.num_row_groups)
-        arrow = parquet.read_row_groups(list(groups))
+        return parquet.read_row_groups(list(groups))
+
+
+def _read_parquet(table: TableSlice, storage_options: dict[str, Any]):
+    """A Parquet slice: the named row groups, then the row window inside them."""
+    if is_url(table.path):
+        arrow = retrying(lambda: _read_row_groups(table, storage_options), f"reading {redact_url(table.path)}")
+    else:
+        arrow = _read_row_groups(table, storage_options)
     if table.row_window is not None:
         lo, hi = table.row_window
         arrow = arrow.slice(lo, hi - lo)

@@ -244,3 +244,26 @@ def test_parquet_slice_of_a_remote_file_reads_its_footer_and_row_groups_only(ran
     pd.testing.assert_frame_equal(got, local)
     assert got["id"].iloc[0] == "r14100"
     assert range_http.served["big.parquet"] < size / 5  # the footer and one row group of 30
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "csv.gz"])
+def test_table_slice_reads_are_retried_then_reported_as_storage_errors(range_http, kind):
+    from batchinfer.protocol import TableSlice
+    from batchinfer.readers import read_table
+    from batchinfer.retry import StorageUnavailable
+
+    name = f"t.{kind}"
+    if kind == "parquet":
+        pq.write_table(pa.Table.from_pandas(frame(0, 100)), range_http.root / name, row_group_size=50)
+        table = TableSlice(f"{range_http.url}/{name}", "parquet", row_groups=(1,))
+    else:
+        frame(0, 100).to_csv(range_http.root / name, index=False)
+        data = pd.read_csv(range_http.root / name).to_csv(index=False).encode()
+        header_end = data.index(b"\n") + 1
+        table = (TableSlice(f"{range_http.url}/{name}", "csv", compression="gzip") if kind == "csv.gz"
+                 else TableSlice(f"{range_http.url}/{name}", "csv", (header_end, len(data)), header_end))
+    range_http.fail(name, 2)  # 503 twice: read on the third try
+    assert read_table(table, {})["id"].tolist()[-1] == "r00099"
+    range_http.fail(name, -1)
+    with pytest.raises(StorageUnavailable, match=f"reading {range_http.url}/{name} failed 5 times"):
+        read_table(table, {})
