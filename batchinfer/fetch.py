@@ -16,6 +16,7 @@ What a fetch raises, for worker.py to turn into the try's outcome:
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -145,7 +146,7 @@ class Fetcher:
             os.mkdir(os.path.join(folder, str(i)))
             target = os.path.join(folder, str(i), local_name(path))
             what = f"reading {redact_url(path)}"
-            futures[i] = self._executor().submit(retrying, _bind(_transfer, path, target, storage_options), what)
+            futures[i] = self._executor().submit(retrying, functools.partial(_transfer, path, target, storage_options), what)
             local.append(target)
         return Fetch(local, futures, folder)
 
@@ -153,6 +154,3 @@ class Fetcher:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def _bind(call: Any, *args: Any) -> Any:
-    return lambda: call(*args)
