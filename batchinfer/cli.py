@@ -328,13 +328,14 @@ def _plan_lines(spec, info: dict[str, Any]) -> list[str]:
 def status(
     output_dir: Annotated[
         Optional[str],
-        typer.Argument(metavar="[OUTPUT]", help="The job's output folder: a path, or a URL (s3://, az://, gs://, file://).",
-                       show_default=False),
+        typer.Argument(metavar="OUTPUT", show_default=False,
+                       help="The job's output folder: a path, or a URL (s3://, az://, gs://, file://)."),
     ] = None,
     spec: Annotated[
         Optional[Path],
         typer.Option("--spec", metavar="JOB.yaml", readable=False,
-                     help="Read the output folder (when OUTPUT is not given) and its storage_options from this job spec."),
+                     help="Read the output folder (when OUTPUT is not given) and its storage_options "
+                     "from this job spec."),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing a line until the job is no longer running.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
@@ -347,6 +348,8 @@ def status(
 
     try:
         target, storage_options = _status_target(output_dir, spec)
+        if target.startswith("file://"):  # a local folder, as in a spec (its runs hold an flock, not a lease)
+            target = target[len("file://"):]
         while True:
             if "://" in target:
                 doc = read_remote_status(target, storage_options)

@@ -31,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from batchinfer.statefiles import write_atomic
+from batchinfer.statefiles import private_dir, write_atomic
 
 MAX_BYTES = 1 << 20  # a lease is a few kB; a larger object is not one
 
@@ -305,7 +305,7 @@ class LocalObjects(GuardedObjects):
     @contextlib.contextmanager
     def guard(self, path: str) -> Iterator[None]:
         folder = Path(path).parent
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # .batchinfer/ is the owner's only, as in a local output folder
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -110,9 +110,9 @@ class SeenLease:
 
     def describe(self) -> str:
         """``pid 12 on host, renewed 3 s ago; expires in 27 s unless renewed``."""
-        age = max(self.age_s, 0.0)
-        return (f"pid {self.doc.pid} on {for_log(self.doc.host)}, renewed {age:.0f} s ago; "
-                f"expires in {max(self.doc.ttl_s - age, 0.0):.0f} s unless renewed")
+        age = round(max(self.age_s, 0.0))
+        return (f"pid {self.doc.pid} on {for_log(self.doc.host)}, renewed {age} s ago; "
+                f"expires in {max(round(self.doc.ttl_s) - age, 0)} s unless renewed")
 
     def holder(self) -> dict[str, Any]:
         """Who holds it, for ``batchinfer status --json``."""
@@ -188,7 +188,8 @@ class Lease:
         self.lost = False
         self.lost_reason: str | None = None
         self._renewed = time.monotonic()
-        self._lock = threading.Lock()  # one write at a time: the thread's and the caller's
+        self._writing = threading.Lock()  # one write at a time: the thread's and the caller's
+        self._doc_lock = threading.Lock()  # held for no I/O: set_status never waits for the store
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._released = False
@@ -257,20 +258,21 @@ class Lease:
 
     def set_status(self, status: dict[str, Any]) -> None:
         """The job's live status (the fields ``progress.StatusFile`` writes), written by the next renewal."""
-        with self._lock:
+        with self._doc_lock:
             self._doc["status"] = status
 
     def renew(self, status: dict[str, Any] | None = None) -> bool:
         """Rewrite the lease now (with ``status``, if given), only if it is still this run's.
         Returns False once it is lost. A store that keeps failing is retried at the next renewal;
         when no renewal succeeded for the TTL, the lease counts as lost (another run may hold it)."""
-        with self._lock:
+        with self._writing:
             if self.lost or self._released:
                 return not self.lost
-            if status is not None:
-                self._doc["status"] = status
-            self._doc["renewed_at"] = _now().isoformat()
-            data = _encode(self._doc)
+            with self._doc_lock:
+                if status is not None:
+                    self._doc["status"] = status
+                self._doc["renewed_at"] = _now().isoformat()
+                data = _encode(self._doc)
             what = f"renewing the lease of {redact_url(self.url)}"
             try:
                 etag = retrying(lambda: self._objects.replace(self.path, data, self._etag), what)
@@ -328,7 +330,7 @@ class Lease:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
-        with self._lock:
+        with self._writing:
             if self._released:
                 return
             self._released = True

@@ -138,7 +138,8 @@ def read_remote_status(url: str, storage_options: dict[str, Any] | None = None) 
         job = _job_name(read(f"{STATE_DIR}/{JOB_FILE}"))
         if seen is None and summary is None and not _has_state(fs, f"{root}/{STATE_DIR}"):
             raise OutputError(f"{shown_url} is not a batchinfer output folder (it holds no {STATE_DIR}/)",
-                              hint="give the output folder of a job (its URL, as in the job's 'output')")
+                              hint="check the URL (bucket or container, path): give the output folder of a job, "
+                              "as in its 'output'")
     except (OutputError, StorageError):
         raise
     except Exception as exc:  # a missing bucket, refused credentials, a store that kept failing
