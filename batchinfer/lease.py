@@ -6,9 +6,10 @@ An object store has no ``flock``, so a remote folder (``s3://``, ``az://``, ``gs
 :data:`RENEW_INTERVAL_S` seconds (5 s) from a thread of its own, with the live status of the job
 in it, and deletes at its end. A lease not rewritten for its ``ttl_s`` (:data:`TTL_S`, 30 s) is
 expired: the next run takes it over (replacing it only if it is still the version it read, so
-of two runs taking over at once only one wins). A lease whose holder ran on this same host with a
-pid that no longer exists is expired at once: a run killed with SIGKILL and started again on
-the same machine continues immediately; from another machine it continues after at most 30 s.
+of two runs taking over at once only one wins). A lease whose holder ran on this same host (same
+host name, boot and pid namespace) with a pid that no longer exists is expired at once: a run
+killed with SIGKILL and started again on the same machine continues immediately; from another
+machine, or in another container, it continues once the lease has expired (at most 30 s).
 
 Before each rewrite the holder makes sure the lease is still its own (the write is conditional on
 the version it last wrote): when another run took it (this one stalled for longer than the TTL),
@@ -64,6 +65,7 @@ class LeaseDoc(ReadBack):
     renewed_at: datetime
     ttl_s: float = Field(gt=0, le=86_400, allow_inf_nan=False)
     command: str = Field("", max_length=10_000)
+    pid_space: Optional[str] = Field(None, max_length=200)  # see pid_space_of_this_process()
     status: Optional[dict[str, Any]] = None
 
 
@@ -74,6 +76,18 @@ def lease_path(folder_path: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def pid_space_of_this_process() -> str | None:
+    """Where a pid means one process: this boot of this kernel and this pid namespace (Linux), or
+    None where that cannot be told. Two containers (or machines) may share a host name: a pid of
+    another pid space is never looked up here."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -102,7 +116,8 @@ class SeenLease:
     def expired_because(self) -> str | None:
         """Why it is expired (a phrase), or None while it is live."""
         doc = self.doc
-        if doc.host == socket.gethostname() and not _pid_alive(doc.pid):
+        here = doc.host == socket.gethostname() and doc.pid_space == pid_space_of_this_process()
+        if here and not _pid_alive(doc.pid):
             return f"its holder, pid {doc.pid} on this host, is gone"
         if self.age_s > doc.ttl_s:
             return f"the run holding it stopped renewing it {self.age_s:.0f} s ago"
@@ -212,7 +227,8 @@ class Lease:
         doc: dict[str, Any] = {
             "format": LEASE_FORMAT, "run_id": secrets.token_hex(16), "pid": os.getpid(),
             "host": socket.gethostname(), "started_at": now, "renewed_at": now, "ttl_s": float(ttl_s),
-            "command": for_log(command if command is not None else " ".join(sys.argv)), "status": None,
+            "command": for_log(command if command is not None else " ".join(sys.argv)),
+            "pid_space": pid_space_of_this_process(), "status": None,
         }
         seen: SeenLease | None = None
         for _ in range(ACQUIRE_TRIES):

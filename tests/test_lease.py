@@ -82,14 +82,14 @@ def remote(request) -> Folder:
 
 
 def lease_doc(host: str, pid: int, renewed_s_ago: float, status: dict[str, Any] | None = None,
-              ttl_s: float = TTL_S) -> bytes:
+              ttl_s: float = TTL_S, pid_space: str | None = None) -> bytes:
     """A lease as another run would have written it, renewed ``renewed_s_ago`` seconds ago."""
     now = datetime.now(timezone.utc)
     return json.dumps({
         "format": 1, "run_id": "ab" * 16, "pid": pid, "host": host,
         "started_at": (now - timedelta(seconds=renewed_s_ago + 60)).isoformat(),
         "renewed_at": (now - timedelta(seconds=renewed_s_ago)).isoformat(),
-        "ttl_s": ttl_s, "command": "batchinfer run job.yaml", "status": status,
+        "ttl_s": ttl_s, "command": "batchinfer run job.yaml", "pid_space": pid_space, "status": status,
     }).encode()
 
 
@@ -151,7 +151,8 @@ def test_a_live_lease_refuses_a_second_run_in_one_line(folder):
 
 
 # (host, pid, seconds since renewed) of a lease another run left -> whether a new run takes it over
-HERE = "here"
+HERE = "here"  # this host name, boot and pid namespace
+HERE_OTHER_CONTAINER = "here-other-pid-space"  # this host name, but another pid namespace
 ELSEWHERE = "another-machine.example"
 LIVE, GONE = "live", "gone"
 
@@ -166,14 +167,18 @@ LIVE, GONE = "live", "gone"
         (HERE, GONE, 0, True),  # killed (SIGKILL) on this host: its pid is gone, taken at once
         (HERE, LIVE, 0, False),  # its pid is alive on this host: live
         (HERE, LIVE, TTL_S + 5, True),  # alive but hung (or its pid reused): expired by its TTL
+        (HERE_OTHER_CONTAINER, GONE, 0, False),  # a pid of another namespace says nothing here
     ],
     ids=["elsewhere-fresh", "elsewhere-almost-expired", "elsewhere-expired", "elsewhere-long-dead",
-         "here-pid-gone", "here-pid-alive", "here-pid-alive-but-expired"],
+         "here-pid-gone", "here-pid-alive", "here-pid-alive-but-expired", "same-name-other-pid-space"],
 )
 def test_a_lease_left_by_another_run_is_taken_over_only_once_expired(folder, host, pid, renewed_s_ago, taken):
-    holder_host = socket.gethostname() if host == HERE else host
+    from batchinfer.lease import pid_space_of_this_process
+
+    holder_host = socket.gethostname() if host in (HERE, HERE_OTHER_CONTAINER) else host
+    pid_space = pid_space_of_this_process() if host == HERE else "another-boot pid:[1]"
     holder_pid = {GONE: dead_pid(), LIVE: os.getppid()}.get(pid, pid)  # LIVE: the process that started the tests
-    folder.write(f".batchinfer/{LEASE_FILE}", lease_doc(holder_host, holder_pid, renewed_s_ago))
+    folder.write(f".batchinfer/{LEASE_FILE}", lease_doc(holder_host, holder_pid, renewed_s_ago, pid_space=pid_space))
     if taken:
         lease = folder.acquire()
         assert folder.read_lease_doc()["run_id"] == lease.run_id
