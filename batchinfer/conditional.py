@@ -201,7 +201,7 @@ class AzureObjects(Objects):
         try:
             result, _ = self._call(path, "upload_blob", data=data, **condition)
         except Exception as exc:
-            if is_conflict(exc) or _is_missing(exc):
+            if is_conflict(exc) or ("etag" in condition and _is_missing(exc)):  # replace: the blob went away
                 return None
             raise
         self.fs.invalidate_cache(path)

@@ -39,11 +39,12 @@ from typing import Any, Optional
 from pydantic import Field, ValidationError
 
 from batchinfer.conditional import MAX_BYTES, Objects, Read, objects_for
-from batchinfer.errors import OutputError
+from batchinfer.errors import BatchInferError, OutputError
 from batchinfer.layout import STATE_DIR
 from batchinfer.redact import for_log, redact_url
 from batchinfer.retry import retrying
 from batchinfer.statefiles import ReadBack, StatusDoc, why_invalid
+from batchinfer.storage import store_error
 
 LEASE_FILE = "lease.json"  # in <output>/.batchinfer/
 LEASE_FORMAT = 1
@@ -222,7 +223,6 @@ class Lease:
         command line) is stored redacted. ``start``: begin renewing in the background at once."""
         objects = objects_for(fs)
         path = lease_path(folder_path)
-        what = f"taking the lease of {redact_url(url)}"
         now = _now().isoformat()
         doc: dict[str, Any] = {
             "format": LEASE_FORMAT, "run_id": secrets.token_hex(16), "pid": os.getpid(),
@@ -230,30 +230,12 @@ class Lease:
             "command": for_log(command if command is not None else " ".join(sys.argv)),
             "pid_space": pid_space_of_this_process(), "status": None,
         }
-        seen: SeenLease | None = None
-        for _ in range(ACQUIRE_TRIES):
-            doc["renewed_at"] = _now().isoformat()
-            data = _encode(doc)
-            etag = retrying(lambda: objects.create(path, data), what)
-            if etag is None:
-                read = retrying(lambda: objects.read(path), what)
-                if read is None:
-                    continue  # released in the meantime: create it again
-                seen = _parse(read, url)
-                if seen.doc.run_id == doc["run_id"]:  # our own create, retried after a lost answer
-                    etag = seen.etag
-                    break
-                why = seen.expired_because()
-                if why is None:
-                    raise _busy(url, seen)
-                etag = retrying(lambda: objects.replace(path, data, seen.etag), what)
-                if etag is None:
-                    continue  # another run changed it in the meantime: look again
-                log.warning("took over the lease of %s from pid %d on %s: %s", redact_url(url), seen.doc.pid,
-                            for_log(seen.doc.host), why)
-            break
-        else:
-            raise _busy(url, seen)
+        try:
+            etag = _take(objects, path, url, doc)
+        except BatchInferError:
+            raise
+        except Exception as exc:  # a missing bucket, refused credentials, a store that kept failing
+            raise store_error(exc, url, "output") from None
         lease = cls(objects, path, url, doc, etag, interval_s, on_lost)
         if start:
             lease.start()
@@ -364,6 +346,36 @@ class Lease:
 
     def __exit__(self, *_exc: object) -> None:
         self.release()
+
+
+def _take(objects: Objects, path: str, url: str, doc: dict[str, Any]) -> str:
+    """Create the lease ``doc`` at ``path``, or take over an expired one; its etag, or :class:`OutputError`."""
+    what = f"taking the lease of {redact_url(url)}"
+    seen: SeenLease | None = None
+    for _ in range(ACQUIRE_TRIES):
+        doc["renewed_at"] = _now().isoformat()
+        data = _encode(doc)
+        etag = retrying(lambda: objects.create(path, data), what)
+        if etag is None:
+            read = retrying(lambda: objects.read(path), what)
+            if read is None:
+                continue  # released in the meantime: create it again
+            seen = _parse(read, url)
+            if seen.doc.run_id == doc["run_id"]:  # our own create, retried after a lost answer
+                etag = seen.etag
+                break
+            why = seen.expired_because()
+            if why is None:
+                raise _busy(url, seen)
+            etag = retrying(lambda: objects.replace(path, data, seen.etag), what)
+            if etag is None:
+                continue  # another run changed it in the meantime: look again
+            log.warning("took over the lease of %s from pid %d on %s: %s", redact_url(url), seen.doc.pid,
+                        for_log(seen.doc.host), why)
+        break
+    else:
+        raise _busy(url, seen)
+    return etag
 
 
 def _encode(doc: dict[str, Any]) -> bytes:

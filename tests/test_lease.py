@@ -375,3 +375,13 @@ def test_status_of_a_remote_folder_it_cannot_read_is_one_line(azurite, s3_server
     run = batchinfer("status", url, cwd=tmp_path, env=env)
     assert_one_line_error(run, expected)
     assert "d3Jvbmcta2V5" not in run.stderr
+
+
+def test_a_lease_in_a_bucket_that_does_not_exist_is_one_error_naming_the_url(store):
+    from batchinfer.errors import StorageError
+
+    url = store.url("no-such-bucket-here", "out")
+    with pytest.raises(StorageError) as refused:
+        Lease.acquire(store.fs(), "no-such-bucket-here/out", url=url, start=False)
+    assert str(refused.value).startswith(f"output {url}: ")
+    assert "\n" not in str(refused.value)
