@@ -261,8 +261,9 @@ class Lease:
 
     def renew(self, status: dict[str, Any] | None = None) -> bool:
         """Rewrite the lease now (with ``status``, if given), only if it is still this run's.
-        Returns False once it is lost. A store that keeps failing is retried at the next renewal;
-        when no renewal succeeded for the TTL, the lease counts as lost (another run may hold it)."""
+        Returns False once it is lost. A store that keeps failing is tried again at the next renewal;
+        when no renewal succeeded for ``ttl_s - interval_s`` (25 s), the lease counts as lost before
+        another run may take it over: the job stops before two runs could write at once."""
         with self._writing:
             if self.lost or self._released:
                 return not self.lost
@@ -279,7 +280,7 @@ class Lease:
             except Exception as exc:  # the store failing (StorageUnavailable, refused): try again next time
                 silent = time.monotonic() - self._renewed
                 log.warning("%s: %s (last renewed %.0f s ago)", what, for_log(str(exc)), silent)
-                if silent > self.ttl_s:
+                if silent > self.ttl_s - self.interval_s:
                     reason = f"it could not be renewed for {silent:.0f} s (the store: {for_log(str(exc))})"
                 else:
                     return True

@@ -385,3 +385,26 @@ def test_a_lease_in_a_bucket_that_does_not_exist_is_one_error_naming_the_url(sto
         Lease.acquire(store.fs(), "no-such-bucket-here/out", url=url, start=False)
     assert str(refused.value).startswith(f"output {url}: ")
     assert "\n" not in str(refused.value)
+
+
+def test_a_run_that_cannot_renew_its_lease_gives_it_up_before_another_run_may_take_it(s3_server):
+    import s3fs
+
+    from batchinfer.conditional import S3Objects
+    from tests.stores import S3_REGION, free_port
+
+    bucket = s3_server.new_bucket()
+    reasons: list[str] = []
+    # a TTL far shorter than the retries of one renewal: the first failed renewal is already too late
+    lease = Lease.acquire(s3_server.fs(), f"{bucket}/out", url=f"s3://{bucket}/out", ttl_s=0.2, interval_s=0.1,
+                          on_lost=reasons.append, start=False)
+    # the store stops answering (nothing listens on that port any more)
+    unreachable = s3fs.S3FileSystem(
+        skip_instance_cache=True, key="k", secret="s", config_kwargs={"retries": {"max_attempts": 1}},
+        client_kwargs={"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": S3_REGION})
+    unreachable.retries = 1  # s3fs's own retries (batchinfer's retrying() still tries 5 times)
+    lease._objects = S3Objects(unreachable)  # the same lease, its store now out of reach
+    assert lease.renew() is False
+    assert lease.lost
+    assert reasons and reasons[0].startswith("it could not be renewed for "), reasons
+    lease.release()  # gives up quietly: the lease expires on the store
