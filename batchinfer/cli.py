@@ -382,8 +382,8 @@ def _status_target(output: str | None, spec_path: Path | None) -> tuple[str, dic
     """The folder ``status`` reads, and the storage_options to read it with (the spec's, with --spec)."""
     if spec_path is None:
         if output is None:
-            raise UsageError("Missing argument 'OUTPUT'",
-                             hint="give the output folder (a path or URL), or --spec JOB.yaml; see batchinfer status --help")
+            raise UsageError("Missing argument 'OUTPUT'", hint="give the output folder (a path or URL), "
+                             "or --spec JOB.yaml; see batchinfer status --help")
         return output, {}
     job = _load(spec_path, [])
     if job.output is None or job.output.path == "-":
