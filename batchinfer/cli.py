@@ -320,21 +320,41 @@ def _plan_lines(spec, info: dict[str, Any]) -> list[str]:
     return lines
 
 
-@app.command(epilog="Examples:\n\n  batchinfer status outputs/mnist-digits\n\n  batchinfer status outputs/mnist-digits --watch")
+@app.command(epilog=(
+    "Examples:\n\n  batchinfer status outputs/mnist-digits\n\n  batchinfer status outputs/mnist-digits --watch\n\n"
+    "  batchinfer status s3://bucket/scores   # from any machine: credentials from the SDK's environment variables\n\n"
+    "  batchinfer status --spec job.yaml   # the spec's output, with its storage_options"
+))
 def status(
-    output_dir: Annotated[Path, typer.Argument(help="The job's output folder.", show_default=False)],
+    output_dir: Annotated[
+        Optional[str],
+        typer.Argument(metavar="OUTPUT", show_default=False,
+                       help="The job's output folder: a path, or a URL (s3://, az://, gs://, file://)."),
+    ] = None,
+    spec: Annotated[
+        Optional[Path],
+        typer.Option("--spec", metavar="JOB.yaml", readable=False,
+                     help="Read the output folder (when OUTPUT is not given) and its storage_options "
+                     "from this job spec."),
+    ] = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing a line until the job is no longer running.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Progress of a running or finished job or pipeline, from its output folder (works while it runs)."""
-    from batchinfer.progress import read_status, status_line
+    """Progress of a running or finished job or pipeline, from its output folder (works while it runs, and
+    from another machine for a remote folder)."""
+    from batchinfer.progress import read_remote_status, read_status, status_line
     from batchinfer.steps import is_pipeline_output, pipeline_status, pipeline_status_lines
 
     try:
+        target, storage_options = _status_target(output_dir, spec)
+        if target.startswith("file://"):  # a local folder, as in a spec (its runs hold an flock, not a lease)
+            target = target[len("file://"):]
         while True:
-            if is_pipeline_output(output_dir):
-                doc = pipeline_status(output_dir.absolute())
+            if "://" in target:
+                doc = read_remote_status(target, storage_options)
+            elif is_pipeline_output(Path(target)):
+                doc = pipeline_status(Path(target).absolute())
                 if as_json:
                     _print_json(doc)
                 else:
@@ -344,7 +364,8 @@ def status(
                     break
                 time.sleep(interval)
                 continue
-            doc = read_status(output_dir.absolute())
+            else:
+                doc = read_status(Path(target).absolute())
             if as_json:
                 _print_json(doc)
             else:
@@ -355,6 +376,21 @@ def status(
             time.sleep(interval)
     except BatchInferError as error:
         fail(error)
+
+
+def _status_target(output: str | None, spec_path: Path | None) -> tuple[str, dict[str, Any]]:
+    """The folder ``status`` reads, and the storage_options to read it with (the spec's, with --spec)."""
+    if spec_path is None:
+        if output is None:
+            raise UsageError("Missing argument 'OUTPUT'", hint="give the output folder (a path or URL), "
+                             "or --spec JOB.yaml; see batchinfer status --help")
+        return output, {}
+    job = _load(spec_path, [])
+    if job.output is None or job.output.path == "-":
+        if output is None:
+            raise UsageError(f"{spec_path} names no output folder", hint="give OUTPUT as well")
+        return output, {}
+    return (output or job.output.path), dict(job.output.storage_options)
 
 
 @app.command(name="init", epilog="Example:\n\n  batchinfer init myjob && batchinfer run myjob/job.yaml")

@@ -13,11 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from batchinfer.errors import OutputError
-from batchinfer.layout import SUMMARY_FILE
+from batchinfer.errors import OutputError, StorageError
+from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.lock import LOCK_FILE, LockHolder, lock_state
 from batchinfer.manifest import MANIFEST
-from batchinfer.output import STATE_DIR
 from batchinfer.scheduler import Progress
 from batchinfer.statefiles import JOB_FILE, read_job_file, read_status_doc, read_summary, shown, write_private_json
 
@@ -31,8 +30,7 @@ class StatusFile:
 
     def __init__(self, state_dir: Path, name: str, workers: int) -> None:
         self.path = state_dir / STATUS_FILE
-        self.base = {"job": name, "pid": os.getpid(), "workers": workers,
-                     "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        self.base = _status_base(name, workers)
         self.started = time.monotonic()
         self._last = 0.0
 
@@ -42,9 +40,33 @@ class StatusFile:
         if not force and now - self._last < STATUS_INTERVAL_S:
             return
         self._last = now
-        doc = {**self.base, "state": state, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "elapsed_s": round(now - self.started, 1), **asdict(p), "items_done": p.items_done}
-        write_private_json(self.path, doc)
+        write_private_json(self.path, _status_doc(self.base, self.started, p, state))
+
+
+def _status_base(name: str, workers: int) -> dict[str, Any]:
+    return {"job": name, "pid": os.getpid(), "workers": workers,
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _status_doc(base: dict[str, Any], started: float, p: Progress, state: str) -> dict[str, Any]:
+    """The live status document (see statefiles.StatusDoc): status.json's, or a remote folder's lease's."""
+    return {**base, "state": state, "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "elapsed_s": round(time.monotonic() - started, 1), **asdict(p), "items_done": p.items_done}
+
+
+class LeaseStatus:
+    """The live status of a job whose output folder is remote, with :class:`StatusFile`'s interface:
+    handed to its lease (:meth:`batchinfer.lease.Lease.set_status`), which writes it with each renewal."""
+
+    def __init__(self, lease: Any, name: str, workers: int) -> None:
+        self.lease = lease
+        self.base = _status_base(name, workers)
+        self.started = time.monotonic()
+
+    def update(self, p: Progress, state: str = "running", force: bool = False) -> None:
+        """Give the lease the newest status (no I/O here: the lease's next renewal writes it;
+        ``force`` changes nothing, since the final state lives in summary.json)."""
+        self.lease.set_status(_status_doc(self.base, self.started, p, state))
 
 
 def _alive(pid: int) -> bool:
@@ -86,12 +108,100 @@ def read_status(folder: Path) -> dict[str, Any]:
     return {**base, "state": "stopped", "hint": "the job stopped without finishing; run it again to resume"}
 
 
+def read_remote_status(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``batchinfer status`` shows of a remote output folder (``s3://``, ``az://``, ``gs://``,
+    ``file://``...), from any machine: running (its lease is live), stale (its lease expired),
+    finished (summary.json), stopped, or an :class:`OutputError` when it is not a batchinfer folder.
+
+    Credentials: ``storage_options``, or else the SDK's usual environment variables.
+    """
+    from batchinfer.lease import read_lease
+    from batchinfer.redact import redact_url
+    from batchinfer.retry import retrying
+    from batchinfer.storage import filesystem, store_error
+
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+    shown_url = redact_url(url)
+
+    def read(name: str) -> bytes | None:
+        def cat() -> bytes | None:
+            try:
+                return fs.cat_file(f"{root}/{name}")
+            except FileNotFoundError:
+                return None
+        return retrying(cat, f"reading {shown_url}/{name}")
+
+    try:
+        seen = read_lease(fs, root, url)
+        summary = _summary_of(read(SUMMARY_FILE))
+        job = _job_name(read(f"{STATE_DIR}/{JOB_FILE}"))
+        if seen is None and summary is None and not _has_state(fs, f"{root}/{STATE_DIR}"):
+            raise OutputError(f"{shown_url} is not a batchinfer output folder (it holds no {STATE_DIR}/)",
+                              hint="check the URL (bucket or container, path): give the output folder of a job, "
+                              "as in its 'output'")
+    except (OutputError, StorageError):
+        raise
+    except Exception as exc:  # a missing bucket, refused credentials, a store that kept failing
+        raise store_error(exc, url, "output") from None
+    name = job or root.rsplit("/", 1)[-1]
+    if seen is not None:
+        live = seen.live_status()
+        why = seen.expired_because()
+        if why is None:
+            return {"job": name, **live, "state": "running", "pid": seen.doc.pid, "lease": seen.holder()}
+        if summary is None or summary.get("finished_at", "") < seen.doc.started_at.isoformat(timespec="seconds"):
+            return {"job": name, **live, "state": "stale", "lease": seen.holder(),
+                    "hint": f"{why}; run the job again to resume"}
+    if summary is not None:
+        return {**summary, "state": summary.get("status")}
+    return {"job": name, "state": "stopped", "hint": "the job stopped without finishing; run it again to resume"}
+
+
+def _summary_of(data: bytes | None) -> dict[str, Any] | None:
+    import json
+
+    from batchinfer.statefiles import SummaryFile
+
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        SummaryFile.model_validate(doc)
+    except (ValueError, UnicodeDecodeError):
+        return None  # damaged: the next run writes a new one
+    return doc
+
+
+def _job_name(data: bytes | None) -> str | None:
+    from batchinfer.statefiles import JobFile
+
+    try:
+        return JobFile.model_validate_json(data).name if data is not None else None
+    except ValueError:
+        return None
+
+
+def _has_state(fs: Any, path: str) -> bool:
+    try:
+        return bool(fs.ls(path, detail=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def status_line(doc: dict[str, Any]) -> str:
     """One line describing a job's state, for ``batchinfer status``."""
     state = doc.get("state")
+    if state == "stale":
+        lease = doc["lease"]
+        return (f"{doc.get('job')}: stale: the output folder's lease (pid {lease['pid']} on {shown(lease['host'])}) "
+                f"expired: {doc.get('hint')}")
     if state == "running":
-        lock = doc.get("lock")
-        who = LockHolder.model_validate(lock).describe() if lock else f"pid {doc.get('pid', '?')}"
+        lock, lease = doc.get("lock"), doc.get("lease")
+        if lease:
+            who = (f"pid {lease['pid']} on {shown(lease['host'])}, renewed {max(lease['renewed_s_ago'], 0):.0f} s ago")
+        else:
+            who = LockHolder.model_validate(lock).describe() if lock else f"pid {doc.get('pid', '?')}"
         if "mini_batches_done" not in doc:
             return f"{doc.get('job')}: running ({who}): starting"
         total = doc["mini_batches_total"] if doc.get("listing_done") else f"{doc.get('mini_batches_total')}+"
