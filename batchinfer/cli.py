@@ -380,22 +380,24 @@ def cache_list(as_json: JsonOpt = False) -> None:
     entries = cache.entries()
     if as_json:
         _print_json({"cache_dir": str(cache.root), "limit_bytes": cache.limit, "entries": [
-            {"url": e.url, "size": e.size, "last_used": datetime.fromtimestamp(e.last_used).isoformat(timespec="seconds"),
-             "folder": e.folder, "path": str(e.path)} for e in entries]})
+            {"url": e.url, "size": e.size, "folder": e.folder, "path": str(e.path),
+             "last_used": datetime.fromtimestamp(e.last_used).isoformat(timespec="seconds")} for e in entries]})
         return
     lines = [f"{'last used':<19}  {'size':>10}  url"]
     for e in entries:
         used = datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"{used:<19}  {_size(e.size):>10}  {for_log(e.url)}{'/' if e.folder else ''}")
     total = sum(e.size for e in entries)
-    lines.append(f"{len(entries)} entries, {_size(total)} of at most {_size(cache.limit)} in {cache.root}")
+    lines.append(f"{_entries(len(entries))}, {_size(total)} of at most {_size(cache.limit)} in {cache.root}")
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-@cache_app.command(name="clear", epilog="Examples:\n\n  batchinfer cache clear\n\n  batchinfer cache clear --older-than 30")
+@cache_app.command(name="clear",
+                   epilog="Examples:\n\n  batchinfer cache clear\n\n  batchinfer cache clear --older-than 30")
 def cache_clear(
     older_than: Annotated[
-        Optional[float], typer.Option("--older-than", metavar="DAYS", min=0, help="Remove only entries unused for DAYS days.")
+        Optional[float],
+        typer.Option("--older-than", metavar="DAYS", min=0, help="Remove only entries unused for DAYS days."),
     ] = None,
 ) -> None:
     """Remove the cache's entries (all, or those unused for --older-than DAYS); entries a running job uses stay."""
@@ -406,10 +408,14 @@ def cache_clear(
     except BatchInferError as error:
         fail(error)
         return
-    line = f"removed {len(removed)} entries ({_size(sum(e.size for e in removed))})"
+    line = f"removed {_entries(len(removed))} ({_size(sum(e.size for e in removed))})"
     if busy:
         line += f"; kept {len(busy)} in use by a running job"
     sys.stdout.write(line + "\n")
+
+
+def _entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
 
 
 def _size(size: int) -> str:

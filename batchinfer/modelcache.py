@@ -67,7 +67,7 @@ class Remote:
     kind: str  # "models" or "side_inputs"
     name: str
     url: str
-    storage_options: dict[str, Any]
+    storage_options: dict[str, Any] = field(repr=False)  # credentials: never shown
     version: str
     folder: bool
     files: tuple[tuple[str, str, int], ...]  # (relative name, path in the store, size); ("", path, size) for a file
@@ -140,7 +140,8 @@ def _resolve_one(kind: str, name: str, url: str, storage_options: dict[str, Any]
         relative = full[len(base):]
         parts = relative.split("/")
         if any(part in ("", ".", "..") or "\0" in part for part in parts):
-            raise StorageError(f"{role} {redact_url(url)} holds an object named {relative!r}, which cannot be a local file",
+            raise StorageError(f"{role} {redact_url(url)} holds an object named {relative!r}, which cannot be a "
+                               "local file",
                                hint="rename the object, or point the URL at a folder without it")
         files.append((relative, full, int(item.get("size") or 0)))
         versions.update(f"{relative}\0{_info_version(item)}\n".encode())
@@ -283,7 +284,8 @@ class ModelCache:
             fd = self._open_existing(remote.key)
             if fd is not None:
                 os.utime(self.entries_dir / remote.key / META)  # the last use
-                return fd, self.entries_dir / remote.key, f"{where}: reused from the cache ({size_text(remote.size)})", False
+                note = f"{where}: reused from the cache ({size_text(remote.size)})"
+                return fd, self.entries_dir / remote.key, note, False
             started = time.monotonic()
             fd, won = self._download(remote)
             if fd is not None:

@@ -408,7 +408,8 @@ class JobSpec(StrictModel):
             location = dict(item) if isinstance(item, dict) else {"path": item}
             path = location.get("path")
             if not isinstance(path, str):
-                raise ValueError(f"{shown(name)}: must be a path, a URL, or a mapping {{path: ..., storage_options: ...}}")
+                raise ValueError(f"{shown(name)}: must be a path, a URL, "
+                                 "or a mapping {path: ..., storage_options: ...}")
             try:
                 location["path"] = _resolve_path(path, info)
             except ValueError as exc:

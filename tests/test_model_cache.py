@@ -138,7 +138,8 @@ def test_models_from_the_store_are_local_paths_for_every_helper_and_reused_by_la
     if store.kind == "s3":
         requests = [line for line in requests if bucket in line]
         assert any('"HEAD /' in line for line in requests), requests  # the metadata: asked for
-        assert not any(f'"GET /{bucket}/models/' in line or f'"GET /{bucket}/side/' in line for line in requests), requests
+        downloads = [line for line in requests if f'"GET /{bucket}/models/' in line or f'"GET /{bucket}/side/' in line]
+        assert downloads == [], downloads
     print_one = json.loads((first.output_dir / ".batchinfer" / "job.json").read_text())["fingerprint"]
     assert json.loads((again.output_dir / ".batchinfer" / "job.json").read_text())["fingerprint"] == print_one
 
@@ -209,6 +210,8 @@ def test_two_processes_filling_one_entry_at_once_both_get_it_right(tmp_path, sto
     for proc, (out, err) in zip(fillers, results):
         assert proc.returncode == 0, err
     answers = [json.loads(out) for out, _ in results]
+    notes = [note for a in answers for note in a["notes"]]
+    assert sum(": downloaded (" in note for note in notes) <= 1, notes  # one copy kept; the other run used it
     paths = {a["paths"]["big"][0] for a in answers}
     assert len(paths) == 1  # one entry, the same for both
     local = Path(paths.pop())
@@ -292,19 +295,21 @@ def test_cache_list_and_clear(tmp_path, store, job, text_files, batchinfer, cach
         if "old.bin" in (entry / "meta.json").read_text():
             os.utime(entry / "meta.json", (0, os.stat(entry / "meta.json").st_mtime - 40 * 86400))
     cleared = batchinfer("cache", "clear", "--older-than", "30", env=cache_env)
-    assert cleared.code == 0 and cleared.stdout == "removed 1 entries (10 B)\n" and cleared.stderr == ""
+    assert cleared.code == 0 and cleared.stdout == "removed 1 entry (10 B)\n" and cleared.stderr == ""
     listed = batchinfer("cache", "list", "--json", env=cache_env)
     assert [e["url"].rsplit("/", 1)[1] for e in json.loads(listed.stdout)["entries"]] == ["new.bin"]
     cleared = batchinfer("cache", "clear", env=cache_env)
-    assert cleared.stdout == "removed 1 entries (10 B)\n"
+    assert cleared.stdout == "removed 1 entry (10 B)\n"
     assert os.listdir(cache / "entries") == []
     empty = tmp_path / "never"
     assert batchinfer("cache", "clear", env={"BATCHINFER_CACHE_DIR": str(empty)}).code == 0
     assert not empty.exists()  # nothing is written where there was no cache
 
 
+@pytest.mark.parametrize("command", ["run", "validate"])
 @pytest.mark.parametrize("case", ["missing object", "missing bucket", "refused credentials"])
-def test_errors_are_one_line_before_any_worker_starts(tmp_path, store, job, text_files, cache_env, case):
+def test_errors_are_one_line_before_any_worker_starts(tmp_path, store, job, batchinfer, text_files, cache_env, case,
+                                                      command):
     bucket = store.new_bucket()
     options = json.loads(json.dumps(store.storage_options))
     url = store.url(bucket, "nope/model.bin")
@@ -316,10 +321,16 @@ def test_errors_are_one_line_before_any_worker_starts(tmp_path, store, job, text
         store.fs().pipe(f"{bucket}/model.bin", b"w")
         url = store.url(bucket, "model.bin")
         options["connection_string"] = store.server.connection_string("V3JvbmdLZXk" + "A" * 77 + "==")
-    run = job("echo_names.py", inputs={"path": str(text_files(1))},
-              models={"m": {"path": url, "storage_options": options}}, spec_env=cache_env)
+    keys = dict(inputs={"path": str(text_files(1))}, models={"m": {"path": url, "storage_options": options}})
+    if command == "run":
+        run = job("echo_names.py", **keys, spec_env=cache_env)
+        assert not run.output_dir.exists()  # nothing ran, nothing was written
+    else:
+        spec = tmp_path / "job.yaml"
+        spec.write_text(yaml.safe_dump({"entry_script": "echo_names.py", "source_directory": str(SCRIPTS), **keys}))
+        run = batchinfer("validate", str(spec), env=cache_env)
     assert_one_line_error(run, "model 'm'", url.split("://")[0] + "://")
-    assert not run.output_dir.exists()  # nothing ran, nothing was written
+    assert not (tmp_path / "cache").exists()  # nothing was downloaded
     secrets = [v for v in (options.get("secret"), options.get("connection_string")) if v]
     assert not any(s in run.stderr for s in secrets)
 
@@ -337,3 +348,21 @@ def test_missing_extra_is_one_line_with_the_install_hint(tmp_path, text_files):
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "pip install 'batchinfer[s3]'" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_model_and_side_input_over_http(tmp_path, http_files, job, text_files):
+    """Any fsspec URL: plain HTTP has no ETag here (Python's server), so size and Last-Modified are the version."""
+    (http_files.root / "clf.bin").write_text("weights")
+    (http_files.root / "lookup.txt").write_text("table\n")
+    env = {"BATCHINFER_CACHE_DIR": str(tmp_path / "cache"), **no_proxy_env()}
+    keys = dict(inputs={"path": str(text_files(2))}, models={"clf": f"{http_files.url}/clf.bin"},
+                side_inputs={"lookup": f"{http_files.url}/lookup.txt"}, process_count_per_node=1)
+    run = job("environment.py", **keys, spec_env=env)
+    assert run.code == 0, run.stderr
+    seen = json.loads(run.rows()[0])
+    assert seen["model"].startswith(str(tmp_path / "cache" / "entries")) and seen["model"].endswith("/clf.bin")
+    assert seen["model_dir_files"] == ["clf.bin"] and seen["lookup"] == "table"
+    assert run.log("job.log").count("downloaded (") == 2
+    again = job("environment.py", "--output", str(tmp_path / "out2"), **keys, spec_env=env)
+    assert again.code == 0, again.stderr
+    assert again.log("job.log").count("reused from the cache") == 2
