@@ -393,6 +393,73 @@ def _status_target(output: str | None, spec_path: Path | None) -> tuple[str, dic
     return (output or job.output.path), dict(job.output.storage_options)
 
 
+cache_app = typer.Typer(
+    name="cache", no_args_is_help=True, rich_markup_mode=None,
+    help="The machine's cache of models and side inputs fetched from URLs ($BATCHINFER_CACHE_DIR, "
+         "default ~/.cache/batchinfer; at most $BATCHINFER_CACHE_MAX_GB, default 10).",
+)
+app.add_typer(cache_app)
+
+
+@cache_app.command(name="list", epilog="Example:\n\n  batchinfer cache list")
+def cache_list(as_json: JsonOpt = False) -> None:
+    """List the cache's entries, least recently used first: last use, size, URL (secrets masked)."""
+    from datetime import datetime
+
+    from batchinfer.modelcache import ModelCache
+
+    try:
+        cache = ModelCache()
+    except BatchInferError as error:
+        fail(error)
+        return
+    entries = cache.entries()
+    if as_json:
+        _print_json({"cache_dir": str(cache.root), "limit_bytes": cache.limit, "entries": [
+            {"url": e.url, "size": e.size, "folder": e.folder, "path": str(e.path),
+             "last_used": datetime.fromtimestamp(e.last_used).isoformat(timespec="seconds")} for e in entries]})
+        return
+    lines = [f"{'last used':<19}  {'size':>10}  url"]
+    for e in entries:
+        used = datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{used:<19}  {_size(e.size):>10}  {for_log(e.url)}{'/' if e.folder else ''}")
+    total = sum(e.size for e in entries)
+    lines.append(f"{_entries(len(entries))}, {_size(total)} of at most {_size(cache.limit)} in {cache.root}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@cache_app.command(name="clear",
+                   epilog="Examples:\n\n  batchinfer cache clear\n\n  batchinfer cache clear --older-than 30")
+def cache_clear(
+    older_than: Annotated[
+        Optional[float],
+        typer.Option("--older-than", metavar="DAYS", min=0, help="Remove only entries unused for DAYS days."),
+    ] = None,
+) -> None:
+    """Remove the cache's entries (all, or those unused for --older-than DAYS); entries a running job uses stay."""
+    from batchinfer.modelcache import ModelCache
+
+    try:
+        removed, busy = ModelCache().clear(older_than)
+    except BatchInferError as error:
+        fail(error)
+        return
+    line = f"removed {_entries(len(removed))} ({_size(sum(e.size for e in removed))})"
+    if busy:
+        line += f"; kept {len(busy)} in use by a running job"
+    sys.stdout.write(line + "\n")
+
+
+def _entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
+
+
+def _size(size: int) -> str:
+    from batchinfer.modelcache import size_text
+
+    return size_text(size)
+
+
 @app.command(name="init", epilog="Example:\n\n  batchinfer init myjob && batchinfer run myjob/job.yaml")
 def init_command(folder: Annotated[Path, typer.Argument(help="Folder to create the starter job in.", show_default=False)]) -> None:
     """Write a commented starter job.yaml, score.py and sample inputs that run as they are."""

@@ -43,6 +43,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from batchinfer.errors import InputError
+from batchinfer.modelcache import Remote, resolve
 from batchinfer.output import STATE_DIR
 from batchinfer.protocol import MiniBatch, ReadOptions, TableSlice
 from batchinfer.partitions import file_partitions, partition_values, table_partitions
@@ -472,14 +473,18 @@ class InputPlan:
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
         self.read_options = [i.read_options() for i in spec.inputs]
+        self.remotes: list[Remote] = []  # models and side inputs at URLs, once check() has asked their store
 
     def check(self) -> None:
         """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
-        file (each entry must match one at least), or a model or side input is missing."""
+        file (each entry must match one at least), or a model or side input is missing (at a URL: the
+        store says so, or refuses the credentials, or its package is not installed)."""
         for kind, named in (("models", self.spec.models), ("side_inputs", self.spec.side_inputs)):
-            for name, path in named.items():
+            for name, location in named.items():
+                path = location.path  # a URL is checked by modelcache.resolve, with the store's answer
                 if not is_url(path) and not os.path.exists(path):
                     raise InputError(f"{kind}.{name}: {for_log(path)} does not exist", hint="paths are relative to the job spec's folder")
+        self.remotes = resolve(self.spec)  # those at URLs: the store's metadata (their versions), no download
         for index, lister in enumerate(self.listers):
             for entry, path in enumerate(lister.spec.path):
                 listing = self._entry_files(index, entry)

@@ -52,6 +52,7 @@ from batchinfer.resume import (
     prepare_output,
 )
 from batchinfer.manifest import seal_state
+from batchinfer.modelcache import Fetched, ModelCache, Remote, versions
 from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import private_umask
@@ -70,15 +71,17 @@ class JobResult:
     kept_logs: Path | None = None  # --output - without --logs: the temporary folder, kept because something failed
 
 
-def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Path | None = None) -> WorkerConfig:
+def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Path | None = None,
+                   local: Fetched | None = None) -> WorkerConfig:
+    """What every worker needs; ``local`` gives the models and side inputs as local paths (URLs fetched)."""
     return WorkerConfig(
         entry_path=entry.path,
         source_directory=entry.source_directory,
         run_takes_context=entry.run_takes_context,
         arguments=tuple(spec.arguments),
         environment_variables=dict(spec.environment_variables),
-        models=dict(spec.models),
-        side_inputs=dict(spec.side_inputs),
+        models=dict(local.models) if local else {n: loc.path for n, loc in spec.models.items()},
+        side_inputs=dict(local.side_inputs) if local else {n: loc.path for n, loc in spec.side_inputs.items()},
         output_dir=str(data_dir or folder),  # a pipeline step's output port, else the run folder
         log_dir=str(folder / "logs"),
         logging_level=spec.logging_level,
@@ -205,7 +208,8 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     warm_up()
     entry = check_entry_script(spec)
     plan = InputPlan(spec, exclude=excluded_folders(spec, options))
-    plan.check()
+    plan.check()  # models and side inputs at URLs too: their versions (plan.remotes), before anything runs
+    remotes = plan.remotes
     to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
     if to_stdout:
         with output_errors(Path(options.logs or tempfile.gettempdir())):
@@ -217,10 +221,10 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             raise UsageError("--output - cannot be used for a pipeline step, whose rows go to its output port")
         options.data_dir = options.data_dir.absolute()
     if not to_stdout or options.logs:
-        return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started)
+        return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes)
     # --output - without --logs: a temporary folder, kept only when something in it is worth a look
     try:
-        result = _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started)
+        result = _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes)
     except BatchInferError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -235,25 +239,29 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
 
 def _run_locked(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float,
+    to_stdout: bool, started: float, remotes: list[Remote],
 ) -> JobResult:
     """Lock the output folder, prepare it, and run (or reuse) the job; the lock is held until the summary is written."""
     lock = open_output(folder)
     try:
         reused = prepare_output(
-            folder, spec, fingerprint(spec, entry, folder, options.data_dir), options.restart or to_stdout, plan,
+            folder, spec, fingerprint(spec, entry, folder, options.data_dir, versions(remotes)),
+            options.restart or to_stdout, plan,
             options.retry_failed, to_stdout, options.data_dir, options.port_dirs, options.fresh_ports,
         )
         if reused is not None:
             return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
-        return _run(spec, reporter, options, entry, plan, folder, to_stdout, started)
+        # remote models and side inputs into the machine's cache, before any worker starts (so before
+        # any init()); the entries are held until the job ends, so no other run removes them meanwhile
+        with ModelCache().fetch(spec, remotes) as local:
+            return _run(spec, reporter, options, entry, plan, folder, to_stdout, started, local)
     finally:
         lock.release()
 
 
 def _run(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float,
+    to_stdout: bool, started: float, local: Fetched,
 ) -> JobResult:
     """The run itself, in a prepared and locked output folder."""
     from batchinfer.executors.local import LocalExecutor, oversubscription_warning
@@ -276,6 +284,8 @@ def _run(
             sink = NullSink(journal)
         try_log = TryLog(folder / "logs")
         status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
+    for note in local.notes:  # one line per remote model or side input: downloaded, or reused
+        log.info("%s", note)
     init_times: list[float] = []
     worker_rss: list[int] = []
 
@@ -288,7 +298,7 @@ def _run(
         reporter.update(p)
         status_file.update(p)
 
-    executor = LocalExecutor(_worker_config(spec, entry, folder, data_dir), spec.worker_count, spec.run_invocation_timeout, on_ready)
+    executor = LocalExecutor(_worker_config(spec, entry, folder, data_dir, local), spec.worker_count, spec.run_invocation_timeout, on_ready)
     listing = DigestingStream(plan.mini_batches())
     scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
     received: list[int] = []

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,14 @@ def _code_digest(path: str) -> bytes:
         return f"unreadable: {exc.errno}".encode()
 
 
-def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path | None = None) -> str:
+def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path | None = None,
+                remote_versions: Mapping[str, str] | None = None) -> str:
     """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
     and the other Python files of ``source_directory``, and the files named in models and side_inputs.
+
+    A model or side input at a URL counts by its version in ``remote_versions`` (``{url: version}``,
+    from :func:`batchinfer.modelcache.resolve`: the store's metadata, nothing downloaded); its
+    ``storage_options`` (credentials) never count.
 
     Data files under ``source_directory`` (its inputs, the output folder, logs) are not part of it,
     so running a job from its own folder, or redirecting stderr there, does not change its identity.
@@ -113,9 +118,13 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path 
                 digest.update(os.fsencode(os.path.relpath(path, entry.source_directory)))
                 digest.update(_code_digest(path))
     for named in (spec.models, spec.side_inputs):
-        for name, path in sorted(named.items()):
+        for name, location in sorted(named.items()):
+            path = location.path
             digest.update(name.encode())
-            digest.update((path if is_url(path) else _stat_line(path)).encode())
+            if is_url(path):
+                digest.update(f"{path}\n{(remote_versions or {})[path]}".encode())  # a KeyError: resolve() not called
+            else:
+                digest.update(_stat_line(path).encode())
     return digest.hexdigest()[:16]
 
 

@@ -284,6 +284,24 @@ class OutputSpec(StrictModel):
         return value if value == "-" else _resolve_path(value, info)
 
 
+class LocationSpec(StrictModel):
+    """A model or side input: a local path (a file or a folder) or a URL, with the store's
+    ``storage_options`` (as ``output`` has); a URL is fetched into the machine's cache before the
+    workers start (see :mod:`batchinfer.modelcache`)."""
+
+    path: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_serializer(mode="plain")
+    def _as_path(self) -> str:
+        # the path alone: a job's fingerprint stays what it was when models were plain strings, and
+        # storage_options (credentials) never enter it, so rotating them does not block a resume
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+
 class JobSpec(StrictModel):
     """A validated job: ParallelRunConfig's names, batchinfer's defaults (see README, 'Job spec')."""
 
@@ -292,8 +310,8 @@ class JobSpec(StrictModel):
     source_directory: str = "."
     arguments: list[str] = Field(default_factory=list)
     inputs: list[InputSpec]
-    side_inputs: dict[str, str] = Field(default_factory=dict)
-    models: dict[str, str] = Field(default_factory=dict)
+    side_inputs: dict[str, LocationSpec] = Field(default_factory=dict)
+    models: dict[str, LocationSpec] = Field(default_factory=dict)
     mini_batch_size: BatchSize | None = None
     partition_keys: list[str] | None = None
     error_threshold: int = Field(default=-1, ge=-1, le=MAX_INT)
@@ -379,15 +397,24 @@ class JobSpec(StrictModel):
     def _source_directory(cls, value: str, info: ValidationInfo) -> str:
         return _resolve_path(value, info)
 
-    @field_validator("side_inputs", "models")
+    @field_validator("side_inputs", "models", mode="before")
     @classmethod
-    def _named_paths(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        resolved = {}
-        for name, path in value.items():
+    def _named_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # each value is a path or URL, or {path, storage_options}: both become a LocationSpec
+        if not isinstance(value, dict):
+            return value
+        resolved: dict[Any, Any] = {}
+        for name, item in value.items():
+            location = dict(item) if isinstance(item, dict) else {"path": item}
+            path = location.get("path")
+            if not isinstance(path, str):
+                raise ValueError(f"{shown(name)}: must be a path, a URL, "
+                                 "or a mapping {path: ..., storage_options: ...}")
             try:
-                resolved[name] = _resolve_path(path, info)
+                location["path"] = _resolve_path(path, info)
             except ValueError as exc:
                 raise ValueError(f"{shown(name)}: {exc}") from None
+            resolved[name] = location
         return resolved
 
     @field_validator("output", mode="before")
@@ -595,6 +622,9 @@ def _describe(error: dict[str, Any], model: type[BaseModel]) -> tuple[str, str |
         for part in error["loc"][:-1]:
             if isinstance(part, str) and part in owner.model_fields:
                 annotation = owner.model_fields[part].annotation
+                if part in ("models", "side_inputs"):  # models.NAME.key: the NAME is the user's
+                    owner = LocationSpec
+                    break
                 owner = InputSpec if part == "inputs" else OutputSpec if part == "output" else annotation
         bad = str(error["loc"][-1])
         known = list(owner.model_fields)

@@ -185,8 +185,9 @@ def _model_dir(models: dict[str, str], scratch: str) -> str | None:
     root = os.path.join(scratch, "azureml-models")
     linked = []
     for name, path in models.items():
-        if "://" in path or name in ("", ".", "..") or "/" in name or "\0" in name:
-            log.warning("model %r is not linked under AZUREML_MODEL_DIR (a URL, or a name that is not a folder name); "
+        # models at URLs arrive here as their local copies in the machine's cache (see modelcache.py)
+        if name in ("", ".", "..") or "/" in name or "\0" in name:
+            log.warning("model %r is not linked under AZUREML_MODEL_DIR (its name is not a folder name); "
                         "Model.get_model_path(%r) gives its path", name, name)
             continue
         version = os.path.join(root, name, "1")

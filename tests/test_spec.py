@@ -76,8 +76,8 @@ isolate_failures: false
     assert spec.arguments == ["--k", "3", "--verbose", "true"]
     assert spec.inputs[0].path == [str(tmp_path / "a.csv"), "s3://bucket/b.parquet"]
     assert spec.inputs[0].storage_options == {"anon": True}
-    assert spec.side_inputs == {"labels": str(tmp_path / "labels.csv")}
-    assert spec.models == {"clf": str(tmp_path / "models/clf.keras")}
+    assert {n: loc.path for n, loc in spec.side_inputs.items()} == {"labels": str(tmp_path / "labels.csv")}
+    assert {n: loc.path for n, loc in spec.models.items()} == {"clf": str(tmp_path / "models/clf.keras")}
     assert spec.mini_batch_size == BatchSize(unit="rows", value=5000)
     assert spec.output.path == str(tmp_path / "results")
     assert spec.worker_count == 6
