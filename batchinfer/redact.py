@@ -102,6 +102,8 @@ def secret_values(storage_options: Iterable[Mapping[str, Any]] = (), environment
         walk(options)
     for environment in environments:
         found.update(value for name, value in environment.items() if is_secret_env_name(name))
+    # a connection string's own secrets, which a script may print alone (AZURE_STORAGE_KEY...)
+    found.update(m.group(2) for text in list(found) for m in _CONNECTION_SECRET.finditer(text))
     return tuple(sorted(v for v in found if len(v) >= MIN_SECRET_LENGTH))
 
 
