@@ -228,7 +228,7 @@ def validate(job: JobArg, set_: SetOpt = None, input_: InputOpt = None) -> None:
             from batchinfer.steps import check_pipeline
 
             for step, _spec, found in check_pipeline(pipeline, list(set_ or [])):
-                sys.stderr.write(f"batchinfer: step {step.key}: {found}\n")
+                sys.stderr.write(mask_secrets(f"batchinfer: step {step.key}: {found}\n"))
             sys.stderr.write(f"batchinfer: {job} is valid: pipeline {pipeline.name!r}, {len(pipeline.steps)} steps\n")
             return
         spec = _load(job, list(set_ or []))
