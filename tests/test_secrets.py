@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -207,3 +208,44 @@ def test_no_secrets_no_capture_process(run_marker, text_files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     targets = set((tmp_path / "out" / "parallel_run_step.txt").read_text().split())
     assert targets == {str(tmp_path / "out" / "logs" / "worker-0.log")}
+
+
+# ------------------------------------------------------------------ the capture process and faults
+
+
+def test_stack_of_a_worker_holding_the_gil_reaches_the_log_masked(job, tmp_path, text_files):
+    """A run() stuck in a C loop that never releases the GIL, in a job with a secret: the watchdog's
+    stack dump still reaches worker-N.log (the capture is a process, not a thread needing the GIL),
+    and the secret the script printed just before is masked."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    token = "tok-" + secrets.token_hex(12)
+    run = job("holds_gil.py", inputs={"path": str(text_files(1))}, mini_batch_size=1, run_invocation_timeout=5,
+              run_max_try=1, process_count_per_node=1, environment_variables={"MY_API_TOKEN": token},
+              arguments=["--marker", str(markers), "--where", "run", "--how", "regex"])
+    assert run.code == 1, run.stderr  # its only item failed
+    [error] = run.errors()
+    assert error["kind"] == "timeout"
+    log = run.log("worker-0.log")
+    assert "most recent call first" in log and "holds_gil.py" in log
+    assert all(token.encode() not in data for data in _all_written(run, tmp_path).values())
+
+
+def test_capture_processes_die_with_a_sigkilled_coordinator(tmp_path, text_files, run_marker):
+    """The capture processes are below the workers: a SIGKILLed coordinator leaves none behind
+    (run_marker fails the test if any process of this run outlives it)."""
+    from tests.test_processes import all_gone, start, wait_for_files, write_spec
+
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    spec = write_spec(tmp_path, "holds_gil.py", text_files(2), environment_variables={"MY_API_TOKEN": "tok-123456789"},
+                      arguments=["--marker", str(markers), "--where", "run", "--how", "sleep"])
+    proc = start(spec, run_marker, "--output", str(tmp_path / "out"))
+    workers = [int(p.name) for p in wait_for_files(markers, 2, proc)]
+    captures = [c.pid for w in workers for c in psutil.Process(w).children()]
+    assert len(captures) == 2  # one capture process per worker: the job has a secret
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert all_gone(workers + captures) == []
