@@ -86,7 +86,7 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
                            hint="check storage_options") from None
     except TypeError as exc:  # an unknown keyword for this filesystem
         raise StorageError(f"{redact_url(url)}: the storage_options are not usable: {_why(exc)}",
-                           hint="check storage_options against the filesystem's documentation (s3fs, adlfs, gcsfs)") from None
+                           hint="check storage_options against the documentation of s3fs, adlfs or gcsfs") from None
 
 
 def bucket_of(url: str) -> str:
