@@ -509,8 +509,11 @@ class InputPlan:
         its package installed, its bucket there, its credentials accepted (``storage.check_reachable``);
         one StorageError (exit 2) for the first that is not, before anything runs."""
         urls = [(p, i.storage_options, "input") for i in self.spec.inputs for p in i.path]
-        urls += [(p, self.spec.storage_options_for(p), f"model {n!r}") for n, p in self.spec.models.items()]
-        urls += [(p, self.spec.storage_options_for(p), f"side input {n!r}") for n, p in self.spec.side_inputs.items()]
+        for kind, named in (("model", self.spec.models), ("side input", self.spec.side_inputs)):
+            for name, location in named.items():  # a path, or a location with its own storage_options
+                path = getattr(location, "path", location)
+                options = getattr(location, "storage_options", None) or self.spec.storage_options_for(path)
+                urls.append((path, options, f"{kind} {name!r}"))
         if self.spec.output is not None and self.spec.output.path != "-":
             urls.append((self.spec.output.path, self.spec.output.storage_options, "output"))
         for url, options, role in urls:

@@ -468,6 +468,8 @@ class JobSpec(StrictModel):
         ``storage_options``, and of environment variables named like credentials, in
         ``environment_variables`` and in this process's environment (which the workers inherit)."""
         options = [i.storage_options for i in self.inputs] + ([self.output.storage_options] if self.output else [])
+        for named in (self.models, self.side_inputs):  # a location may have storage_options of its own
+            options += [o for o in (getattr(v, "storage_options", None) for v in named.values()) if o]
         return secret_values(options, [self.environment_variables, os.environ])
 
     @property
@@ -551,6 +553,10 @@ def _raw_secrets(data: dict[str, Any]) -> tuple[str, ...]:
     options = [i.get("storage_options") for i in inputs if isinstance(i, dict)]
     output = data.get("output")
     options.append(output.get("storage_options") if isinstance(output, dict) else None)
+    for key in ("models", "side_inputs"):
+        named = data.get(key)
+        if isinstance(named, dict):
+            options += [v.get("storage_options") for v in named.values() if isinstance(v, dict)]
     environment = data.get("environment_variables")
     environment = {str(k): v for k, v in environment.items() if isinstance(v, str)} if isinstance(environment, dict) else {}
     return secret_values([o for o in options if isinstance(o, dict)], [environment, os.environ])
