@@ -19,7 +19,7 @@ import typer
 
 from batchinfer import __version__
 from batchinfer.errors import BatchInferError, ExitCode, UsageError
-from batchinfer.redact import for_log, one_line
+from batchinfer.redact import for_log, mask_secrets, one_line
 
 app = typer.Typer(
     name="batchinfer",
@@ -63,7 +63,7 @@ def fail(error: BatchInferError) -> None:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(mask_secrets(json.dumps(data, indent=2, default=str)) + "\n")  # a URL may hold a key
     sys.stdout.flush()
 
 
@@ -228,7 +228,7 @@ def validate(job: JobArg, set_: SetOpt = None, input_: InputOpt = None) -> None:
             from batchinfer.steps import check_pipeline
 
             for step, _spec, found in check_pipeline(pipeline, list(set_ or [])):
-                sys.stderr.write(f"batchinfer: step {step.key}: {found}\n")
+                sys.stderr.write(mask_secrets(f"batchinfer: step {step.key}: {found}\n"))
             sys.stderr.write(f"batchinfer: {job} is valid: pipeline {pipeline.name!r}, {len(pipeline.steps)} steps\n")
             return
         spec = _load(job, list(set_ or []))
@@ -239,10 +239,10 @@ def validate(job: JobArg, set_: SetOpt = None, input_: InputOpt = None) -> None:
         fail(error)
         return
     functions = ", ".join(f for f, ok in (("init", entry.has_init), ("run", True), ("shutdown", entry.has_shutdown)) if ok)
-    sys.stderr.write(
+    sys.stderr.write(mask_secrets(
         f"batchinfer: {job} is valid: job {spec.name!r}, {spec.input_type} inputs, "
         f"{spec.worker_count} workers, entry script {entry.path} defines {functions}\n"
-    )
+    ))
 
 
 @app.command(epilog="Examples:\n\n  batchinfer plan job.yaml\n\n  batchinfer plan job.yaml --json | jq .mini_batches")
@@ -274,7 +274,7 @@ def plan(
     if as_json:
         _print_json(info)
         return
-    sys.stdout.write("\n".join(_plan_lines(spec, info)) + "\n")
+    sys.stdout.write(mask_secrets("\n".join(_plan_lines(spec, info))) + "\n")
 
 
 def _plan_pipeline(pipeline, overrides: list[str], as_json: bool, first: int) -> None:
@@ -298,7 +298,7 @@ def _plan_pipeline(pipeline, overrides: list[str], as_json: bool, first: int) ->
     if as_json:
         _print_json({"pipeline": pipeline.name, "steps": doc})
     else:
-        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.write(mask_secrets("\n".join(lines)) + "\n")
 
 
 def _plan_lines(spec, info: dict[str, Any]) -> list[str]:

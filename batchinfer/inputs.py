@@ -42,13 +42,15 @@ from typing import Any, NamedTuple
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from batchinfer.errors import InputError
+from batchinfer import storage
+from batchinfer.errors import InputError, StorageError
 from batchinfer.modelcache import Remote, resolve
 from batchinfer.output import STATE_DIR
 from batchinfer.protocol import MiniBatch, ReadOptions, TableSlice
 from batchinfer.partitions import file_partitions, partition_values, table_partitions
 from batchinfer.readers import separator
-from batchinfer.redact import for_log
+from batchinfer.redact import for_log, redact_url
+from batchinfer.retry import retrying
 from batchinfer.rowscan import RowEnds
 from batchinfer.spec import WHOLE_FILE_ENCODINGS, BatchSize, InputSpec, JobSpec, is_url
 
@@ -237,19 +239,27 @@ class Lister:
         self.skipped: dict[str, str] = {}  # folders not followed, and why
 
     def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The filesystem of ``path``; a missing package (``pip install 'batchinfer[s3]'``) or unusable
+        storage_options are one StorageError naming the input."""
         try:
-            return fsspec.core.url_to_fs(path, **self.spec.storage_options)
-        except (ImportError, ValueError) as exc:
-            raise InputError(f"inputs.path {for_log(path)}: {exc}") from None
+            return storage.filesystem(path, self.spec.storage_options)
+        except StorageError as exc:
+            raise StorageError(f"input {exc.message}", hint=exc.hint) from None
 
     def _ask(self, path: str, call: Callable[[], Any]) -> Any:
         """``call()`` (a question to the file system about ``path``); whatever goes wrong other
-        than 'not found' becomes one InputError naming the path, not a traceback."""
+        than 'not found' becomes one error naming the path, not a traceback: on an object store,
+        transient errors are asked again, and a missing bucket, refused credentials or denied
+        access say so (see ``storage.store_error``)."""
         try:
+            if storage.is_object_store(path):
+                return retrying(call, f"listing {redact_url(path)}")
             return call()
         except (InputError, FileNotFoundError):
             raise
         except Exception as exc:
+            if storage.is_object_store(path):
+                raise storage.store_error(exc, path, "input") from None
             verb = "reach" if is_url(path) else "read"
             raise InputError(
                 f"cannot {verb} input {for_log(path)}: {_why(exc)}",
@@ -479,6 +489,7 @@ class InputPlan:
         """Fail before any worker starts if an entry of ``inputs.path`` is missing or matches no
         file (each entry must match one at least), or a model or side input is missing (at a URL: the
         store says so, or refuses the credentials, or its package is not installed)."""
+        self.check_stores()
         for kind, named in (("models", self.spec.models), ("side_inputs", self.spec.side_inputs)):
             for name, location in named.items():
                 path = location.path  # a URL is checked by modelcache.resolve, with the store's answer
@@ -497,6 +508,22 @@ class InputPlan:
                         + "paths are relative to the job spec's folder; names starting with '.' are skipped",
                     )
                 self._started[(index, entry)] = itertools.chain([first], listing)
+
+    def check_stores(self) -> None:
+        """The preflight of every object-store URL the spec names (inputs, models, side_inputs, output):
+        its package installed, its bucket there, its credentials accepted (``storage.check_reachable``);
+        one StorageError (exit 2) for the first that is not, before anything runs."""
+        urls = [(p, i.storage_options, "input") for i in self.spec.inputs for p in i.path]
+        for kind, named in (("model", self.spec.models), ("side input", self.spec.side_inputs)):
+            for name, location in named.items():  # a path, or a location with its own storage_options
+                path = getattr(location, "path", location)
+                options = getattr(location, "storage_options", None) or self.spec.storage_options_for(path)
+                urls.append((path, options, f"{kind} {name!r}"))
+        if self.spec.output is not None and self.spec.output.path != "-":
+            urls.append((self.spec.output.path, self.spec.output.storage_options, "output"))
+        for url, options, role in urls:
+            if is_url(url) and storage.protocol_of(url) not in ("http", "https"):
+                storage.check_reachable(url, options, role)
 
     def _entry_files(self, index: int, entry: int) -> Iterator[FoundFile]:
         """Files of one entry of input ``index``; for tabular inputs, only those of a known format."""

@@ -41,7 +41,7 @@ from batchinfer.output import (
 from batchinfer.ports import FreshPorts
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
-from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text
+from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text, register_secrets, registered_secrets
 from batchinfer.resume import (
     DigestingStream,
     fingerprint,
@@ -92,6 +92,7 @@ def _worker_config(spec: JobSpec, entry: EntryScript, folder: Path, data_dir: Pa
         scratch_dir=str(folder / STATE_DIR / "tmp"),
         processes_per_node=spec.process_count_per_node,
         coordinator_pid=os.getpid(),
+        secret_values=registered_secrets(),  # the spec's and the environment's (registered as the spec was read)
     )
 
 
@@ -203,6 +204,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
     options = options or RunOptions()
     started = time.monotonic()
+    register_secrets(spec.secret_values())  # a spec made in Python (not read by load_spec) too
     from batchinfer.executors.local import warm_up
 
     warm_up()

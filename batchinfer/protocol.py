@@ -148,6 +148,7 @@ class WorkerConfig:
     scratch_dir: str = ""  # workers' private folders go here; the coordinator removes it at the end
     processes_per_node: int = 1  # worker i runs on node i // processes_per_node
     coordinator_pid: int = 0
+    secret_values: tuple[str, ...] = ()  # masked in the worker's log and messages (see redact.register_secrets)
 
 
 @dataclass(slots=True)

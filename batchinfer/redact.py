@@ -15,6 +15,11 @@ the journal, job.log, summary.json, the one-line errors on stderr) passes throug
   character, ``\\uNNNN`` for other line breaks and control characters. :func:`one_line` does
   the same for messages, leaving backslashes alone (they are read by people, not parsed).
 - :func:`for_log` is both: what a log line, a summary field or an error on stderr gets.
+- :func:`register_secrets` adds known secret values (of ``storage_options`` keys that name a
+  credential, of environment variables whose names do: :func:`secret_values`) to a process-wide
+  set; :func:`redact_text`, and so everything above, replaces each of them by ``***`` wherever it
+  appears, URL or not. The coordinator registers them from the spec and its environment, the
+  workers from ``WorkerConfig.secret_values``.
 
 Redaction is idempotent: masking masked text changes nothing.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
@@ -36,6 +41,19 @@ _SECRET_FRAGMENT = re.compile(
     r"private[-_]?key|sharedaccess|connection[-_]?str|session",
     re.IGNORECASE,
 )
+# whole '_'-separated words of an environment variable's name that make its value a secret:
+# AWS_SECRET_ACCESS_KEY, MY_API_TOKEN, AZURE_STORAGE_CONNECTION_STRING, DB_PWD; not PARTITION_KEYS, KEYBOARD
+_SECRET_ENV_WORDS = {"KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PWD", "SAS", "CREDENTIAL", "CREDENTIALS",
+                     "SIGNATURE", "APIKEY", "PASSPHRASE"}
+_SECRET_ENV_PAIRS = {("CONNECTION", "STRING"), ("ACCESS", "KEY"), ("ACCOUNT", "KEY"), ("CLIENT", "SECRET")}
+# environment variables named like secrets that hold none (a path, a name): their values stay readable
+_NOT_SECRET_ENV = {"PWD", "OLDPWD"}
+# a registered value shorter than this is not masked: a 1-5 character "secret" ('true', '1', 'us')
+# also appears in ordinary text (numbers, words, paths), which masking would garble, and is no
+# real credential (access keys, tokens and passwords of stores are 16+ characters)
+MIN_SECRET_LENGTH = 6
+_secrets: set[str] = set()
+_secrets_pattern: re.Pattern | None = None
 # a URL in free text: a scheme, then everything up to white space or a quote
 # (a last ')', '.', ',' ... closes the sentence, not the URL)
 _URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'"<>`]*[^\s'"<>`)\].,:;!]""")
@@ -53,6 +71,62 @@ _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 def is_secret_name(name: str) -> bool:
     """Whether a query parameter or mapping key named ``name`` holds a secret."""
     return name.lower() in _SECRET_NAMES or bool(_SECRET_FRAGMENT.search(name))
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Whether an environment variable named ``name`` holds a credential: one of its ``_``-separated
+    words (any case) is KEY, SECRET, TOKEN, PASSWORD, PWD, SAS, CREDENTIAL(S)..., or two are
+    CONNECTION_STRING. ``AWS_SECRET_ACCESS_KEY`` and ``MY_API_TOKEN`` are; ``PARTITION_KEYS`` and
+    ``KEYBOARD`` are not (the word must be whole); ``PWD``, the shell's current folder, is not."""
+    if name.upper() in _NOT_SECRET_ENV:
+        return False
+    words = [w for w in name.upper().split("_") if w]
+    return bool(set(words) & _SECRET_ENV_WORDS) or any(pair in _SECRET_ENV_PAIRS for pair in zip(words, words[1:]))
+
+
+def secret_values(storage_options: Iterable[Mapping[str, Any]] = (), environments: Iterable[Mapping[str, str]] = ()
+                  ) -> tuple[str, ...]:
+    """The secret values of ``storage_options`` mappings (values of keys :func:`is_secret_name` names,
+    nested mappings walked; a connection string's AccountKey is found by :func:`redact_text` too) and of
+    environments (values of variables :func:`is_secret_env_name` names), long enough to mask, sorted."""
+    found: set[str] = set()
+
+    def walk(mapping: Mapping[str, Any]) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, Mapping):
+                walk(value)
+            elif isinstance(value, str) and is_secret_name(str(key)):
+                found.add(value)
+
+    for options in storage_options:
+        walk(options)
+    for environment in environments:
+        found.update(value for name, value in environment.items() if is_secret_env_name(name))
+    # a connection string's own secrets, which a script may print alone (AZURE_STORAGE_KEY...)
+    found.update(m.group(2) for text in list(found) for m in _CONNECTION_SECRET.finditer(text))
+    return tuple(sorted(v for v in found if len(v) >= MIN_SECRET_LENGTH))
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Mask ``values`` (those of at least :data:`MIN_SECRET_LENGTH` characters) in everything
+    :func:`redact_text` cleans, in this process, from now on; registering twice is harmless."""
+    global _secrets_pattern
+    new = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH} - _secrets
+    if not new:
+        return
+    _secrets.update(new)
+    # longest first: a secret that contains another is masked whole
+    _secrets_pattern = re.compile("|".join(re.escape(v) for v in sorted(_secrets, key=len, reverse=True)))
+
+
+def registered_secrets() -> tuple[str, ...]:
+    """The values :func:`register_secrets` was given (long enough to mask), for a worker's config."""
+    return tuple(sorted(_secrets))
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``***`` (nothing else changed)."""
+    return _secrets_pattern.sub(MASK, text) if _secrets_pattern is not None else text
 
 
 def _mask_params(text: str) -> str:
@@ -81,7 +155,8 @@ def _userinfo_end(rest: str) -> int:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password and secret query values replaced by ``***``."""
+    """``url`` with its password, secret query values and registered secrets replaced by ``***``."""
+    url = mask_secrets(url)
     scheme, sep, rest = url.partition("://")
     if sep:
         at = _userinfo_end(rest)
@@ -94,7 +169,10 @@ def redact_url(url: str) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every URL in it redacted (see :func:`redact_url`), and the secret parameters of
-    query strings and connection strings that appear without their URL (a path an error names)."""
+    query strings and connection strings that appear without their URL (a path an error names),
+    and every registered secret value (see :func:`register_secrets`)."""
+    if _secrets_pattern is not None:
+        text = _secrets_pattern.sub(MASK, text)
     if "://" in text:
         text = _URL.sub(lambda m: redact_url(m.group(0)), text)
     if "=" in text:

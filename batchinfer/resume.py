@@ -26,6 +26,7 @@ from batchinfer.layout import SUMMARY_FILE
 from batchinfer.lock import OutputLock
 from batchinfer.manifest import Manifest, check_folder, names_for, seal_state
 from batchinfer.output import STATE_DIR
+from batchinfer.redact import MASK, is_secret_env_name
 from batchinfer.ports import FreshPorts
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import (
@@ -88,6 +89,18 @@ def _code_digest(path: str) -> bytes:
         return f"unreadable: {exc.errno}".encode()
 
 
+def _without_credentials(dump: dict[str, Any]) -> dict[str, Any]:
+    """The spec's dump without what rotates (credentials): ``storage_options`` as if empty, the values of
+    environment variables named like credentials as ``***`` (a job without either hashes as it always did)."""
+    for spec_input in dump.get("inputs", []):
+        spec_input["storage_options"] = {}
+    environment = dump.get("environment_variables") or {}
+    for name in environment:
+        if is_secret_env_name(name):
+            environment[name] = MASK
+    return dump
+
+
 def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path | None = None,
                 remote_versions: Mapping[str, str] | None = None) -> str:
     """A hash of what decides the job's rows: the spec (minus run-time settings), the entry script
@@ -101,7 +114,8 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path 
     so running a job from its own folder, or redirecting stderr there, does not change its identity.
     """
     digest = hashlib.sha256()
-    digest.update(json.dumps(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED), sort_keys=True).encode())
+    digest.update(json.dumps(_without_credentials(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED)),
+                             sort_keys=True).encode())
     digest.update(Path(entry.path).read_bytes())
     if data_dir is not None:  # the journal's offsets are those of the row file there
         digest.update(b"data_dir:" + os.fsencode(data_dir))

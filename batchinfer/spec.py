@@ -30,6 +30,7 @@ from batchinfer.errors import BackendUnavailableError, SpecError
 from batchinfer.layout import file_name_problem
 from batchinfer.partitions import partition_fields
 from batchinfer.protocol import ReadOptions
+from batchinfer.redact import register_secrets, secret_values
 from batchinfer.safeyaml import (
     MAX_DEPTH,
     MAX_SPEC_BYTES,
@@ -478,6 +479,26 @@ class JobSpec(StrictModel):
         """``file`` or ``tabular``."""
         return self.inputs[0].type
 
+    def storage_options_for(self, url: str) -> dict[str, Any]:
+        """The storage_options for a URL the spec names outside ``inputs`` (a model, a side input): those
+        of the first input in the same bucket, else of the first input on the same kind of store, else
+        none (the SDK's environment variables: AWS_*, AZURE_STORAGE_CONNECTION_STRING...)."""
+        scheme, _, rest = url.partition("://")
+        same_kind = [(p.partition("://")[2].split("/")[0], i.storage_options)
+                     for i in self.inputs for p in i.path if p.partition("://")[0] == scheme]
+        bucket = rest.split("/")[0]
+        chosen = next((o for b, o in same_kind if b == bucket), same_kind[0][1] if same_kind else {})
+        return dict(chosen)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The values never to show (see :mod:`batchinfer.redact`): those of credential keys of every
+        ``storage_options``, and of environment variables named like credentials, in
+        ``environment_variables`` and in this process's environment (which the workers inherit)."""
+        options = [i.storage_options for i in self.inputs] + ([self.output.storage_options] if self.output else [])
+        for named in (self.models, self.side_inputs):  # a location may have storage_options of its own
+            options += [o for o in (getattr(v, "storage_options", None) for v in named.values()) if o]
+        return secret_values(options, [self.environment_variables, os.environ])
+
     @property
     def worker_count(self) -> int:
         """How many worker processes run the script (``node_count x process_count_per_node``)."""
@@ -550,6 +571,22 @@ def expand_variables(value: Any, where: str = "") -> Any:
         )
 
     return VAR_PATTERN.sub(substitute, value)
+
+
+def _raw_secrets(data: dict[str, Any]) -> tuple[str, ...]:
+    """:meth:`JobSpec.secret_values` of a spec not validated yet (whatever shapes its keys have)."""
+    inputs = data.get("inputs")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    options = [i.get("storage_options") for i in inputs if isinstance(i, dict)]
+    output = data.get("output")
+    options.append(output.get("storage_options") if isinstance(output, dict) else None)
+    for key in ("models", "side_inputs"):
+        named = data.get(key)
+        if isinstance(named, dict):
+            options += [v.get("storage_options") for v in named.values() if isinstance(v, dict)]
+    environment = data.get("environment_variables")
+    environment = {str(k): v for k, v in environment.items() if isinstance(v, str)} if isinstance(environment, dict) else {}
+    return secret_values([o for o in options if isinstance(o, dict)], [environment, os.environ])
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -679,6 +716,7 @@ def spec_from_data(
     data.setdefault("name", name)
     data.setdefault("source_directory", ".")
     context = {"base_dir": str(base_dir)}
+    register_secrets(_raw_secrets(data))  # before validation: its messages quote values
     try:
         spec = JobSpec.model_validate(data, context=context)
     except ValidationError as exc:

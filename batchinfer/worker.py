@@ -26,7 +26,6 @@ asked (kind ``worker_died``). Any other exception, ``KeyboardInterrupt`` and
 
 from __future__ import annotations
 
-import faulthandler
 import functools
 import importlib.util
 import logging
@@ -42,10 +41,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from batchinfer import _forkserver, _runtime
+from batchinfer import _forkserver, _runtime, capture
 from batchinfer._compat.cloud_only import NoLocalMeaning
 from batchinfer.errors import OutputError
-from batchinfer.output import format_rows, open_own_file, result_length
+from batchinfer.output import format_rows, result_length
 from batchinfer.protocol import (
     EXCEPTION,
     OUT_OF_MEMORY,
@@ -150,27 +149,9 @@ def _close_on_exec() -> None:
                 pass  # the listing's own descriptor, closed by now
 
 
-def _redirect_output(log_path: Path, level: str) -> None:
-    """Send fds 1 and 2 to the worker's log file and set up logging and faulthandler there."""
-    fd = open_own_file(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)  # never through a link
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
-    logging.basicConfig(
-        level=getattr(logging, level),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    for handler in logging.root.handlers:  # batchinfer's and the libraries' records (fsspec names URLs)
-        handler.addFilter(RedactingFilter(one_line=False))
-    faulthandler.enable(file=sys.stderr, all_threads=True)
-    # the coordinator sends SIGUSR1 before killing a hung worker: the stack lands in the log
-    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+def _redirect_output(log_path: Path, level: str, secret_values: tuple[str, ...] = ()) -> None:
+    """Send fds 1 and 2 to the worker's log file, secrets masked, and set up logging and faulthandler there."""
+    capture.redirect_output(log_path, level, secret_values)
 
 
 def _model_dir(models: dict[str, str], scratch: str) -> str | None:
@@ -398,7 +379,7 @@ def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> N
     _exit_with_coordinator(_forkserver.SERVER_PID or os.getppid(), config.coordinator_pid)
     _close_on_exec()
     try:
-        _redirect_output(Path(config.log_dir) / log_name, config.logging_level)
+        _redirect_output(Path(config.log_dir) / log_name, config.logging_level, config.secret_values)
     except OutputError as exc:  # a link or a FIFO planted at the log's name: say so, start nothing
         conn.send(InitFailed(index, exc.message, ""))
         return

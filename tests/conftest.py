@@ -212,6 +212,17 @@ def azurite(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def gcs_server():
+    """gcp-storage-emulator on 127.0.0.1, for the whole session (``gcs_server.new_bucket()``); jobs run
+    against it need ``gcs_server.env`` (see tests/stores.py)."""
+    from tests.stores import GcsServer
+
+    server = GcsServer.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def http_files(tmp_path_factory):
     """A plain HTTP server on 127.0.0.1 serving one folder (``http_files.root``; URL ``http_files.url``)."""
     from tests.stores import HttpServer

@@ -352,3 +352,50 @@ class RangeHttpServer:
             self.release(name)
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclass
+class GcsServer:
+    """gcp-storage-emulator (in memory, in this process); ``storage_options`` are gcsfs's keyword arguments.
+
+    gcsfs 2026 first asks a bucket's type over gRPC, which the emulator does not serve (each
+    call waits 60 s, then falls back): ``env`` turns that off, as a job run against it must.
+    """
+
+    endpoint_url: str
+    _server: Any = None
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url, "token": "anon", "project": "batchinfer-tests"}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "STORAGE_EMULATOR_HOST": self.endpoint_url}
+
+    def fs(self) -> Any:
+        import gcsfs
+
+        return gcsfs.GCSFileSystem(skip_instance_cache=True, **self.storage_options)
+
+    def new_bucket(self) -> str:
+        """A new empty bucket; returns its name (use ``gs://<name>/...``)."""
+        name = f"bi-{uuid.uuid4().hex[:12]}"
+        self.fs().mkdir(name)
+        return name
+
+    @classmethod
+    def start(cls) -> GcsServer:
+        import os
+
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # read when gcsfs is imported
+        from gcp_storage_emulator.server import create_server
+
+        port = free_port()
+        server = create_server("127.0.0.1", port, in_memory=True)
+        server.start()
+        _wait_for_port(port, None, "gcp-storage-emulator")
+        return cls(endpoint_url=f"http://127.0.0.1:{port}", _server=server)
+
+    def stop(self) -> None:
+        self._server.stop()
