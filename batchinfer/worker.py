@@ -63,7 +63,7 @@ from batchinfer.protocol import (
 )
 from batchinfer.fetch import TRANSFERS, Fetch, Fetcher
 from batchinfer.readers import read_rows
-from batchinfer.redact import RedactingFilter, redact_text
+from batchinfer.redact import redact_text
 from batchinfer.retry import StorageUnavailable
 
 COMPAT_DIR = Path(__file__).parent / "_compat"
