@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,9 @@ class RemoteFolder:
             return
         bucket = self.root.split("/", 1)[0]
         try:
-            found = self.fs.exists(bucket)
+            with warnings.catch_warnings():  # adlfs warns (on stderr) before the error it then raises
+                warnings.simplefilter("ignore")
+                found = self.fs.exists(bucket)
         except Exception as exc:  # refused credentials, unreachable endpoint: named by storage.store_error
             raise store_error(exc, self.url, "output") from None
         if not found:
