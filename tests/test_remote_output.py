@@ -297,3 +297,46 @@ def test_refused_credentials_are_one_line_without_the_secret(tmp_path, azurite, 
     run = run_in(batchinfer, tmp_path, "a", "run", str(spec))
     assert_one_line_error(run, f"az://{bucket}/out")
     assert "V3JvbmdLZXlX" not in run.stderr
+
+
+def test_memory_url_works_within_one_process(tmp_path):
+    import fsspec
+
+    import batchinfer
+
+    data = files(tmp_path / "data", [f"f{i:03d}.txt" for i in range(5)])
+    folder = Folder("memory://bi-memory-test/out", fsspec.filesystem("memory"), "/bi-memory-test/out", {})
+    spec = write_spec(tmp_path, folder, "echo_names.py", data)
+    summary = batchinfer.run(str(spec))
+    assert summary.output_dir == folder.url and summary.items_succeeded == 5
+    assert sorted(folder.rows()) == sorted(f"f{i:03d}.txt {i}" for i in range(5))
+
+
+def test_a_pipeline_with_its_output_on_a_store_is_one_line(tmp_path, batchinfer):
+    from tests.test_azure_pipeline import mnist
+
+    run = batchinfer("run", str(mnist(tmp_path)), "--output", "s3://some-bucket/out")
+    assert_one_line_error(run, "s3://some-bucket/out", "needs a local output folder")
+
+
+def test_sigterm_leaves_the_summary_and_logs_in_the_store_and_a_rerun_completes(tmp_path, folder, batchinfer,
+                                                                               run_marker):
+    names = [f"f{i:03d}.txt" for i in range(6)] + [f"h{i:03d}.txt" for i in range(6)]
+    data = files(tmp_path / "data", names)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, folder, "gated_echo.py", data, arguments=["--gate", str(gate), "--held", "h"])
+    proc = _start(spec, tmp_path / "first", run_marker)
+    _wait_for_committed(folder, 6, proc)
+    proc.terminate()
+    proc.terminate()  # the second one: stop at once, without waiting for the held mini-batches
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    summary = folder.summary()
+    assert summary["status"] == "interrupted" and summary["items_succeeded"] == 6
+    assert folder.exists("logs/job.log") and not folder.exists(".batchinfer/lease.json")
+    assert no_staging_left(tmp_path, "first")
+    gate.touch()
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 0, again.stderr
+    assert sorted(folder.rows()) == sorted(f"{name} {i}" for i, name in enumerate(names))
+    assert folder.summary()["mini_batches_resumed"] == 6
