@@ -555,6 +555,8 @@ class RemoteFolder:
         """The run's end (succeeded, failed or interrupted): base files, then base.json, then the
         segments they include removed; then summary, logs, state and the script's files."""
         self.drain()
+        log.info("output %s: %d segment(s) and %d other object(s) written while running; assembling the base",
+                 redact_url(self.url), self.segments_written, self.objects_written - self.segments_written)
         files: dict[str, int] = {}
         if self.row_name and (self.staging / self.row_name).is_file():
             self._put_file(self.row_name)  # fsspec's put_file: multipart where the store has it

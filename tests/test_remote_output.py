@@ -122,6 +122,20 @@ def test_rows_summary_and_logs_end_up_in_the_store_and_nothing_stays_local(tmp_p
     assert folder.segments() == [] and not folder.exists(".batchinfer/lease.json")
     assert no_staging_left(tmp_path, "a")
     assert folder.url + "/parallel_run_step.txt" in run.stderr and "batchinfer-out-" not in run.stderr + run.stdout
+    secrets = [v for v in _strings(folder.storage_options) if len(v) > 8 and "://" not in v]
+    assert secrets
+    for path in folder.fs.find(folder.root):  # no credential in any object batchinfer wrote
+        content = folder.fs.cat_file(path)
+        assert not any(secret.encode() in content for secret in secrets), path
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, str):
+        parts = [p.partition("=")[2] for p in value.split(";") if "Key=" in p]  # a connection string's key
+        return parts or [value]
+    return []
 
 
 def test_file_url_is_a_remote_folder_too(tmp_path, file_folder, batchinfer):
@@ -221,6 +235,46 @@ def test_a_segment_that_does_not_continue_the_record_is_ignored_and_removed(tmp_
     assert sorted(folder.rows()) == ["a.txt 0", "b.txt fixed", "c.txt 2", "d.txt 3", "e.txt fixed"]
     assert folder.segments() == []
     assert folder.summary()["items_failed"] == 0 and folder.summary()["items_succeeded"] == 5
+
+
+def test_retry_failed_of_a_parquet_job_restores_its_parts(tmp_path, folder, batchinfer):
+    import pyarrow.parquet as pq
+
+    data = files(tmp_path / "data", ["a.txt", "b.txt", "c.txt"])
+    (data / "b.txt").write_text("bad\n")
+    spec = write_spec(tmp_path, folder, "fail_on_bad_content.py", data, append_row_format="parquet")
+    assert run_in(batchinfer, tmp_path, "a", "run", str(spec)).code == 0
+    (data / "b.txt").write_text("fixed\n")
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
+    assert again.code == 0, again.stderr
+    with folder.fs.open(f"{folder.root}/parallel_run_step.txt", "rb") as f:
+        assert sorted(pq.read_table(f).column("result").to_pylist()) == ["a.txt 0", "b.txt fixed", "c.txt 2"]
+    assert folder.summary()["items_failed"] == 0 and folder.segments() == []
+
+
+def test_a_store_that_fails_mid_run_stops_the_job_with_one_line_and_a_rerun_resumes(
+        tmp_path, file_folder, batchinfer, run_marker):
+    names = [f"f{i:03d}.txt" for i in range(4)] + [f"h{i:03d}.txt" for i in range(4)]
+    data = files(tmp_path / "data", names)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, file_folder, "gated_echo.py", data, arguments=["--gate", str(gate), "--held", "h"])
+    proc = _start(spec, tmp_path / "first", run_marker)
+    _wait_for_committed(file_folder, 4, proc)
+    segments = Path(file_folder.root) / SEGMENTS
+    segments.rename(segments.with_name("kept"))
+    segments.write_text("the store refuses every write here now")
+    gate.touch()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert file_folder.url in stderr and "batchinfer-out-" not in stderr
+    assert no_staging_left(tmp_path, "first")
+    segments.unlink()
+    segments.with_name("kept").rename(segments)  # the store is back
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 0, again.stderr
+    assert sorted(file_folder.rows()) == sorted(f"{name} {i}" for i, name in enumerate(names))
+    assert file_folder.summary()["mini_batches_resumed"] >= 4
 
 
 def test_reuse_and_restart_on_a_remote_folder(tmp_path, folder, batchinfer):
