@@ -156,7 +156,13 @@ class Lease:
         self._write(None)
 
     def renew(self, status: dict[str, Any] | None = None) -> None:
-        """Extend the lease, carrying the live status (for ``batchinfer status`` from another machine)."""
+        """Extend the lease, carrying the live status (for ``batchinfer status`` from another machine);
+        :class:`OutputError` when another run took it over (this one was not renewed in time): it must stop."""
+        held = self._read()
+        if held and held.get("run") != self.run:
+            raise OutputError(f"output {redact_url(self.url)}: another run took the folder over (pid "
+                              f"{held.get('pid')} on {held.get('host')}) after this run's lease expired",
+                              hint="this run stopped; its committed rows are in the folder")
         self._write(status)
 
     def release(self) -> None:
@@ -290,7 +296,11 @@ class RemoteFolder:
         return sorted(p[len(prefix):] for p in self._call(find, "listing", rel) if p.startswith(prefix))
 
     def restore_state(self) -> set[str]:
-        """Download job.json, manifest.json, summary.json and logs/* into the staging folder; the names restored."""
+        """Download job.json, manifest.json, summary.json and logs/* into the staging folder; the names restored.
+
+        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json) is refused,
+        as a local one is (see ``manifest.check_folder``): batchinfer writes only where it can tell its files.
+        """
         restored = set()
         for rel in (*STATE_OBJECTS, *self._list(LOGS_DIR)):
             data = self._get(rel)
@@ -299,7 +309,24 @@ class RemoteFolder:
                 restored.add(rel)
                 info = os.stat(self.staging / rel)
                 self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+        if not restored & set(STATE_OBJECTS[:2]):
+            other = next((rel for rel in self._top() if rel != STATE_DIR), None)
+            if other is not None:
+                raise OutputError(
+                    f"output {redact_url(self.url)} is not empty (it holds {other!r}) and is not a batchinfer "
+                    "output folder", hint="choose a new or empty folder with --output: batchinfer writes only "
+                    "where it can tell its files from yours")
         return restored
+
+    def _top(self) -> list[str]:
+        """The names directly in the folder."""
+        def ls() -> list[str]:
+            self.fs.invalidate_cache()
+            try:
+                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+            except FileNotFoundError:
+                return []
+        return self._call(ls, "listing")
 
     def _write_staging(self, rel: str, data: bytes, offset: int | None = None) -> None:
         path = self.staging / rel
@@ -503,6 +530,7 @@ class RemoteFolder:
         if now - self._last_renew >= lease_expiry() / 3:
             self._last_renew = now
             self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
+            self.objects_written += 1
         if now - self._last_logs >= LOG_INTERVAL_S:
             self._last_logs = now
             self._upload_changed(logs=True)
@@ -542,6 +570,8 @@ class RemoteFolder:
         finally:
             self._stop_thread()
         self._raise_upload_error()
+        log.info("output %s: %d segment(s) and %d other object(s) written while running",
+                 redact_url(self.url), self.segments_written, self.objects_written - self.segments_written)
 
     def _stop_thread(self) -> None:
         if self._thread is not None:
@@ -555,8 +585,6 @@ class RemoteFolder:
         """The run's end (succeeded, failed or interrupted): base files, then base.json, then the
         segments they include removed; then summary, logs, state and the script's files."""
         self.drain()
-        log.info("output %s: %d segment(s) and %d other object(s) written while running; assembling the base",
-                 redact_url(self.url), self.segments_written, self.objects_written - self.segments_written)
         files: dict[str, int] = {}
         if self.row_name and (self.staging / self.row_name).is_file():
             self._put_file(self.row_name)  # fsspec's put_file: multipart where the store has it

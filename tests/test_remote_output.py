@@ -394,3 +394,11 @@ def test_sigterm_leaves_the_summary_and_logs_in_the_store_and_a_rerun_completes(
     assert again.code == 0, again.stderr
     assert sorted(folder.rows()) == sorted(f"{name} {i}" for i, name in enumerate(names))
     assert folder.summary()["mini_batches_resumed"] == 6
+
+
+def test_a_folder_holding_other_objects_is_refused_before_anything_runs(tmp_path, folder, batchinfer):
+    folder.put("results.csv", b"someone else's\n")
+    spec = write_spec(tmp_path, folder, "init_fails.py", files(tmp_path / "data", ["a.txt"]))
+    run = run_in(batchinfer, tmp_path, "a", "run", str(spec))
+    assert_one_line_error(run, folder.url, "is not empty", "results.csv")
+    assert folder.read("results.csv") == b"someone else's\n" and not folder.exists(".batchinfer/lease.json")
