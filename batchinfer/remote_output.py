@@ -585,6 +585,8 @@ class RemoteFolder:
         """The run's end (succeeded, failed or interrupted): base files, then base.json, then the
         segments they include removed; then summary, logs, state and the script's files."""
         self.drain()
+        # still ours? a run whose lease was taken over must not replace the new holder's base
+        self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
         files: dict[str, int] = {}
         if self.row_name and (self.staging / self.row_name).is_file():
             self._put_file(self.row_name)  # fsspec's put_file: multipart where the store has it
