@@ -31,7 +31,7 @@ class RunSummary:
 
     status: str  # succeeded, failed or interrupted
     exit_code: int
-    output_dir: Path | str  # the run folder: summary.json, logs/, the rows (a temporary folder with output "-"; a URL on a store)
+    output_dir: Path | str  # the run folder: summary.json, logs/, the rows (a temp folder with "-"; a store: its URL)
     output_file: str | None  # the rows (append_row), "-" for stdout, None for summary_only
     items_total: int
     items_succeeded: int

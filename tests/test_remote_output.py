@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -178,8 +178,6 @@ def test_coordinator_killed_then_rerun_from_another_directory_gives_every_row_on
     proc.communicate()
     assert folder.exists(".batchinfer/lease.json") and not folder.exists("summary.json")
     gate.touch()
-    import shutil
-
     shutil.rmtree(tmp_path / "first")  # a fresh machine: nothing of the first run is left locally
     again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
     assert again.code == 0, again.stderr
