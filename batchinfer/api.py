@@ -31,7 +31,7 @@ class RunSummary:
 
     status: str  # succeeded, failed or interrupted
     exit_code: int
-    output_dir: Path  # the run folder: summary.json, logs/, the rows (a temporary folder with output "-")
+    output_dir: Path | str  # the run folder: summary.json, logs/, the rows (a temp folder with "-"; a store: its URL)
     output_file: str | None  # the rows (append_row), "-" for stdout, None for summary_only
     items_total: int
     items_succeeded: int
@@ -50,13 +50,13 @@ class RunSummary:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
-    def from_summary(cls, summary: dict[str, Any], output_dir: Path, reused: bool = False,
+    def from_summary(cls, summary: dict[str, Any], output_dir: Path | str, reused: bool = False,
                      kept_logs: Path | None = None) -> RunSummary:
         """Build it from a ``summary.json`` document (one written by an older batchinfer lacks the newer keys)."""
         return cls(
             status=summary["status"],
             exit_code=int(summary.get("exit_code", 0)),
-            output_dir=Path(output_dir),
+            output_dir=output_dir if isinstance(output_dir, str) and "://" in output_dir else Path(output_dir),
             output_file=summary.get("output_file"),
             items_total=summary["items_total"],
             items_succeeded=summary["items_succeeded"],

@@ -42,6 +42,7 @@ from batchinfer.ports import FreshPorts
 from batchinfer.progress import Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text, register_secrets, registered_secrets
+from batchinfer.remote_output import RemoteFolder, is_remote
 from batchinfer.resume import (
     DigestingStream,
     fingerprint,
@@ -65,7 +66,7 @@ class JobResult:
     """What ``batchinfer run`` reports: the summary, where things are, and the exit code."""
 
     summary: dict[str, Any]
-    output_dir: Path
+    output_dir: Path | str  # a URL for an output folder on a store
     exit_code: ExitCode
     reused: bool = False
     kept_logs: Path | None = None  # --output - without --logs: the temporary folder, kept because something failed
@@ -187,17 +188,18 @@ def excluded_folders(spec: JobSpec, options: RunOptions) -> list[Path]:
     if raw == "-":
         return [Path(options.logs).absolute()] if options.logs else []
     data = [options.data_dir.absolute()] if options.data_dir else []
-    return data if raw and is_url(raw) else [output_folder(spec, options.output), *data]
+    # a URL (file:// too) excludes nothing local: the run's staging folder is a fresh temporary one
+    return data if raw and (is_url(raw) or is_remote(raw)) else [output_folder(spec, options.output), *data]
 
 
-def _failure_hint(summary: dict[str, Any], folder: Path) -> str | None:
-    """Where to look first when the job failed: the file that holds the first error."""
+def _failure_hint(summary: dict[str, Any], logs: str) -> str | None:
+    """Where to look first when the job failed: the file that holds the first error (``logs``: the logs folder)."""
     if summary["status"] != "failed":
         return None
     if summary.get("items_failed"):
-        where = f"see {folder / 'logs' / 'errors.jsonl'} (every failed try, with tracebacks)"
+        where = f"see {logs}/errors.jsonl (every failed try, with tracebacks)"
         return where + "; once fixed, run again with --retry-failed (just the failed items) or --restart"
-    return f"see {folder / 'logs' / 'worker-0.log'} and {folder / 'logs' / 'job.log'}; once fixed, run again to continue"
+    return f"see {logs}/worker-0.log and {logs}/job.log; once fixed, run again to continue"
 
 
 def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None) -> JobResult:
@@ -212,7 +214,10 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     plan.check()  # models and side inputs at URLs too: their versions (plan.remotes), before anything runs
     remotes = plan.remotes
-    to_stdout = (options.output or (spec.output.path if spec.output else None)) == "-"
+    raw = options.output or (spec.output.path if spec.output else None)
+    if is_remote(raw):
+        return _run_remote(spec, reporter, options, entry, plan, str(raw), started, remotes)
+    to_stdout = raw == "-"
     if to_stdout:
         with output_errors(Path(options.logs or tempfile.gettempdir())):
             folder = _stream_folder(spec, options)
@@ -239,9 +244,35 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     return result
 
 
+def _run_remote(
+    spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, url: str,
+    started: float, remotes: list[Remote],
+) -> JobResult:
+    """An output folder on a store: the job runs in a local staging folder that :class:`RemoteFolder`
+    restores from the store and mirrors to it (see :mod:`batchinfer.remote_output`)."""
+    if options.data_dir is not None:
+        raise UsageError("a pipeline's output folder must be a local folder for now (remote output folders are "
+                         "for one job)", hint="give --output a local folder")
+    row_name = spec.append_row_file_name if spec.output_action == "append_row" else None
+    storage_options = spec.output.storage_options if spec.output else {}
+    remote = RemoteFolder.open(url, storage_options, row_name, spec.append_row_format != "parquet")
+    try:
+        with remote.translated():
+            restored = remote.restore_state()
+            result = _run_locked(spec, reporter, options, entry, plan, remote.staging, False, started,
+                                 remotes, remote, restored)
+            if not result.reused:
+                remote.finish()
+    finally:
+        remote.close()  # the lease released, the staging folder removed: no local state is left
+    result.output_dir = remote.shown(remote.staging)
+    return result
+
+
 def _run_locked(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float, remotes: list[Remote],
+    to_stdout: bool, started: float, remotes: list[Remote], remote: RemoteFolder | None = None,
+    restored: set[str] = frozenset(),
 ) -> JobResult:
     """Lock the output folder, prepare it, and run (or reuse) the job; the lock is held until the summary is written."""
     lock = open_output(folder)
@@ -251,22 +282,26 @@ def _run_locked(
             options.restart or to_stdout, plan,
             options.retry_failed, to_stdout, options.data_dir, options.port_dirs, options.fresh_ports,
         )
+        if remote is not None:
+            remote.after_prepare(restored, options.restart, reused is not None)
         if reused is not None:
             return JobResult(reused, folder, ExitCode(reused.get("exit_code", 0)), reused=True)
         # remote models and side inputs into the machine's cache, before any worker starts (so before
         # any init()); the entries are held until the job ends, so no other run removes them meanwhile
         with ModelCache().fetch(spec, remotes) as local:
-            return _run(spec, reporter, options, entry, plan, folder, to_stdout, started, local)
+            return _run(spec, reporter, options, entry, plan, folder, to_stdout, started, local, remote)
     finally:
         lock.release()
 
 
 def _run(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float, local: Fetched,
+    to_stdout: bool, started: float, local: Fetched, remote: RemoteFolder | None = None,
 ) -> JobResult:
-    """The run itself, in a prepared and locked output folder."""
+    """The run itself, in a prepared and locked output folder (a remote folder's staging folder)."""
     from batchinfer.executors.local import LocalExecutor, oversubscription_warning
+
+    where = remote.shown if remote is not None else str  # what summaries and messages name
 
     with output_errors(folder):
         write_text_atomic(folder / "logs" / "readme.txt", LOGS_README)
@@ -284,6 +319,8 @@ def _run(
             sink = RowSink(folder, spec.append_row_file_name, spec.append_row_format, journal, data_dir)
         else:
             sink = NullSink(journal)
+        if remote is not None:
+            sink = remote.wrap(sink)
         try_log = TryLog(folder / "logs")
         status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
     for note in local.notes:  # one line per remote model or side input: downloaded, or reused
@@ -318,7 +355,7 @@ def _run(
     handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
     handlers_before = {s: signal.signal(s, on_signal) for s in handled}
     log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
-             spec.name, spec.worker_count, "stdout" if to_stdout else folder, len(journal.entries),
+             spec.name, spec.worker_count, "stdout" if to_stdout else where(folder), len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
     if warning := oversubscription_warning(spec.worker_count):
@@ -362,6 +399,8 @@ def _run(
     else:
         sink.finish()
     journal.close()
+    if remote is not None:
+        remote.drain()  # every committed row in the store before the summary says so
     failed_items = _write_failed_items(folder, journal)
     elapsed = time.monotonic() - started
     summary = summary_of(
@@ -375,13 +414,13 @@ def _run(
             "complete": scheduler.complete() and not pipe_closed,
             "job": spec.name,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "output_dir": str(folder),
+            "output_dir": where(folder),
             "output_file": (
                 "-" if to_stdout
-                else str(row_file) if spec.output_action == "append_row" else None
+                else where(row_file) if spec.output_action == "append_row" else None
             ),
-            "log_dir": str(folder / "logs"),
-            "failed_items_file": str(folder / "logs" / "failed_items.txt") if failed_items else None,
+            "log_dir": where(folder / "logs"),
+            "failed_items_file": where(folder / "logs" / "failed_items.txt") if failed_items else None,
             "failed_items_listed": failed_items,
             "workers": spec.worker_count,
             "workers_started": executor.started,  # on demand: at most one per mini-batch
@@ -392,7 +431,9 @@ def _run(
             "batchinfer_version": __version__,
         },
     )
-    summary["look_at"] = _failure_hint(summary, folder)
+    if remote is not None:  # what the store was asked to write: about one segment a second (see remote_output)
+        summary["store_writes"] = {"segments": remote.segments_written, "objects": remote.objects_written}
+    summary["look_at"] = _failure_hint(summary, where(folder / "logs"))
     write_json_atomic(folder / SUMMARY_FILE, summary)
     status_file.update(progress, state=status, force=True)
     seal_state(folder)

@@ -29,6 +29,7 @@ from typing import Any
 from batchinfer import azure
 from batchinfer.errors import SpecError, UsageError
 from batchinfer.layout import file_name_problem
+from batchinfer.redact import redact_url
 from batchinfer.spec import is_url, normalise_name, read_yaml
 from batchinfer.statefiles import shown
 
@@ -196,6 +197,10 @@ def _load(path: Path, data: dict[str, Any], output: str | None, cli: dict[tuple[
     if not isinstance(raw_name, (str, int, float)) or isinstance(raw_name, bool):
         raise SpecError(f"name: {shown(raw_name)} is not a name (text)", hint="give the pipeline a name such as my-pipeline")
     name = normalise_name(str(raw_name))
+    if output and "://" in str(output):  # a remote output folder is for one job (batchinfer.remote_output)
+        raise UsageError(f"--output {redact_url(str(output))}: an Azure ML pipeline or parallel job needs a local "
+                         "output folder; an object store is supported for a batchinfer job spec",
+                         hint="give --output a local folder")
     root = Path(output or Path("outputs") / name).absolute()
     if standalone:  # one step; --input NAME=PATH binds the job's own input
         jobs = {name: {k: v for k, v in data.items() if k != "name"}}

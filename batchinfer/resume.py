@@ -51,7 +51,8 @@ def output_folder(spec: JobSpec, override: str | None) -> Path:
     """The output folder: ``--output``, else the spec's ``output``, else ``./outputs/<name>``."""
     raw = override or (spec.output.path if spec.output else None)
     if raw and is_url(raw):
-        raise OutputError(f"output {raw!r}: remote output folders are not supported yet", hint="use a local folder")
+        # a URL's run folder is a staging folder of batchinfer.remote_output, never a path made from it
+        raise OutputError(f"output {raw!r} is a URL, not a local folder", hint="give a local folder")
     path = Path(raw) if raw else Path("outputs") / spec.name
     return path.absolute()
 

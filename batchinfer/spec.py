@@ -282,7 +282,8 @@ class OutputSpec(StrictModel):
     @field_validator("path")
     @classmethod
     def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        return value if value == "-" else _resolve_path(value, info)
+        # file:// is a remote folder (another machine's mount, seen through fsspec): kept as a URL
+        return value if value == "-" or value.startswith("file://") else _resolve_path(value, info)
 
 
 class LocationSpec(StrictModel):

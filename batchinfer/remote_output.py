@@ -1,0 +1,701 @@
+"""An output folder on an object store (``s3://``, ``az://``, ``abfs://``, ``gs://``, ``file://``, ``memory://``).
+
+Object stores have no append, truncate, fsync or rename, so the journal of :mod:`batchinfer.output`
+cannot be an offset into one growing object there. A remote run therefore works in a disposable
+local *staging* folder, exactly as a local run does (journal, row file, logs, manifest), and
+:class:`RemoteFolder` mirrors that folder to the store so that the store alone is the record:
+
+- while running, the new bytes of the append-only staging files (the row file, the journal, and
+  Parquet's Arrow parts) are shipped at most about once a second as one immutable **segment**
+  object ``.batchinfer/segments/<seq>-<run>.seg``: a JSON header line (seq, run, the segment it
+  follows, and each piece's file, offset and length) then the pieces. One PUT is atomic, so a
+  segment is whole or absent, and its journal lines always come with their rows;
+- at the end, the row file and the journal are uploaded whole, then ``.batchinfer/base.json``
+  naming the last segment they include and their lengths, then those segments are removed;
+- a run restores the staging folder from the base and the segments that continue it (each
+  piece must start where the restored file ends); a segment that does not continue the chain
+  (a zombie run's, written after its lease was taken over) or follows a gap is ignored and removed.
+
+Uploads run in one background thread, in order; the scheduler never waits on the network unless
+:data:`QUEUE_BOUND` segments are pending (then its flush waits for the oldest to go out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from batchinfer.errors import BatchInferError, OutputError, StorageError
+from batchinfer.layout import LOGS_DIR, STATE_DIR, SUMMARY_FILE
+from batchinfer.redact import redact_url
+from batchinfer.retry import StorageUnavailable, retrying
+from batchinfer.storage import filesystem, protocol_of, store_error
+
+log = logging.getLogger("batchinfer")
+
+JOURNAL = f"{STATE_DIR}/journal.jsonl"
+PARTS = f"{STATE_DIR}/parts"
+SEGMENTS = f"{STATE_DIR}/segments"
+BASE = f"{STATE_DIR}/base.json"
+PACK = f"{STATE_DIR}/parts.pack"  # Parquet: every Arrow part, in the segment format (the base of the parts)
+LEASE = f"{STATE_DIR}/lease.json"
+STATUS = f"{STATE_DIR}/status.json"
+# uploaded at the end, restored at the start (the journal and rows are restored from base and segments)
+STATE_OBJECTS = (f"{STATE_DIR}/job.json", f"{STATE_DIR}/manifest.json", SUMMARY_FILE)
+SHIP_INTERVAL_S = 1.0  # at most one segment a second...
+SHIP_BYTES = 4 * 2**20  # ...unless this much is pending
+QUEUE_BOUND = 8  # segments waiting for the uploader before the scheduler's flush waits
+LOG_INTERVAL_S = 30.0  # changed log files are uploaded this often while running
+LEASE_EXPIRY_S = 30.0  # a lease not renewed for this long may be taken over (BATCHINFER_LEASE_EXPIRY_S: tests)
+_SEGMENT_NAME = re.compile(r"^(\d{8})-([0-9A-Za-z]{1,64})\.seg$")
+_PART_NAME = re.compile(rf"^{re.escape(PARTS)}/[0-9-]{{9,29}}\.arrow$")
+
+
+def is_remote(raw: str | None) -> bool:
+    """Whether an output given as ``raw`` is a URL (``file://`` included), not a local path or ``-``."""
+    return bool(raw) and raw != "-" and "://" in raw
+
+
+# ---------------------------------------------------------------- segments
+
+
+def encode_segment(header: dict[str, Any], pieces: list[bytes]) -> bytes:
+    """One segment object: the header as a JSON line, then the pieces' bytes."""
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(pieces)
+
+
+def decode_segment(data: bytes) -> tuple[dict[str, Any], list[tuple[str, int, bytes]]]:
+    """(header, [(file, offset, bytes)]) of a segment; ValueError for anything not whole or not ours."""
+    line, newline, body = data.partition(b"\n")
+    if not newline:
+        raise ValueError("no header")
+    header = json.loads(line)
+    if not isinstance(header, dict) or not isinstance(header.get("pieces"), list):
+        raise ValueError("not a segment header")
+    pieces, at = [], 0
+    for piece in header["pieces"]:
+        name, offset, length = piece["file"], piece["offset"], piece["length"]
+        if not (isinstance(name, str) and type(offset) is int and type(length) is int and offset >= 0 <= length):
+            raise ValueError("a bad piece")
+        pieces.append((name, offset, body[at:at + length]))
+        at += length
+    if at != len(body):
+        raise ValueError("torn: its length is not its pieces'")
+    return header, pieces
+
+
+def segment_name(seq: int, run: str) -> str:
+    """``.batchinfer/segments/00000012-<run>.seg``."""
+    return f"{SEGMENTS}/{seq:08d}-{run}.seg"
+
+
+# ---------------------------------------------------------------- the lease (minimal: batchinfer.lease replaces it)
+
+
+def lease_expiry() -> float:
+    """Seconds a lease lasts unless renewed (renewed every third of that)."""
+    with contextlib.suppress(ValueError):
+        return max(1.0, float(os.environ.get("BATCHINFER_LEASE_EXPIRY_S", LEASE_EXPIRY_S)))
+    return LEASE_EXPIRY_S
+
+
+class Lease:
+    """A lease object in the folder: one run at a time, expiring so that a killed run never blocks the next.
+
+    The minimal stand-in for :mod:`batchinfer.lease` (acquire, renew with the status, release);
+    it does not use conditional writes. The seam: :meth:`RemoteFolder.open` makes it.
+    """
+
+    def __init__(self, fs: Any, path: str, url: str, run: str) -> None:
+        self.fs, self.path, self.url, self.run = fs, path, url, run
+
+    def _read(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def _write(self, status: dict[str, Any] | None) -> None:
+        doc = {"run": self.run, "pid": os.getpid(), "host": socket.gethostname(),
+               "expires_at": time.time() + lease_expiry(), "status": status}
+        if protocol_of(self.url) == "file":  # a real folder: its parent must exist
+            self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
+        self.fs.pipe_file(self.path, json.dumps(doc).encode())
+
+    def acquire(self) -> None:
+        """Take the lease. A lease held by another run is waited on while it is not renewed (a killed
+        run's expires within :func:`lease_expiry`); one renewed meanwhile is a live run: :class:`OutputError`."""
+        held = self._read()
+        while held and held.get("run") != self.run and float(held.get("expires_at", 0)) > time.time():
+            time.sleep(min(1.0, max(0.05, float(held["expires_at"]) - time.time())))
+            now = self._read()
+            if now and now.get("run") == held.get("run") and now.get("expires_at") != held.get("expires_at"):
+                raise OutputError(
+                    f"output {redact_url(self.url)} is in use by another run (pid {now.get('pid')} on "
+                    f"{now.get('host')})",
+                    hint="wait for it to finish, or choose another --output",
+                )
+            held = now
+        self._write(None)
+
+    def renew(self, status: dict[str, Any] | None = None) -> None:
+        """Extend the lease, carrying the live status (for ``batchinfer status`` from another machine);
+        :class:`OutputError` when another run took it over (this one was not renewed in time): it must stop."""
+        held = self._read()
+        if held and held.get("run") != self.run:
+            raise OutputError(f"output {redact_url(self.url)}: another run took the folder over (pid "
+                              f"{held.get('pid')} on {held.get('host')}) after this run's lease expired",
+                              hint="this run stopped; its committed rows are in the folder")
+        self._write(status)
+
+    def release(self) -> None:
+        """Give the lease up."""
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self.path)
+
+
+# ---------------------------------------------------------------- the folder
+
+
+class RemoteFolder:
+    """The store's output folder seen through a local staging folder: see the module docstring."""
+
+    def __init__(self, url: str, fs: Any, root: str, row_name: str | None, append: bool = True) -> None:
+        self.url = url.rstrip("/")
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.row_name = row_name  # the row file (txt/csv/jsonl/parquet), None for summary_only
+        self.append = append  # the row file is append-only (txt/csv/jsonl), not Parquet's assembled file
+        self.local = protocol_of(url) == "file"
+        self.staging = Path(tempfile.mkdtemp(prefix="batchinfer-out-"))
+        self.run = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + uuid.uuid4().hex[:6]
+        self.lease: Any = None
+        self._appended = {JOURNAL, *([row_name] if row_name and append else [])}  # restored from base and segments
+        # what the store holds of the append-only files: shipped up to here
+        self.sent = {JOURNAL: 0}
+        self.parts_sent: set[str] = set()
+        self.seq, self.prev_run = 0, ""  # the last segment shipped (or restored)
+        self.base_seq = 0
+        self.segments_written = 0
+        self.objects_written = 0
+        self._last_ship = time.monotonic()
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_BOUND)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._uploaded: dict[str, tuple[int, int]] = {}  # staging file -> (size, mtime_ns) uploaded
+        self._last_logs = time.monotonic()
+        self._last_renew = time.monotonic()
+
+    # ------------------------------------------------ open, restore
+
+    @classmethod
+    def open(cls, url: str, storage_options: dict[str, Any] | None, row_name: str | None,
+             append: bool = True) -> RemoteFolder:
+        """Reach the store (the bucket checked), take the lease; one line, exit 2, for what fails."""
+        fs, root = filesystem(url, storage_options)
+        folder = cls(url, fs, root, row_name, append)
+        try:
+            folder._check_bucket()
+            # the seam for batchinfer.lease: Lease(fs, path, url, run) with acquire/renew(status)/release
+            folder.lease = Lease(fs, folder._remote(LEASE), url, folder.run)
+            folder._call(folder.lease.acquire, "taking the lease of")
+        except BaseException:
+            shutil.rmtree(folder.staging, ignore_errors=True)
+            raise
+        return folder
+
+    def _check_bucket(self) -> None:
+        if protocol_of(self.url) in ("file", "memory"):
+            self.fs.makedirs(self.root, exist_ok=True)
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:
+            with warnings.catch_warnings():  # adlfs warns (on stderr) before the error it then raises
+                warnings.simplefilter("ignore")
+                found = self.fs.exists(bucket)
+        except Exception as exc:  # refused credentials, unreachable endpoint: named by storage.store_error
+            raise store_error(exc, self.url, "output") from None
+        if not found:
+            raise StorageError(f"output {redact_url(self.url)}: the bucket or container {bucket!r} does not exist",
+                               hint="create it first, or check the URL and the credentials")
+
+    def _remote(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _call(self, call: Any, doing: str, rel: str = "") -> Any:
+        """``call()`` through the retry policy; what still fails is one line naming the store."""
+        where = redact_url(self.url + (f"/{rel}" if rel else ""))
+        try:
+            return retrying(call, f"{doing} {where}")
+        except BatchInferError:
+            raise
+        except StorageUnavailable as exc:
+            raise StorageError(f"output {where}: {exc}", hint="the store did not answer; run again to resume") from None
+        except Exception as exc:
+            raise store_error(exc, self.url + (f"/{rel}" if rel else ""), "output") from None
+
+    def _get(self, rel: str) -> bytes | None:
+        def cat() -> bytes | None:
+            try:
+                return self.fs.cat_file(self._remote(rel))
+            except FileNotFoundError:
+                return None
+        return self._call(cat, "reading", rel)
+
+    def _put(self, rel: str, data: bytes) -> None:
+        def pipe() -> None:
+            if self.local:
+                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
+            self.fs.pipe_file(self._remote(rel), data)
+        self._call(pipe, "writing", rel)
+        self.objects_written += 1
+
+    def _put_file(self, rel: str) -> None:
+        def put() -> None:
+            if self.local:
+                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(self.staging / rel), self._remote(rel))
+        self._call(put, "uploading", rel)
+        self.objects_written += 1
+        info = os.stat(self.staging / rel)
+        self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+
+    def _delete(self, rels: list[str]) -> None:
+        for rel in rels:
+            def rm(rel: str = rel) -> None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(self._remote(rel))
+            self._call(rm, "removing", rel)
+
+    def _list(self, rel: str) -> list[str]:
+        """Relative names of the objects under ``rel`` (recursively)."""
+        def find() -> list[str]:
+            self.fs.invalidate_cache()
+            try:
+                return list(self.fs.find(self._remote(rel)))
+            except FileNotFoundError:
+                return []
+        prefix = self.root + "/"
+        return sorted(p[len(prefix):] for p in self._call(find, "listing", rel) if p.startswith(prefix))
+
+    def restore_state(self) -> set[str]:
+        """Download job.json, manifest.json, summary.json and logs/* into the staging folder; the names restored.
+
+        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json) is refused,
+        as a local one is (see ``manifest.check_folder``): batchinfer writes only where it can tell its files.
+        """
+        restored = set()
+        for rel in (*STATE_OBJECTS, *self._list(LOGS_DIR)):
+            data = self._get(rel)
+            if data is not None:
+                self._write_staging(rel, data)
+                restored.add(rel)
+                info = os.stat(self.staging / rel)
+                self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+        if not restored & set(STATE_OBJECTS[:2]):
+            other = next((rel for rel in self._top() if rel != STATE_DIR), None)
+            if other is not None:
+                raise OutputError(
+                    f"output {redact_url(self.url)} is not empty (it holds {other!r}) and is not a batchinfer "
+                    "output folder", hint="choose a new or empty folder with --output: batchinfer writes only "
+                    "where it can tell its files from yours")
+        return restored
+
+    def _top(self) -> list[str]:
+        """The names directly in the folder."""
+        def ls() -> list[str]:
+            self.fs.invalidate_cache()
+            try:
+                return [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.root, detail=False)]
+            except FileNotFoundError:
+                return []
+        return self._call(ls, "listing")
+
+    def _write_staging(self, rel: str, data: bytes, offset: int | None = None) -> None:
+        path = self.staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if offset is None:
+            path.write_bytes(data)
+            return
+        with open(path, "r+b" if path.exists() else "wb") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def after_prepare(self, restored: set[str], restart: bool, reused: bool) -> None:
+        """After ``prepare_output`` decided on the staging folder: clear in the store what it cleared
+        (batchinfer's own objects only), else restore the committed rows when the job will run."""
+        cleared = restart or any(not (self.staging / rel).exists() for rel in restored)
+        if cleared:
+            gone = [rel for rel in restored if not (self.staging / rel).exists()]
+            own = [rel for rel in self._list(STATE_DIR) if rel.startswith((SEGMENTS + "/", PARTS + "/"))]
+            rows = [self.row_name] if self.row_name else []
+            self._delete(sorted(set(gone) | set(own) | {BASE, PACK, JOURNAL, *rows}))
+            return
+        if not reused:
+            self.restore_rows()
+
+    def restore_rows(self) -> None:
+        """The journal, row file and parts as the store holds them: the base, then the segments that continue it."""
+        base = self._get(BASE)
+        if base is not None:
+            doc = json.loads(base)
+            self.seq, self.prev_run = int(doc["seq"]), str(doc.get("run", ""))
+            self.base_seq = self.seq
+            for rel, length in doc["files"].items():
+                if rel not in self._appended:
+                    continue
+                data = self._get(rel) or b""
+                if len(data) < length:
+                    raise OutputError(f"output {redact_url(self.url)}: {rel} is shorter than {BASE} says",
+                                      hint="the folder was changed by something other than batchinfer; "
+                                      "run again with --restart")
+                self._write_staging(rel, data[:length])  # a longer file: uploaded before a base.json that never came
+                self.sent[rel] = length
+            if doc.get("pack"):
+                _, pieces = decode_segment(self._get(PACK) or b"\n")
+                for name, _offset, data in pieces:
+                    if _PART_NAME.match(name):
+                        self._write_staging(name, data)
+                        self.parts_sent.add(name)
+        stale = []
+        by_seq: dict[int, list[str]] = {}
+        for rel in self._list(SEGMENTS):
+            match = _SEGMENT_NAME.match(rel.rsplit("/", 1)[-1])
+            if match is None:
+                continue
+            seq = int(match[1])
+            if seq <= self.base_seq:
+                stale.append(rel)  # in the base already (the run that wrote the base stopped before removing it)
+            else:
+                by_seq.setdefault(seq, []).append(rel)
+        broken = False
+        for seq in sorted(by_seq):
+            # the newest run's first (run ids start with the time the lease was taken): a zombie's segment
+            # written after the takeover never continues the chain the new run follows
+            candidates = sorted(by_seq[seq], reverse=True)
+            chosen = None
+            if not broken and seq == self.seq + 1:
+                for rel in candidates:
+                    if self._apply(rel, seq):
+                        chosen = rel
+                        break
+            stale += [rel for rel in candidates if rel != chosen]
+            broken = broken or chosen is None
+        if stale:
+            log.info("output %s: removing %d segment(s) that do not continue the committed record",
+                     redact_url(self.url), len(stale))
+            self._delete(stale)
+
+    def _apply(self, rel: str, seq: int) -> bool:
+        """Write the segment's pieces into the staging files when it continues them exactly; else False."""
+        try:
+            header, pieces = decode_segment(self._get(rel) or b"")
+            if header.get("seq") != seq or header.get("prev") != [self.seq, self.prev_run]:
+                return False
+            for name, offset, data in pieces:
+                if name in self._appended:
+                    if offset != self.sent.get(name, 0):
+                        return False
+                elif not _PART_NAME.match(name) or offset != 0:
+                    return False
+                elif (self.staging / name).exists() and (self.staging / name).stat().st_size != len(data):
+                    return False
+        except (ValueError, KeyError, TypeError):
+            return False
+        for name, offset, data in pieces:
+            if name in self._appended:
+                self._write_staging(name, data, offset)
+                self.sent[name] = offset + len(data)
+            else:
+                self._write_staging(name, data)
+                self.parts_sent.add(name)
+        self.seq, self.prev_run = seq, str(header["run"])
+        return True
+
+    # ------------------------------------------------ while running
+
+    def wrap(self, sink: Any) -> Any:
+        """The sink, shipping a segment after its flushes (see :class:`SegmentSink`); starts the uploader."""
+        self._thread = threading.Thread(target=self._upload_loop, name="batchinfer-remote-output", daemon=True)
+        self._thread.start()
+        return SegmentSink(sink, self)
+
+    def ship(self, force: bool = False) -> None:
+        """Queue a segment of what the staging files gained since the last one (at most about once a
+        second, or when :data:`SHIP_BYTES` are pending; ``force``: now)."""
+        self._raise_upload_error()
+        now = time.monotonic()
+        if not force and now - self._last_ship < SHIP_INTERVAL_S and self._pending_bytes() < SHIP_BYTES:
+            return
+        pieces, data = self._pending()
+        if not pieces:
+            return
+        self._last_ship = now
+        self.seq += 1
+        header = {"seq": self.seq, "run": self.run, "prev": [self.seq - 1, self.prev_run], "pieces": pieces}
+        self.prev_run = self.run
+        segment = encode_segment(header, data)
+        while True:  # bounded: past QUEUE_BOUND pending segments the scheduler waits here
+            try:
+                self._queue.put((segment_name(self.seq, self.run), segment), timeout=1.0)
+                break
+            except queue.Full:
+                self._raise_upload_error()
+        self.segments_written += 1
+
+    def _pending_bytes(self) -> int:
+        """About how much a segment would hold now (the staging files' growth; Parquet parts not counted)."""
+        total = 0
+        for rel in (JOURNAL, self.row_name if self.append else None):
+            if rel is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    total += (self.staging / rel).stat().st_size - self.sent.get(rel, 0)
+        return total
+
+    def _pending(self) -> tuple[list[dict[str, Any]], list[bytes]]:
+        pieces: list[dict[str, Any]] = []
+        data: list[bytes] = []
+
+        def add(rel: str, offset: int, chunk: bytes) -> None:
+            if chunk:
+                pieces.append({"file": rel, "offset": offset, "length": len(chunk)})
+                data.append(chunk)
+
+        journal_size = (self.staging / JOURNAL).stat().st_size if (self.staging / JOURNAL).exists() else 0
+        journal_bytes = _read(self.staging / JOURNAL, self.sent[JOURNAL], journal_size)
+        journal_bytes = journal_bytes[: journal_bytes.rfind(b"\n") + 1]  # whole lines only
+        if self.row_name and self.append and journal_bytes:
+            end = _last_end(journal_bytes)
+            start = self.sent.get(self.row_name, 0)
+            if end > start:
+                add(self.row_name, start, _read(self.staging / self.row_name, start, end))
+                self.sent[self.row_name] = end
+        parts = self.staging / PARTS
+        if parts.is_dir():
+            for path in sorted(parts.glob("*.arrow")):
+                rel = f"{PARTS}/{path.name}"
+                if rel not in self.parts_sent:
+                    add(rel, 0, path.read_bytes())
+                    self.parts_sent.add(rel)
+        add(JOURNAL, self.sent[JOURNAL], journal_bytes)
+        self.sent[JOURNAL] += len(journal_bytes)
+        return pieces, data
+
+    def _raise_upload_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _upload_loop(self) -> None:
+        while True:
+            try:
+                task = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                task = None
+            if task == "stop":
+                return
+            try:
+                if task is not None:
+                    self._put(*task)
+                    self._upload_changed(user_files=True)
+                self._periodic()
+            except BaseException as exc:  # noqa: BLE001 - raised in the scheduler's thread by ship()
+                self._error = exc
+                while True:  # unblock a waiting ship(); nothing more is uploaded
+                    try:
+                        if self._queue.get_nowait() == "stop":
+                            return
+                    except queue.Empty:
+                        time.sleep(0.05)
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        if now - self._last_renew >= lease_expiry() / 3:
+            self._last_renew = now
+            self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
+            self.objects_written += 1
+        if now - self._last_logs >= LOG_INTERVAL_S:
+            self._last_logs = now
+            self._upload_changed(logs=True)
+
+    def _upload_changed(self, logs: bool = False, user_files: bool = False) -> None:
+        """Upload the files new or changed (size, mtime) since their last upload: logs/*, or the script's own."""
+        for rel in self._walk(logs, user_files):
+            try:
+                info = os.stat(self.staging / rel)
+            except FileNotFoundError:
+                continue
+            if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):
+                self._put_file(rel)
+
+    def _walk(self, logs: bool, user_files: bool) -> list[str]:
+        own = {SUMMARY_FILE, SUMMARY_FILE + ".tmp"}
+        if self.row_name:
+            own |= {self.row_name, self.row_name + ".tmp"}
+        found = []
+        for dirpath, dirs, files in os.walk(self.staging):
+            rel_dir = os.path.relpath(dirpath, self.staging)
+            if rel_dir == ".":
+                dirs[:] = [d for d in dirs if d != STATE_DIR and (d != LOGS_DIR or logs)]
+                if not user_files:
+                    dirs[:] = [d for d in dirs if d == LOGS_DIR]
+            for name in files:
+                rel = name if rel_dir == "." else f"{Path(rel_dir).as_posix()}/{name}"
+                in_logs = rel.startswith(LOGS_DIR + "/")
+                if (in_logs and logs) or (not in_logs and user_files and rel not in own and not name.endswith(".tmp")):
+                    found.append(rel)
+        return sorted(found)
+
+    def drain(self) -> None:
+        """Ship what is left and wait for every segment to be in the store (before the summary is written)."""
+        try:
+            self.ship(force=True)
+        finally:
+            self._stop_thread()
+        self._raise_upload_error()
+        log.info("output %s: %d segment(s) and %d other object(s) written while running",
+                 redact_url(self.url), self.segments_written, self.objects_written - self.segments_written)
+
+    def _stop_thread(self) -> None:
+        if self._thread is not None:
+            self._queue.put("stop")
+            self._thread.join()
+            self._thread = None
+
+    # ------------------------------------------------ the end
+
+    def finish(self) -> None:
+        """The run's end (succeeded, failed or interrupted): base files, then base.json, then the
+        segments they include removed; then summary, logs, state and the script's files."""
+        self.drain()
+        # still ours? a run whose lease was taken over must not replace the new holder's base
+        self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
+        files: dict[str, int] = {}
+        if self.row_name and (self.staging / self.row_name).is_file():
+            self._put_file(self.row_name)  # fsspec's put_file: multipart where the store has it
+            if self.append:
+                files[self.row_name] = self.sent.get(self.row_name, 0)
+        if (self.staging / JOURNAL).is_file():
+            self._put_file(JOURNAL)
+            files[JOURNAL] = self.sent[JOURNAL]
+        pack = self._pack()
+        if pack is not None:
+            self._put(PACK, pack)
+        if self.seq > self.base_seq or pack is not None:
+            self._put(BASE, json.dumps({"format": 1, "seq": self.seq, "run": self.prev_run, "files": files,
+                                        "pack": pack is not None}).encode())
+            self._delete([rel for rel in self._list(SEGMENTS)
+                          if (m := _SEGMENT_NAME.match(rel.rsplit("/", 1)[-1])) and int(m[1]) <= self.seq])
+        self.upload_state()
+
+    def _pack(self) -> bytes | None:
+        """Parquet's Arrow parts, all in one object (the parts' base), or None when there are none."""
+        parts = sorted((self.staging / PARTS).glob("*.arrow")) if (self.staging / PARTS).is_dir() else []
+        if not parts:
+            return None
+        data = [p.read_bytes() for p in parts]
+        pieces = [{"file": f"{PARTS}/{p.name}", "offset": 0, "length": len(d)} for p, d in zip(parts, data)]
+        return encode_segment({"seq": self.seq, "run": self.prev_run, "prev": None, "pieces": pieces}, data)
+
+    def upload_state(self) -> None:
+        """summary.json, logs/*, the script's files, then manifest.json and job.json (changed ones)."""
+        self._upload_changed(logs=True, user_files=True)
+        for rel in (SUMMARY_FILE, *STATE_OBJECTS):
+            if (self.staging / rel).is_file():
+                info = os.stat(self.staging / rel)
+                if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):
+                    self._put_file(rel)
+
+    def close(self) -> None:
+        """Stop the uploader (if still running), release the lease and remove the staging folder."""
+        self._stop_thread()
+        if self.lease is not None:
+            with contextlib.suppress(Exception):
+                self.lease.release()
+            self.lease = None
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    # ------------------------------------------------ names
+
+    def shown(self, path: Path | str) -> str:
+        """The URL (redacted) of a staging path: what summaries and messages name."""
+        rel = os.path.relpath(path, self.staging)
+        url = self.url if rel == "." else f"{self.url}/{Path(rel).as_posix()}"
+        return redact_url(url)
+
+    @contextlib.contextmanager
+    def translated(self) -> Any:
+        """Errors that name the staging folder name the URL instead."""
+        try:
+            yield
+        except BatchInferError as exc:
+            staging = str(self.staging)
+            exc.message = exc.message.replace(staging, redact_url(self.url))
+            if exc.hint:
+                exc.hint = exc.hint.replace(staging, redact_url(self.url))
+            raise
+
+
+class SegmentSink:
+    """A row sink (``RowSink``, ``NullSink``) whose flushes also ship a segment (see :meth:`RemoteFolder.ship`)."""
+
+    def __init__(self, sink: Any, folder: RemoteFolder) -> None:
+        self.sink = sink
+        self.folder = folder
+        self.journal = sink.journal
+
+    def commit(self, entry: Any, rows: bytes, header: bytes | None) -> None:
+        """As the wrapped sink."""
+        self.sink.commit(entry, rows, header)
+
+    def flush(self) -> None:
+        """Rows then journal to the staging files (the wrapped sink's rule), then maybe a segment."""
+        self.sink.flush()
+        self.folder.ship()
+
+    def finish(self) -> None:
+        """As the wrapped sink (the last segment is shipped by :meth:`RemoteFolder.drain`)."""
+        self.sink.finish()
+
+    def close(self) -> None:
+        """As the wrapped sink."""
+        self.sink.close()
+
+
+def _read(path: Path, start: int, end: int) -> bytes:
+    if end <= start:
+        return b""
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
+def _last_end(journal_bytes: bytes) -> int:
+    """The row file's length after the last of these journal lines."""
+    last = journal_bytes.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return int(json.loads(last)["end"])
+
+
+def _status(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
