@@ -95,7 +95,10 @@ class S3ServerProcess:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the server has used so far (all its threads)."""
-        t = self.ps.cpu_times()
+        try:
+            t = self.ps.cpu_times()
+        except psutil.Error:
+            raise BenchmarkError(f"the S3 server (pid {self.proc.pid}) is gone; see logs/s3_server.stderr") from None
         return t.user + t.system
 
     def stop(self) -> None:
