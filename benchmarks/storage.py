@@ -275,8 +275,8 @@ def _measure(ctx: Context, server: S3ServerProcess, folder: Path, count: int) ->
         f"server CPU {ceil_row.extra['server_cpu_s'] / count * 1000:.2f} ms per object, client (s3fs) CPU "
         f"{client_cpu / count * 1000:.2f} ms per object; whole process {ceil_row.items_per_s:.0f} objects/s")
     result.notes.append(
-        "server CPU per object of a batchinfer row / the ceiling's ~ requests per object (s3fs's open() "
-        "asks for the object's metadata (HEAD) before its GET; fs.cat_file sends the GET alone)")
+        "server CPU per object of a batchinfer row / the ceiling's ~ requests per object (~2 when each "
+        "object is read through s3fs's open(), which sends a HEAD before the GET; ~1 for one GET each)")
     result.notes.append(f"batchinfer local / ceiling: {local.ratio:.2f} (how far the store slows the job down)")
     s3_runs = [r for size in jobs for r in runs[f"s3-{size}"]]
     if all("init_s_max" in r.extra for r in s3_runs):
