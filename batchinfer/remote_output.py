@@ -16,6 +16,13 @@ local *staging* folder, exactly as a local run does (journal, row file, logs, ma
   piece must start where the restored file ends); a segment that does not continue the chain
   (a zombie run's, written after its lease was taken over) or follows a gap is ignored and removed.
 
+One run at a time: :meth:`RemoteFolder.open` takes the folder's lease (:mod:`batchinfer.lease`),
+which renews itself every few seconds carrying the live status (``batchinfer status URL``). A run
+whose lease was taken over (:attr:`Lease.lost`) writes nothing more: the next segment upload,
+``ship()`` and the base each check it first and raise a one-line :class:`OutputError`.
+
+The segment format and the chain check are :mod:`batchinfer.segments`.
+
 Uploads run in one background thread, in order; the scheduler never waits on the network unless
 :data:`QUEUE_BOUND` segments are pending (then its flush waits for the oldest to go out).
 """
