@@ -39,7 +39,7 @@ from batchinfer.output import (
     write_text_atomic,
 )
 from batchinfer.ports import FreshPorts
-from batchinfer.progress import Reporter, StatusFile
+from batchinfer.progress import LeaseStatus, Reporter, StatusFile
 from batchinfer.protocol import Ready, WorkerConfig
 from batchinfer.redact import RedactingFilter, escape_item, for_log, redact_text, register_secrets, registered_secrets
 from batchinfer.remote_output import RemoteFolder, is_remote
@@ -322,7 +322,9 @@ def _run(
         if remote is not None:
             sink = remote.wrap(sink)
         try_log = TryLog(folder / "logs")
-        status_file = StatusFile(folder / STATE_DIR, spec.name, spec.worker_count)
+        # a remote folder's live status goes into its lease (for `batchinfer status URL` from anywhere)
+        status_file: Any = (LeaseStatus(remote.lease, spec.name, spec.worker_count) if remote is not None
+                            else StatusFile(folder / STATE_DIR, spec.name, spec.worker_count))
     for note in local.notes:  # one line per remote model or side input: downloaded, or reused
         log.info("%s", note)
     init_times: list[float] = []

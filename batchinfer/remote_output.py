@@ -16,6 +16,13 @@ local *staging* folder, exactly as a local run does (journal, row file, logs, ma
   piece must start where the restored file ends); a segment that does not continue the chain
   (a zombie run's, written after its lease was taken over) or follows a gap is ignored and removed.
 
+One run at a time: :meth:`RemoteFolder.open` takes the folder's lease (:mod:`batchinfer.lease`),
+which renews itself every few seconds carrying the live status (``batchinfer status URL``). A run
+whose lease was taken over (:attr:`Lease.lost`) writes nothing more: the next segment upload,
+``ship()`` and the base each check it first and raise a one-line :class:`OutputError`.
+
+The segment format and the chain check are :mod:`batchinfer.segments`.
+
 Uploads run in one background thread, in order; the scheduler never waits on the network unless
 :data:`QUEUE_BOUND` segments are pending (then its flush waits for the oldest to go out).
 """
@@ -27,9 +34,7 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -41,134 +46,39 @@ from typing import Any
 
 from batchinfer.errors import BatchInferError, OutputError, StorageError
 from batchinfer.layout import LOGS_DIR, STATE_DIR, SUMMARY_FILE
+from batchinfer.lease import Lease
 from batchinfer.redact import redact_url
 from batchinfer.retry import StorageUnavailable, retrying
+from batchinfer.segments import (
+    BASE,
+    JOURNAL,
+    PACK,
+    PARTS,
+    SEGMENTS,
+    candidates,
+    continues,
+    decode_segment,
+    encode_segment,
+    is_part,
+    last_end,
+    segment_name,
+    segment_seq,
+)
 from batchinfer.storage import filesystem, protocol_of, store_error
 
 log = logging.getLogger("batchinfer")
 
-JOURNAL = f"{STATE_DIR}/journal.jsonl"
-PARTS = f"{STATE_DIR}/parts"
-SEGMENTS = f"{STATE_DIR}/segments"
-BASE = f"{STATE_DIR}/base.json"
-PACK = f"{STATE_DIR}/parts.pack"  # Parquet: every Arrow part, in the segment format (the base of the parts)
-LEASE = f"{STATE_DIR}/lease.json"
-STATUS = f"{STATE_DIR}/status.json"
 # uploaded at the end, restored at the start (the journal and rows are restored from base and segments)
 STATE_OBJECTS = (f"{STATE_DIR}/job.json", f"{STATE_DIR}/manifest.json", SUMMARY_FILE)
 SHIP_INTERVAL_S = 1.0  # at most one segment a second...
 SHIP_BYTES = 4 * 2**20  # ...unless this much is pending
 QUEUE_BOUND = 8  # segments waiting for the uploader before the scheduler's flush waits
 LOG_INTERVAL_S = 30.0  # changed log files are uploaded this often while running
-LEASE_EXPIRY_S = 30.0  # a lease not renewed for this long may be taken over (BATCHINFER_LEASE_EXPIRY_S: tests)
-_SEGMENT_NAME = re.compile(r"^(\d{8})-([0-9A-Za-z]{1,64})\.seg$")
-_PART_NAME = re.compile(rf"^{re.escape(PARTS)}/[0-9-]{{9,29}}\.arrow$")
 
 
 def is_remote(raw: str | None) -> bool:
     """Whether an output given as ``raw`` is a URL (``file://`` included), not a local path or ``-``."""
     return bool(raw) and raw != "-" and "://" in raw
-
-
-# ---------------------------------------------------------------- segments
-
-
-def encode_segment(header: dict[str, Any], pieces: list[bytes]) -> bytes:
-    """One segment object: the header as a JSON line, then the pieces' bytes."""
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + b"".join(pieces)
-
-
-def decode_segment(data: bytes) -> tuple[dict[str, Any], list[tuple[str, int, bytes]]]:
-    """(header, [(file, offset, bytes)]) of a segment; ValueError for anything not whole or not ours."""
-    line, newline, body = data.partition(b"\n")
-    if not newline:
-        raise ValueError("no header")
-    header = json.loads(line)
-    if not isinstance(header, dict) or not isinstance(header.get("pieces"), list):
-        raise ValueError("not a segment header")
-    pieces, at = [], 0
-    for piece in header["pieces"]:
-        name, offset, length = piece["file"], piece["offset"], piece["length"]
-        if not (isinstance(name, str) and type(offset) is int and type(length) is int and offset >= 0 <= length):
-            raise ValueError("a bad piece")
-        pieces.append((name, offset, body[at:at + length]))
-        at += length
-    if at != len(body):
-        raise ValueError("torn: its length is not its pieces'")
-    return header, pieces
-
-
-def segment_name(seq: int, run: str) -> str:
-    """``.batchinfer/segments/00000012-<run>.seg``."""
-    return f"{SEGMENTS}/{seq:08d}-{run}.seg"
-
-
-# ---------------------------------------------------------------- the lease (minimal: batchinfer.lease replaces it)
-
-
-def lease_expiry() -> float:
-    """Seconds a lease lasts unless renewed (renewed every third of that)."""
-    with contextlib.suppress(ValueError):
-        return max(1.0, float(os.environ.get("BATCHINFER_LEASE_EXPIRY_S", LEASE_EXPIRY_S)))
-    return LEASE_EXPIRY_S
-
-
-class Lease:
-    """A lease object in the folder: one run at a time, expiring so that a killed run never blocks the next.
-
-    The minimal stand-in for :mod:`batchinfer.lease` (acquire, renew with the status, release);
-    it does not use conditional writes. The seam: :meth:`RemoteFolder.open` makes it.
-    """
-
-    def __init__(self, fs: Any, path: str, url: str, run: str) -> None:
-        self.fs, self.path, self.url, self.run = fs, path, url, run
-
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            doc = json.loads(self.fs.cat_file(self.path))
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            return None
-        return doc if isinstance(doc, dict) else None
-
-    def _write(self, status: dict[str, Any] | None) -> None:
-        doc = {"run": self.run, "pid": os.getpid(), "host": socket.gethostname(),
-               "expires_at": time.time() + lease_expiry(), "status": status}
-        if protocol_of(self.url) == "file":  # a real folder: its parent must exist
-            self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(self.path, json.dumps(doc).encode())
-
-    def acquire(self) -> None:
-        """Take the lease. A lease held by another run is waited on while it is not renewed (a killed
-        run's expires within :func:`lease_expiry`); one renewed meanwhile is a live run: :class:`OutputError`."""
-        held = self._read()
-        while held and held.get("run") != self.run and float(held.get("expires_at", 0)) > time.time():
-            time.sleep(min(1.0, max(0.05, float(held["expires_at"]) - time.time())))
-            now = self._read()
-            if now and now.get("run") == held.get("run") and now.get("expires_at") != held.get("expires_at"):
-                raise OutputError(
-                    f"output {redact_url(self.url)} is in use by another run (pid {now.get('pid')} on "
-                    f"{now.get('host')})",
-                    hint="wait for it to finish, or choose another --output",
-                )
-            held = now
-        self._write(None)
-
-    def renew(self, status: dict[str, Any] | None = None) -> None:
-        """Extend the lease, carrying the live status (for ``batchinfer status`` from another machine);
-        :class:`OutputError` when another run took it over (this one was not renewed in time): it must stop."""
-        held = self._read()
-        if held and held.get("run") != self.run:
-            raise OutputError(f"output {redact_url(self.url)}: another run took the folder over (pid "
-                              f"{held.get('pid')} on {held.get('host')}) after this run's lease expired",
-                              hint="this run stopped; its committed rows are in the folder")
-        self._write(status)
-
-    def release(self) -> None:
-        """Give the lease up."""
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm_file(self.path)
 
 
 # ---------------------------------------------------------------- the folder
@@ -201,7 +111,6 @@ class RemoteFolder:
         self._error: BaseException | None = None
         self._uploaded: dict[str, tuple[int, int]] = {}  # staging file -> (size, mtime_ns) uploaded
         self._last_logs = time.monotonic()
-        self._last_renew = time.monotonic()
 
     # ------------------------------------------------ open, restore
 
@@ -213,9 +122,8 @@ class RemoteFolder:
         folder = cls(url, fs, root, row_name, append)
         try:
             folder._check_bucket()
-            # the seam for batchinfer.lease: Lease(fs, path, url, run) with acquire/renew(status)/release
-            folder.lease = Lease(fs, folder._remote(LEASE), url, folder.run)
-            folder._call(folder.lease.acquire, "taking the lease of")
+            # renewed every few seconds by its own thread, carrying the live status (progress.LeaseStatus)
+            folder.lease = Lease.acquire(fs, folder.root, url=url)
         except BaseException:
             shutil.rmtree(folder.staging, ignore_errors=True)
             raise
@@ -371,32 +279,16 @@ class RemoteFolder:
             if doc.get("pack"):
                 _, pieces = decode_segment(self._get(PACK) or b"\n")
                 for name, _offset, data in pieces:
-                    if _PART_NAME.match(name):
+                    if is_part(name):
                         self._write_staging(name, data)
                         self.parts_sent.add(name)
-        stale = []
-        by_seq: dict[int, list[str]] = {}
-        for rel in self._list(SEGMENTS):
-            match = _SEGMENT_NAME.match(rel.rsplit("/", 1)[-1])
-            if match is None:
-                continue
-            seq = int(match[1])
-            if seq <= self.base_seq:
-                stale.append(rel)  # in the base already (the run that wrote the base stopped before removing it)
-            else:
-                by_seq.setdefault(seq, []).append(rel)
+        by_seq, stale = candidates(self._list(SEGMENTS), self.base_seq)
         broken = False
-        for seq in sorted(by_seq):
-            # the newest run's first (run ids start with the time the lease was taken): a zombie's segment
-            # written after the takeover never continues the chain the new run follows
-            candidates = sorted(by_seq[seq], reverse=True)
+        for seq, names in by_seq.items():
             chosen = None
             if not broken and seq == self.seq + 1:
-                for rel in candidates:
-                    if self._apply(rel, seq):
-                        chosen = rel
-                        break
-            stale += [rel for rel in candidates if rel != chosen]
+                chosen = next((rel for rel in names if self._apply(rel, seq)), None)
+            stale += [rel for rel in names if rel != chosen]
             broken = broken or chosen is None
         if stale:
             log.info("output %s: removing %d segment(s) that do not continue the committed record",
@@ -405,18 +297,15 @@ class RemoteFolder:
 
     def _apply(self, rel: str, seq: int) -> bool:
         """Write the segment's pieces into the staging files when it continues them exactly; else False."""
+        def part_size(name: str) -> int | None:
+            path = self.staging / name
+            return path.stat().st_size if path.exists() else None
+
+        ends = {name: self.sent.get(name, 0) for name in self._appended}
         try:
             header, pieces = decode_segment(self._get(rel) or b"")
-            if header.get("seq") != seq or header.get("prev") != [self.seq, self.prev_run]:
+            if not continues(header, pieces, seq, [self.seq, self.prev_run], ends, part_size):
                 return False
-            for name, offset, data in pieces:
-                if name in self._appended:
-                    if offset != self.sent.get(name, 0):
-                        return False
-                elif not _PART_NAME.match(name) or offset != 0:
-                    return False
-                elif (self.staging / name).exists() and (self.staging / name).stat().st_size != len(data):
-                    return False
         except (ValueError, KeyError, TypeError):
             return False
         for name, offset, data in pieces:
@@ -441,6 +330,7 @@ class RemoteFolder:
         """Queue a segment of what the staging files gained since the last one (at most about once a
         second, or when :data:`SHIP_BYTES` are pending; ``force``: now)."""
         self._raise_upload_error()
+        self._still_ours()
         now = time.monotonic()
         if not force and now - self._last_ship < SHIP_INTERVAL_S and self._pending_bytes() < SHIP_BYTES:
             return
@@ -482,7 +372,7 @@ class RemoteFolder:
         journal_bytes = _read(self.staging / JOURNAL, self.sent[JOURNAL], journal_size)
         journal_bytes = journal_bytes[: journal_bytes.rfind(b"\n") + 1]  # whole lines only
         if self.row_name and self.append and journal_bytes:
-            end = _last_end(journal_bytes)
+            end = last_end(journal_bytes)
             start = self.sent.get(self.row_name, 0)
             if end > start:
                 add(self.row_name, start, _read(self.staging / self.row_name, start, end))
@@ -498,6 +388,13 @@ class RemoteFolder:
         self.sent[JOURNAL] += len(journal_bytes)
         return pieces, data
 
+    def _still_ours(self) -> None:
+        """:class:`OutputError` once the lease is lost (another run took the folder over): from then on
+        this run commits nothing to the store, so the new holder's record stays its own."""
+        if self.lease is not None and self.lease.lost:
+            raise OutputError(f"output {redact_url(self.url)}: this run stopped: {self.lease.lost_reason}",
+                              hint="the rows it committed before are in the folder; the other run continues it")
+
     def _raise_upload_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
@@ -512,6 +409,7 @@ class RemoteFolder:
             if task == "stop":
                 return
             try:
+                self._still_ours()  # a run that lost its lease writes nothing more to the folder
                 if task is not None:
                     self._put(*task)
                     self._upload_changed(user_files=True)
@@ -527,10 +425,6 @@ class RemoteFolder:
 
     def _periodic(self) -> None:
         now = time.monotonic()
-        if now - self._last_renew >= lease_expiry() / 3:
-            self._last_renew = now
-            self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
-            self.objects_written += 1
         if now - self._last_logs >= LOG_INTERVAL_S:
             self._last_logs = now
             self._upload_changed(logs=True)
@@ -586,7 +480,8 @@ class RemoteFolder:
         segments they include removed; then summary, logs, state and the script's files."""
         self.drain()
         # still ours? a run whose lease was taken over must not replace the new holder's base
-        self._call(lambda: self.lease.renew(_status(self.staging / STATUS)), "renewing the lease of")
+        self.lease.renew()
+        self._still_ours()
         files: dict[str, int] = {}
         if self.row_name and (self.staging / self.row_name).is_file():
             self._put_file(self.row_name)  # fsspec's put_file: multipart where the store has it
@@ -602,7 +497,7 @@ class RemoteFolder:
             self._put(BASE, json.dumps({"format": 1, "seq": self.seq, "run": self.prev_run, "files": files,
                                         "pack": pack is not None}).encode())
             self._delete([rel for rel in self._list(SEGMENTS)
-                          if (m := _SEGMENT_NAME.match(rel.rsplit("/", 1)[-1])) and int(m[1]) <= self.seq])
+                          if (seq := segment_seq(rel)) is not None and seq <= self.seq])
         self.upload_state()
 
     def _pack(self) -> bytes | None:
@@ -686,16 +581,3 @@ def _read(path: Path, start: int, end: int) -> bytes:
         f.seek(start)
         return f.read(end - start)
 
-
-def _last_end(journal_bytes: bytes) -> int:
-    """The row file's length after the last of these journal lines."""
-    last = journal_bytes.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    return int(json.loads(last)["end"])
-
-
-def _status(path: Path) -> dict[str, Any] | None:
-    try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None

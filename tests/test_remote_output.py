@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
-from batchinfer.remote_output import JOURNAL, SEGMENTS, decode_segment, encode_segment, segment_name
+from batchinfer.segments import JOURNAL, SEGMENTS, decode_segment, encode_segment, segment_name
 from tests.conftest import MARKER, SCRIPTS, assert_one_line_error
-
-FAST_LEASE = {"BATCHINFER_LEASE_EXPIRY_S": "3"}  # a killed run's lease is taken over after 3s, not 30s
 
 
 class Folder:
     """The output folder on a store (or file://), read back through fsspec as another machine would."""
 
-    def __init__(self, url: str, fs: Any, root: str, storage_options: dict[str, Any]) -> None:
+    def __init__(self, url: str, fs: Any, root: str, storage_options: dict[str, Any],
+                 env: dict[str, str] | None = None) -> None:
         self.url, self.fs, self.root, self.storage_options = url, fs, root, storage_options
+        self.env = env or {}  # the SDK's environment variables: credentials for `batchinfer status URL`
 
     def read(self, rel: str) -> bytes:
         self.fs.invalidate_cache()
@@ -68,7 +68,7 @@ class Folder:
 def folder(store):
     """A fresh folder in a fresh bucket of each store."""
     bucket = store.new_bucket()
-    return Folder(store.url(bucket, "out"), store.fs(), f"{bucket}/out", store.storage_options)
+    return Folder(store.url(bucket, "out"), store.fs(), f"{bucket}/out", store.storage_options, store.env)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def run_in(batchinfer, tmp_path: Path, where: str, *args: str, env: dict[str, st
     """Run from the working directory ``where`` with its own TMPDIR (so a run's staging folder is seen)."""
     cwd = tmp_path / where
     (cwd / "tmp").mkdir(parents=True, exist_ok=True)
-    return batchinfer(*args, cwd=cwd, env={"TMPDIR": str(cwd / "tmp"), **FAST_LEASE, **(env or {})})
+    return batchinfer(*args, cwd=cwd, env={"TMPDIR": str(cwd / "tmp"), **(env or {})})
 
 
 def no_staging_left(tmp_path: Path, where: str) -> bool:
@@ -149,7 +149,7 @@ def test_file_url_is_a_remote_folder_too(tmp_path, file_folder, batchinfer):
 
 def _start(spec: Path, cwd: Path, run_marker: str) -> subprocess.Popen:
     (cwd / "tmp").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, MARKER: run_marker, "TMPDIR": str(cwd / "tmp"), **FAST_LEASE}
+    env = {**os.environ, MARKER: run_marker, "TMPDIR": str(cwd / "tmp")}
     return subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(spec), "--quiet"], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -407,3 +407,105 @@ def test_a_folder_holding_other_objects_is_refused_before_anything_runs(tmp_path
     run = run_in(batchinfer, tmp_path, "a", "run", str(spec))
     assert_one_line_error(run, folder.url, "is not empty", "results.csv")
     assert folder.read("results.csv") == b"someone else's\n" and not folder.exists(".batchinfer/lease.json")
+
+
+# ---------------------------------------------------------------- the lease (batchinfer.lease) of a real run
+
+
+def _held_run(tmp_path: Path, folder: Folder, run_marker: str, n: int = 6) -> tuple[subprocess.Popen, Path]:
+    """A real run of 2n files, held with its n f* files committed in the store and its h* ones at the gate."""
+    names = [f"f{i:03d}.txt" for i in range(n)] + [f"h{i:03d}.txt" for i in range(n)]
+    data = files(tmp_path / "data", names)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, folder, "gated_echo.py", data, arguments=["--gate", str(gate), "--held", "h"])
+    proc = _start(spec, tmp_path / "first", run_marker)
+    _wait_for_committed(folder, n, proc)
+    return proc, spec
+
+
+def _let_go(proc: subprocess.Popen, tmp_path: Path) -> str:
+    """Open the gate; the run's stderr once it ended (it must have succeeded)."""
+    (tmp_path / "gate").touch()
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    return stderr
+
+
+def test_status_from_another_directory_shows_a_held_remote_run_running_with_its_progress(
+        tmp_path, folder, batchinfer, run_marker):
+    proc, _ = _held_run(tmp_path, folder, run_marker)
+    elsewhere = tmp_path / "another-machine"
+    elsewhere.mkdir()
+    deadline = time.monotonic() + 300  # a safety net only: the lease carries the status from its next renewal
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, "the status never showed the progress"
+        run = batchinfer("status", folder.url, "--json", cwd=elsewhere, env=folder.env)
+        assert run.code == 0, run.stderr
+        doc = json.loads(run.stdout)
+        if doc.get("mini_batches_done") == 6:
+            break
+        time.sleep(0.2)
+    assert doc["state"] == "running" and doc["pid"] == proc.pid and doc["items_done"] == 6
+    assert doc["job"] == "remote" and doc["workers"] == 2 and doc["lease"]["pid"] == proc.pid
+    line = batchinfer("status", folder.url, cwd=elsewhere, env=folder.env)
+    assert line.code == 0, line.stderr
+    assert line.stdout.startswith(f"remote: running (pid {proc.pid} on ") and ": 6/" in line.stdout, line.stdout
+    _let_go(proc, tmp_path)
+    done = batchinfer("status", folder.url, cwd=elsewhere, env=folder.env)
+    assert done.stdout.startswith("remote: succeeded: 12/12 items succeeded"), done.stdout
+
+
+def test_a_second_run_of_a_held_remote_folder_is_one_line_naming_the_holder(tmp_path, folder, batchinfer,
+                                                                            run_marker):
+    proc, spec = _held_run(tmp_path, folder, run_marker)
+    segments = folder.segments()
+    second = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert_one_line_error(second, folder.url, "in use by another batchinfer run", f"pid {proc.pid} on ")
+    assert no_staging_left(tmp_path, "second") and folder.segments() == segments
+    _let_go(proc, tmp_path)  # the first run was not disturbed
+    assert sorted(folder.rows()) == sorted([f"f{i:03d}.txt {i}" for i in range(6)] +
+                                           [f"h{i:03d}.txt {i + 6}" for i in range(6)])
+    assert not folder.exists(".batchinfer/lease.json")
+
+
+def _lease_doc(host: str, renewed_s_ago: float) -> bytes:
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    return json.dumps({
+        "format": 1, "run_id": "cd" * 16, "pid": 4242, "host": host,
+        "started_at": (now - timedelta(seconds=renewed_s_ago + 60)).isoformat(),
+        "renewed_at": (now - timedelta(seconds=renewed_s_ago)).isoformat(),
+        "ttl_s": 30.0, "command": "batchinfer run job.yaml", "pid_space": None, "status": None,
+    }).encode()
+
+
+@pytest.mark.parametrize(("renewed_s_ago", "taken"), [(3, False), (300, True)])
+def test_a_lease_left_by_a_run_on_another_machine_is_taken_over_only_once_expired(
+        tmp_path, folder, batchinfer, renewed_s_ago, taken):
+    data = files(tmp_path / "data", [f"f{i:03d}.txt" for i in range(4)])
+    spec = write_spec(tmp_path, folder, "echo_names.py", data)
+    folder.put(".batchinfer/lease.json", _lease_doc("another-machine.example", renewed_s_ago))
+    run = run_in(batchinfer, tmp_path, "a", "run", str(spec))
+    if taken:
+        assert run.code == 0, run.stderr
+        assert sorted(folder.rows()) == sorted(f"f{i:03d}.txt {i}" for i in range(4))
+        assert not folder.exists(".batchinfer/lease.json")
+    else:
+        assert_one_line_error(run, folder.url, "pid 4242 on another-machine.example")
+        assert not folder.exists("summary.json") and folder.segments() == []
+        assert json.loads(folder.read(".batchinfer/lease.json"))["run_id"] == "cd" * 16
+
+
+def test_a_run_whose_lease_was_taken_over_stops_and_commits_nothing_more(tmp_path, folder, run_marker):
+    proc, _ = _held_run(tmp_path, folder, run_marker)
+    segments = folder.segments()
+    # another run took the folder over (as after this one stalled past the lease's TTL)
+    folder.put(".batchinfer/lease.json", _lease_doc("another-machine.example", 0))
+    _, stderr = proc.communicate(timeout=300)  # it notices at its next renewal, and stops by itself
+    assert proc.returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and "Traceback" not in stderr, stderr
+    assert folder.url in stderr and "another batchinfer run took over" in stderr and "pid 4242" in stderr, stderr
+    assert folder.segments() == segments and not folder.exists("summary.json")  # nothing after the takeover
+    assert json.loads(folder.read(".batchinfer/lease.json"))["run_id"] == "cd" * 16  # the new holder's, kept
+    assert no_staging_left(tmp_path, "first")
