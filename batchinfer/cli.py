@@ -519,6 +519,9 @@ def _reopen_closed_std_streams() -> set[int]:
 
 def main() -> None:
     """Console-script entry point: every mistake, typer's usage errors too, is one line on stderr."""
+    from batchinfer.executors import own_process
+
+    own_process()  # this process is batchinfer's own: its workers' orphans may be adopted and killed
     CLOSED_STREAMS.update(_reopen_closed_std_streams())
     try:
         code = app(standalone_mode=False)  # typer raises its usage errors instead of printing a usage block

@@ -239,3 +239,19 @@ def test_run_on_an_azure_pipeline_returns_its_steps_or_raises_with_them(python, 
     out = tmp_path / "outputs" / "pipeline"  # the default output folder, where plan() looks too
     rows = (out / "score_files" / "outputs" / "scores" / "scores.txt").read_text().splitlines()
     assert sorted(rows) == [f"n{i}.txt {i}" for i in range(5)]
+
+
+def test_run_inside_another_program_leaves_that_programs_children_alone(python, tmp_path):
+    """batchinfer.run() in a notebook or a scheduler must neither kill the caller's own child processes
+    nor take their exit status (only the batchinfer command adopts and kills its workers' orphans)."""
+    _job_yaml(tmp_path)
+    result = python("""
+        import json, subprocess, batchinfer
+        sleeper = subprocess.Popen(["sleep", "300"])
+        failing = subprocess.Popen(["sh", "-c", "exit 7"])
+        s = batchinfer.run("api_job.yaml", output="out")
+        alive = sleeper.poll() is None
+        sleeper.kill()
+        print(json.dumps({"status": s.status, "sleeper_alive": alive, "failing_code": failing.wait()}))
+    """)
+    assert result == {"status": "succeeded", "sleeper_alive": True, "failing_code": 7}

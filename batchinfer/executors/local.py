@@ -53,6 +53,7 @@ from typing import Any
 import psutil
 
 from batchinfer.errors import JobFailedError
+from batchinfer.executors import owns_process
 from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import OUT_OF_MEMORY, TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.worker import worker_main
@@ -86,9 +87,10 @@ _adopting = False  # this process is a child subreaper: its workers' orphaned ch
 def warm_up() -> None:
     """Prepare this process to be a coordinator, and start the fork server now.
 
-    - The coordinator becomes a child subreaper (Linux): a process that a worker's child
-      leaves behind (a double-forked daemon) is re-parented to the coordinator instead of
-      init, so that :meth:`LocalExecutor.kill_all` finds and kills it when the job ends.
+    - The coordinator becomes a child subreaper (Linux), when it is the ``batchinfer`` command
+      (see :func:`batchinfer.executors.own_process`): a process that a worker's child leaves
+      behind (a double-forked daemon) is re-parented to the coordinator instead of init, so that
+      :meth:`LocalExecutor.kill_all` finds and kills it when the job ends.
     - The fork server and the resource tracker are started with stdout and stderr on
       /dev/null: multiprocessing starts them with the coordinator's, and they live as long
       as any process holding their pipes (a worker's grandchild may), which kept a reader
@@ -105,7 +107,7 @@ def warm_up() -> None:
 
     from batchinfer._forkserver import ARM_ENV
 
-    _adopting = _adopting or _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _adopting = _adopting or (owns_process() and _prctl(PR_SET_CHILD_SUBREAPER, 1))
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:  # None when the descriptor was closed
             stream.flush()
