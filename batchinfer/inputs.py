@@ -516,9 +516,8 @@ class InputPlan:
         urls = [(p, i.storage_options, "input") for i in self.spec.inputs for p in i.path]
         for kind, named in (("model", self.spec.models), ("side input", self.spec.side_inputs)):
             for name, location in named.items():  # a path, or a location with its own storage_options
-                path = getattr(location, "path", location)
-                options = getattr(location, "storage_options", None) or self.spec.storage_options_for(path)
-                urls.append((path, options, f"{kind} {name!r}"))
+                urls.append((getattr(location, "path", location), self.spec.location_options(location),
+                             f"{kind} {name!r}"))
         if self.spec.output is not None and self.spec.output.path != "-":
             urls.append((self.spec.output.path, self.spec.output.storage_options, "output"))
         for url, options, role in urls:

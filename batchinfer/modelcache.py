@@ -159,7 +159,7 @@ def resolve(spec: Any) -> list[Remote]:
     for kind in ROLES:
         for name, location in getattr(spec, kind).items():
             if is_url(location.path):
-                remotes.append(_resolve_one(kind, name, location.path, dict(location.storage_options)))
+                remotes.append(_resolve_one(kind, name, location.path, spec.location_options(location)))
     return remotes
 
 
