@@ -627,10 +627,15 @@ class InputPlan:
             self.files_without_rows[found.path] = None
 
 def digest(*parts: FoundFile | str) -> str:
-    """A short hash of listed files (path, size, modification time) and slice labels."""
-    text = "\0".join(p if isinstance(p, str) else f"{p.path}|{p.size}|{p.mtime}" for p in parts)
+    """A short hash of listed files (path, size, modification time) and slice labels. A URL counts
+    redacted (its SAS or presigned signature, its ``user:pass@`` rotate); a local path as it is."""
+    text = "\0".join(p if isinstance(p, str) else f"{_digest_path(p.path)}|{p.size}|{p.mtime}" for p in parts)
     # surrogateescape: a file name that is not UTF-8 hashes as its bytes
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def _digest_path(path: str) -> str:
+    return redact_url(path) if "://" in path else path
 
 
 def _with_path(table: TableSlice, path: str) -> TableSlice:

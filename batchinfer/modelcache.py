@@ -82,8 +82,9 @@ class Remote:
 
     @property
     def key(self) -> str:
-        """The cache entry's name: the URL and its version (storage_options are credentials: not in it)."""
-        return hashlib.sha256(f"{self.url}\n{self.version}".encode()).hexdigest()[:32]
+        """The cache entry's name: the URL (redacted: a SAS or presigned signature, a ``user:pass@`` rotate)
+        and its version (storage_options are credentials: not in it)."""
+        return hashlib.sha256(f"{redact_url(self.url)}\n{self.version}".encode()).hexdigest()[:32]
 
     @property
     def local_name(self) -> str:

@@ -249,3 +249,46 @@ def test_capture_processes_die_with_a_sigkilled_coordinator(tmp_path, text_files
     proc.stdout.close()
     proc.stderr.close()
     assert all_gone(workers + captures) == []
+
+
+def _rotating_keys(case: str, url: str, credential: str, data: Path) -> dict:
+    """The job keys of one case of ``test_a_credential_in_a_url_rotates_without_changing_the_job``."""
+    host = url.partition("://")[2]
+    local = {"inputs": [{"path": str(data)}]}
+    return {
+        "input ?sig=": {"inputs": [{"path": f"{url}/a.txt?sv=2022-11-02&sig={credential}"}]},
+        "input ?X-Amz-Signature=": {"inputs": [{"path": f"{url}/a.txt?X-Amz-Date=1&X-Amz-Signature={credential}"}]},
+        "input user:pass@": {"inputs": [{"path": f"http://reader:{credential}@{host}/a.txt"}]},
+        "model ?token=": {**local, "models": {"clf": f"{url}/clf.bin?token={credential}"}},
+        "side input ?sig=": {**local, "side_inputs": {"lookup": f"{url}/clf.bin?sp=r&sig={credential}"}},
+        "model user:pass@": {**local, "models": {"clf": f"http://reader:{credential}@{host}/clf.bin"}},
+        "argument ${TOKEN}": {**local, "arguments": ["--token", "${ROTATING_TOKEN}"]},
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["input ?sig=", "input ?X-Amz-Signature=", "input user:pass@", "model ?token=",
+                                  "side input ?sig=", "model user:pass@", "argument ${TOKEN}"])
+def test_a_credential_in_a_url_rotates_without_changing_the_job(case, http_files, batchinfer, tmp_path, text_files):
+    """A SAS or presigned signature, a ``user:pass@``, or an argument expanding a credential: the job's
+    identity (fingerprint, mini-batch digests) and a model's cache entry use it masked, so a rotated one
+    is the same finished job, and the same cache entry, not 'holds a different job' and a new download."""
+    (http_files.root / "a.txt").write_text("remote\n")
+    (http_files.root / "clf.bin").write_text("weights")
+    data = text_files(2)
+    env = {"BATCHINFER_CACHE_DIR": str(tmp_path / "cache"), **no_proxy_env()}
+
+    def run_with(credential: str, output: Path):
+        keys = _rotating_keys(case, http_files.url, credential, data)
+        spec = _spec(tmp_path, "echo_names.py", mini_batch_size=1, **keys)
+        return batchinfer("run", str(spec), "--output", str(output), output=output,
+                          env={**env, "ROTATING_TOKEN": credential})
+
+    first = run_with("OLDSIGVALUE0123", tmp_path / "out")
+    assert first.code == 0, first.stderr
+    second = run_with("ROTATEDSIGVALUE4567", tmp_path / "out")
+    assert second.code == 0, second.stderr
+    assert "reused the finished job" in second.stderr
+    if case.startswith(("model", "side input")):  # a fresh output folder: the model's copy in the cache
+        third = run_with("THIRDSIGVALUE89AB", tmp_path / "out3")
+        assert third.code == 0, third.stderr
+        assert "reused from the cache" in third.log("job.log") and "downloaded (" not in third.log("job.log")
