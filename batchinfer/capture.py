@@ -15,7 +15,9 @@ still write into the same pipe, and the capture process ends when the last of th
 
 Masking works on whole lines: bytes are kept until a newline, so a secret split across two
 writes is still found. A partial line is written after :data:`IDLE_FLUSH_S` without new data
-(a progress bar without newline still shows up), or when it grows past :data:`MAX_LINE`.
+(a progress bar without newline still shows up), or when it grows past :data:`MAX_LINE`; an idle
+flush holds back a tail that could be the start of a secret (until more data, or the end), so a
+secret written in two parts with a long pause between them is still masked.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def redirect_output(log_path: Path, level: str, secret_values: Iterable[str] = (
     sys.stderr.flush()
     pattern = _pattern(secrets)
     if pattern is not None:
-        fd = _start_capture(fd, pattern)
+        fd = _start_capture(fd, pattern, _encoded(secrets))
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
@@ -73,15 +75,20 @@ def redirect_output(log_path: Path, level: str, secret_values: Iterable[str] = (
 
 
 def _pattern(secrets: tuple[str, ...]) -> re.Pattern[bytes] | None:
-    """One regex of the secrets' UTF-8 bytes, longest first (a secret inside another is masked whole)."""
-    from batchinfer.redact import MIN_SECRET_LENGTH
+    """One regex of the secrets' UTF-8 bytes (see :func:`batchinfer.redact.secrets_pattern`)."""
+    from batchinfer.redact import secrets_pattern
 
-    values = sorted({s.encode("utf-8", "surrogateescape") for s in secrets if len(s) >= MIN_SECRET_LENGTH},
-                    key=len, reverse=True)
-    return re.compile(b"|".join(re.escape(v) for v in values)) if values else None
+    return secrets_pattern(secrets, as_bytes=True)
 
 
-def _start_capture(log_fd: int, pattern: re.Pattern[bytes]) -> int:
+def _encoded(secrets: Iterable[str]) -> tuple[bytes, ...]:
+    """The maskable secrets as bytes: what an idle flush must not cut in two."""
+    from batchinfer.redact import maskable
+
+    return tuple(sorted({s.encode("utf-8", "surrogateescape") for s in secrets if maskable(s)}))
+
+
+def _start_capture(log_fd: int, pattern: re.Pattern[bytes], secrets: tuple[bytes, ...] = ()) -> int:
     """Fork the capture process copying a new pipe into ``log_fd``; return the pipe's write end."""
     global _capture_pid
     read_end, write_end = os.pipe()
@@ -91,7 +98,7 @@ def _start_capture(log_fd: int, pattern: re.Pattern[bytes]) -> int:
         try:
             os.close(write_end)
             _detach(keep=(read_end, log_fd))
-            copy(read_end, log_fd, pattern)
+            copy(read_end, log_fd, pattern, secrets)
         except BaseException:  # noqa: BLE001 - nothing to report to: the log is what failed
             status = 1
         finally:
@@ -125,28 +132,45 @@ def _detach(keep: tuple[int, ...]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def copy(source: int, target: int, pattern: re.Pattern[bytes]) -> None:
-    """Copy ``source`` to ``target`` until EOF, masking ``pattern`` line by line (see the module's docstring)."""
+def copy(source: int, target: int, pattern: re.Pattern[bytes], secrets: Iterable[bytes] = ()) -> None:
+    """Copy ``source`` to ``target`` until EOF, masking ``pattern`` line by line (see the module's
+    docstring); an idle flush keeps back a tail that starts one of ``secrets``."""
+    secrets = tuple(secrets)
+    mask = MASK.encode()
     pending = b""
+    held = False  # pending is only a held-back tail: wait for more data (or EOF), however long
     poller = select.poll()
     poller.register(source, select.POLLIN | select.POLLHUP)
     while True:
-        if pending and not poller.poll(IDLE_FLUSH_S * 1000):
-            _write(target, pattern.sub(MASK.encode(), pending))  # idle: the partial line as it is
-            pending = b""
+        if pending and not held and not poller.poll(IDLE_FLUSH_S * 1000):
+            cut = len(pending) - _secret_start(pending, secrets)
+            _write(target, pattern.sub(mask, pending[:cut]))  # idle: the partial line as it is
+            pending = pending[cut:]
+            held = bool(pending)
             continue
         chunk = os.read(source, READ_SIZE)
         if not chunk:
             break
+        held = False
         pending += chunk
         end = pending.rfind(b"\n") + 1
         if end == 0 and len(pending) > MAX_LINE:
             end = len(pending)
         if end:
-            _write(target, pattern.sub(MASK.encode(), pending[:end]))
+            _write(target, pattern.sub(mask, pending[:end]))
             pending = pending[end:]
     if pending:
-        _write(target, pattern.sub(MASK.encode(), pending))
+        _write(target, pattern.sub(mask, pending))
+
+
+def _secret_start(data: bytes, secrets: tuple[bytes, ...]) -> int:
+    """The length of the longest tail of ``data`` that is the start (not the whole) of one of ``secrets``."""
+    longest = max((len(s) for s in secrets), default=0)
+    for size in range(min(len(data), longest - 1), 0, -1):
+        tail = data[-size:]
+        if any(s.startswith(tail) and len(s) > size for s in secrets):
+            return size
+    return 0
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -76,10 +76,6 @@ class Fetch:
         """Whether anything is downloaded for this mini-batch."""
         return self.folder is not None
 
-    def done(self) -> bool:
-        """Whether every transfer has ended (succeeded or not)."""
-        return all(f.done() for f in self._futures.values())
-
     def paths(self) -> list[str]:
         """The local paths, in the mini-batch's order, once every file is here; the first
         failure (in the mini-batch's order) is raised, and the other transfers are cancelled."""

@@ -516,9 +516,8 @@ class InputPlan:
         urls = [(p, i.storage_options, "input") for i in self.spec.inputs for p in i.path]
         for kind, named in (("model", self.spec.models), ("side input", self.spec.side_inputs)):
             for name, location in named.items():  # a path, or a location with its own storage_options
-                path = getattr(location, "path", location)
-                options = getattr(location, "storage_options", None) or self.spec.storage_options_for(path)
-                urls.append((path, options, f"{kind} {name!r}"))
+                urls.append((getattr(location, "path", location), self.spec.location_options(location),
+                             f"{kind} {name!r}"))
         if self.spec.output is not None and self.spec.output.path != "-":
             urls.append((self.spec.output.path, self.spec.output.storage_options, "output"))
         for url, options, role in urls:
@@ -628,10 +627,15 @@ class InputPlan:
             self.files_without_rows[found.path] = None
 
 def digest(*parts: FoundFile | str) -> str:
-    """A short hash of listed files (path, size, modification time) and slice labels."""
-    text = "\0".join(p if isinstance(p, str) else f"{p.path}|{p.size}|{p.mtime}" for p in parts)
+    """A short hash of listed files (path, size, modification time) and slice labels. A URL counts
+    redacted (its SAS or presigned signature, its ``user:pass@`` rotate); a local path as it is."""
+    text = "\0".join(p if isinstance(p, str) else f"{_digest_path(p.path)}|{p.size}|{p.mtime}" for p in parts)
     # surrogateescape: a file name that is not UTF-8 hashes as its bytes
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def _digest_path(path: str) -> str:
+    return redact_url(path) if "://" in path else path
 
 
 def _with_path(table: TableSlice, path: str) -> TableSlice:

@@ -15,7 +15,7 @@ The cache (``$BATCHINFER_CACHE_DIR``, else ``$XDG_CACHE_HOME/batchinfer``, else 
 
 Safe with several runs at once, with no timing involved:
 
-- An entry is filled in ``tmp/`` (many files at once, each through :func:`batchinfer.retry.retrying`)
+- An entry is filled in ``tmp/`` (many files at once, each through :func:`batchinfer.storage.call`)
   and renamed into ``entries/`` whole: a rename is atomic, and fails if the entry exists, so of two
   runs filling one entry, the first rename wins and the other discards its copy and uses the winner's.
 - A run holds a shared ``flock`` on the ``meta.json`` of every entry it uses (from before the
@@ -44,7 +44,6 @@ from typing import Any
 
 from batchinfer.errors import StorageError, UsageError
 from batchinfer.redact import redact_url
-from batchinfer.retry import StorageUnavailable, retrying
 
 log = logging.getLogger("batchinfer")
 
@@ -82,8 +81,9 @@ class Remote:
 
     @property
     def key(self) -> str:
-        """The cache entry's name: the URL and its version (storage_options are credentials: not in it)."""
-        return hashlib.sha256(f"{self.url}\n{self.version}".encode()).hexdigest()[:32]
+        """The cache entry's name: the URL (redacted: a SAS or presigned signature, a ``user:pass@`` rotate)
+        and its version (storage_options are credentials: not in it)."""
+        return hashlib.sha256(f"{redact_url(self.url)}\n{self.version}".encode()).hexdigest()[:32]
 
     @property
     def local_name(self) -> str:
@@ -103,34 +103,17 @@ def _info_version(info: dict[str, Any]) -> str:
     return f"size:{size}"
 
 
-def _store_call(call: Any, what: str, remote_url: str, role: str) -> Any:
-    """``call()`` with transient errors retried; any error left becomes one line naming ``role`` and the URL."""
-    try:
-        return retrying(call, what)
-    except StorageError:
-        raise
-    except StorageUnavailable as exc:
-        raise StorageError(f"{role} {redact_url(remote_url)}: {exc}", hint="try again later") from None
-    except FileNotFoundError:
-        raise StorageError(f"{role} {redact_url(remote_url)} does not exist",
-                           hint="check the URL (its bucket or container, and its path)") from None
-    except Exception as exc:  # noqa: BLE001 - refused credentials, bad requests: the SDKs' own types
-        from batchinfer.storage import store_error
-
-        raise store_error(exc, remote_url, role) from None
-
-
 def _resolve_one(kind: str, name: str, url: str, storage_options: dict[str, Any]) -> Remote:
-    from batchinfer.storage import filesystem
+    from batchinfer.storage import call, filesystem
 
     role = f"{ROLES[kind]} {name!r}"
     fs, path = filesystem(url, storage_options)
     fs.invalidate_cache(path)  # fsspec keeps filesystems (and their listings) per process
-    info = _store_call(lambda: fs.info(path), f"reading {redact_url(url)}", url, role)
+    info = call(lambda: fs.info(path), url, role, "reading")
     if info.get("type") != "directory":
         version = _info_version(info)
         return Remote(kind, name, url, storage_options, version, False, (("", path, int(info.get("size") or 0)),))
-    found = _store_call(lambda: fs.find(path, detail=True), f"listing {redact_url(url)}", url, role)
+    found = call(lambda: fs.find(path, detail=True), url, role, "listing")
     base = path.rstrip("/") + "/"
     files = []
     versions = hashlib.sha256()
@@ -159,7 +142,7 @@ def resolve(spec: Any) -> list[Remote]:
     for kind in ROLES:
         for name, location in getattr(spec, kind).items():
             if is_url(location.path):
-                remotes.append(_resolve_one(kind, name, location.path, dict(location.storage_options)))
+                remotes.append(_resolve_one(kind, name, location.path, spec.location_options(location)))
     return remotes
 
 
@@ -319,7 +302,7 @@ class ModelCache:
     def _download(self, remote: Remote) -> tuple[int | None, bool]:
         """Fill a new entry for ``remote`` in tmp/ and rename it into place; its locked fd, and
         whether ours was the copy kept (False: another run's, finished first; None: it vanished)."""
-        from batchinfer.storage import filesystem
+        from batchinfer.storage import call, filesystem
 
         work = self.tmp_dir / uuid.uuid4().hex
         work.mkdir(mode=0o700)
@@ -335,7 +318,8 @@ class ModelCache:
             def get(job: tuple[Path, str, int]) -> None:
                 local, path, size = job
                 shown = redact_url(remote.url) + (f" ({path})" if remote.folder else "")
-                _store_call(lambda: fs.get_file(path, str(local)), f"downloading {shown}", remote.url, remote.role)
+                call(lambda: fs.get_file(path, str(local)), remote.url, remote.role,
+                     "downloading" + (f" {path} of" if remote.folder else ""))
                 if os.path.getsize(local) != size:
                     raise StorageError(f"{remote.role} {shown} changed while it was downloaded",
                                        hint="run the job again once it no longer changes")

@@ -117,8 +117,7 @@ def read_remote_status(url: str, storage_options: dict[str, Any] | None = None) 
     """
     from batchinfer.lease import read_lease
     from batchinfer.redact import redact_url
-    from batchinfer.retry import retrying
-    from batchinfer.storage import filesystem, store_error
+    from batchinfer.storage import call, filesystem, store_error
 
     fs, root = filesystem(url, storage_options)
     root = root.rstrip("/")
@@ -130,7 +129,7 @@ def read_remote_status(url: str, storage_options: dict[str, Any] | None = None) 
                 return fs.cat_file(f"{root}/{name}")
             except FileNotFoundError:
                 return None
-        return retrying(cat, f"reading {shown_url}/{name}")
+        return call(cat, f"{url.rstrip('/')}/{name}", "output", "reading")
 
     try:
         seen = read_lease(fs, root, url)

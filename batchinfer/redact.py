@@ -21,6 +21,15 @@ the journal, job.log, summary.json, the one-line errors on stderr) passes throug
   appears, URL or not. The coordinator registers them from the spec and its environment, the
   workers from ``WorkerConfig.secret_values``.
 
+Which values are masked, and where: a value of :data:`MIN_SECRET_LENGTH` (6) characters or more
+wherever it appears; a shorter one of at least :data:`MIN_TOKEN_SECRET_LENGTH` (4) only where it
+stands as a whole token (between the start or end of the text, white space, quotes, ``=``, ``:``,
+``,``, ``;``, ``&``), so a 4-character password is masked in ``PASSWORD=ab12`` but ``ab12`` inside a
+longer word stays. Never masked: values of 1 to 3 characters, numbers of fewer than 6 digits, and
+words that name a mode rather than hold a credential (``true``, ``false``, ``null``, ``none``, gcsfs's
+``anon``, ``cache``, ``cloud``...): they appear in ordinary text (counts, ports, JSON), which masking
+would garble, and are no credential of a store (keys, tokens and passwords are 16+ characters).
+
 Redaction is idempotent: masking masked text changes nothing.
 """
 
@@ -48,10 +57,14 @@ _SECRET_ENV_WORDS = {"KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "PWD", "SAS
 _SECRET_ENV_PAIRS = {("CONNECTION", "STRING"), ("ACCESS", "KEY"), ("ACCOUNT", "KEY"), ("CLIENT", "SECRET")}
 # environment variables named like secrets that hold none (a path, a name): their values stay readable
 _NOT_SECRET_ENV = {"PWD", "OLDPWD"}
-# a registered value shorter than this is not masked: a 1-5 character "secret" ('true', '1', 'us')
-# also appears in ordinary text (numbers, words, paths), which masking would garble, and is no
-# real credential (access keys, tokens and passwords of stores are 16+ characters)
+# a registered value this long is masked wherever it appears; a shorter one (from
+# MIN_TOKEN_SECRET_LENGTH) only as a whole token; shorter still, never (see the module's docstring)
 MIN_SECRET_LENGTH = 6
+MIN_TOKEN_SECRET_LENGTH = 4
+# values of credential keys that are modes, not secrets (gcsfs's token=, flags): never masked when short
+_ORDINARY_VALUES = {"true", "false", "null", "none", "anon", "cache", "cloud", "local"}
+# what delimits a whole token for a short secret
+_TOKEN_EDGE = r"""\s'"=:,;&"""
 _secrets: set[str] = set()
 _secrets_pattern: re.Pattern | None = None
 # a URL in free text: a scheme, then everything up to white space or a quote
@@ -104,23 +117,48 @@ def secret_values(storage_options: Iterable[Mapping[str, Any]] = (), environment
         found.update(value for name, value in environment.items() if is_secret_env_name(name))
     # a connection string's own secrets, which a script may print alone (AZURE_STORAGE_KEY...)
     found.update(m.group(2) for text in list(found) for m in _CONNECTION_SECRET.finditer(text))
-    return tuple(sorted(v for v in found if len(v) >= MIN_SECRET_LENGTH))
+    return tuple(sorted(v for v in found if maskable(v)))
+
+
+def maskable(value: str) -> bool:
+    """Whether ``value`` is masked at all (see the module's docstring: long enough, not a short number
+    or an ordinary word)."""
+    if len(value) >= MIN_SECRET_LENGTH:
+        return True
+    return (len(value) >= MIN_TOKEN_SECRET_LENGTH and not value.isdigit()
+            and value.lower() not in _ORDINARY_VALUES)
+
+
+def secrets_pattern(values: Iterable[str], as_bytes: bool = False) -> re.Pattern | None:
+    """One regex finding ``values`` (their UTF-8 bytes with ``as_bytes``): the long ones anywhere,
+    the short ones as whole tokens (see the module's docstring); longest first, so a secret that
+    contains another is masked whole. None when no value is maskable."""
+    chosen = sorted({v for v in values if isinstance(v, str) and maskable(v)}, key=len, reverse=True)
+    if not chosen:
+        return None
+    parts = []
+    for value in chosen:
+        escaped = re.escape(value)
+        if len(value) < MIN_SECRET_LENGTH:
+            escaped = f"(?<![^{_TOKEN_EDGE}]){escaped}(?![^{_TOKEN_EDGE}])"
+        parts.append(escaped)
+    text = "|".join(parts)
+    return re.compile(text.encode("utf-8", "surrogateescape")) if as_bytes else re.compile(text)
 
 
 def register_secrets(values: Iterable[str]) -> None:
-    """Mask ``values`` (those of at least :data:`MIN_SECRET_LENGTH` characters) in everything
-    :func:`redact_text` cleans, in this process, from now on; registering twice is harmless."""
+    """Mask ``values`` (those :func:`maskable`) in everything :func:`redact_text` cleans, in this
+    process, from now on; registering twice is harmless."""
     global _secrets_pattern
-    new = {v for v in values if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH} - _secrets
+    new = {v for v in values if isinstance(v, str) and maskable(v)} - _secrets
     if not new:
         return
     _secrets.update(new)
-    # longest first: a secret that contains another is masked whole
-    _secrets_pattern = re.compile("|".join(re.escape(v) for v in sorted(_secrets, key=len, reverse=True)))
+    _secrets_pattern = secrets_pattern(_secrets)
 
 
 def registered_secrets() -> tuple[str, ...]:
-    """The values :func:`register_secrets` was given (long enough to mask), for a worker's config."""
+    """The values :func:`register_secrets` was given (those maskable), for a worker's config."""
     return tuple(sorted(_secrets))
 
 

@@ -26,7 +26,7 @@ from batchinfer.layout import SUMMARY_FILE
 from batchinfer.lock import OutputLock
 from batchinfer.manifest import Manifest, check_folder, names_for, seal_state
 from batchinfer.output import STATE_DIR
-from batchinfer.redact import MASK, is_secret_env_name
+from batchinfer.redact import MASK, is_secret_env_name, mask_secrets, redact_url
 from batchinfer.ports import FreshPorts
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import (
@@ -90,11 +90,24 @@ def _code_digest(path: str) -> bytes:
         return f"unreadable: {exc.errno}".encode()
 
 
+def _hashed_url(path: str) -> str:
+    """What the fingerprint hashes of a path: a URL redacted (a SAS or presigned query's signature, a
+    ``user:pass@``: credentials that rotate), a local path as it is."""
+    return redact_url(path) if is_url(path) else path
+
+
 def _without_credentials(dump: dict[str, Any]) -> dict[str, Any]:
     """The spec's dump without what rotates (credentials): ``storage_options`` as if empty, the values of
-    environment variables named like credentials as ``***`` (a job without either hashes as it always did)."""
+    environment variables named like credentials as ``***``, the URLs of inputs, models and side inputs
+    redacted (a job without any of them hashes as it always did)."""
     for spec_input in dump.get("inputs", []):
         spec_input["storage_options"] = {}
+        spec_input["path"] = [_hashed_url(p) for p in spec_input.get("path", [])]
+    for key in ("models", "side_inputs"):
+        named = dump.get(key) or {}
+        for name, path in named.items():
+            if isinstance(path, str):
+                named[name] = _hashed_url(path)
     environment = dump.get("environment_variables") or {}
     for name in environment:
         if is_secret_env_name(name):
@@ -115,8 +128,9 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path 
     so running a job from its own folder, or redirecting stderr there, does not change its identity.
     """
     digest = hashlib.sha256()
-    digest.update(json.dumps(_without_credentials(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED)),
-                             sort_keys=True).encode())
+    dump = json.dumps(_without_credentials(spec.model_dump(mode="json", exclude=NOT_FINGERPRINTED)), sort_keys=True)
+    # a credential that other values expand (an argument or environment variable holding ${SECRET}) rotates too
+    digest.update(mask_secrets(dump).encode())
     digest.update(Path(entry.path).read_bytes())
     if data_dir is not None:  # the journal's offsets are those of the row file there
         digest.update(b"data_dir:" + os.fsencode(data_dir))
@@ -137,7 +151,8 @@ def fingerprint(spec: JobSpec, entry: EntryScript, output: Path, data_dir: Path 
             path = location.path
             digest.update(name.encode())
             if is_url(path):
-                digest.update(f"{path}\n{(remote_versions or {})[path]}".encode())  # a KeyError: resolve() not called
+                version = (remote_versions or {})[path]  # a KeyError: resolve() not called
+                digest.update(f"{_hashed_url(path)}\n{version}".encode())
             else:
                 digest.update(_stat_line(path).encode())
     return digest.hexdigest()[:16]

@@ -2,7 +2,8 @@
 
 A store that times out, throttles (429, S3's SlowDown, Azure's ServerBusy) or answers 5xx usually
 answers the next time. :func:`retrying` calls a function again after such an error, with
-exponential backoff and jitter, up to ``tries`` times; any other error (missing object, access
+exponential backoff and jitter, up to ``tries`` times (or, with ``budget_s``, until that much time is
+spent: for long-running writes, such as the remote output's uploads and its lease); any other error (missing object, access
 denied, bad request) is raised at once, since asking again cannot change the answer. What still
 fails after the last try is raised as :class:`StorageUnavailable`: the worker records it as a
 failed try of kind ``storage`` (see protocol.STORAGE), the coordinator as a one-line error.
@@ -49,7 +50,9 @@ class StorageUnavailable(Exception):
         self.last = last
 
 
-def _status(exc: BaseException) -> int | None:
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status ``exc`` itself carries (``status_code``, ``status``, ``code``, botocore's
+    ``response``), or None; the one reader of statuses (``storage.store_error`` walks causes with it)."""
     for name in ("status_code", "status", "code"):
         value = getattr(exc, name, None)
         if isinstance(value, int) and 100 <= value <= 599:
@@ -70,7 +73,7 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
             return False
-        status = _status(current)
+        status = status_of(current)
         if status is not None:
             return status in _TRANSIENT_STATUS
         if type(current).__name__ in _TRANSIENT_TYPES or isinstance(current, (TimeoutError, ConnectionError)):
@@ -81,23 +84,34 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def retrying(call: Callable[[], T], what: str, tries: int = TRIES, sleep: Callable[[float], None] = time.sleep) -> T:
+def retrying(call: Callable[[], T], what: str, tries: int = TRIES, sleep: Callable[[float], None] = time.sleep,
+             budget_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> T:
     """``call()``, tried again after a transient error (see :func:`is_transient`) with exponential
-    backoff and jitter; after ``tries`` transient failures, :class:`StorageUnavailable`.
+    backoff (capped at :data:`MAX_DELAY_S`) and jitter; after ``tries`` transient failures,
+    :class:`StorageUnavailable`.
+
+    ``budget_s``: for a write that must outlast a store's bad minute (the remote output's uploads,
+    its lease), keep trying past ``tries`` until ``budget_s`` seconds have passed since the first
+    try (measured by ``clock``); the last wait is cut so as not to overrun it. Default: ``tries`` only.
 
     ``what`` names the operation for the log and the error (``"reading s3://bucket/key"``): it must
     already be redacted (see :func:`batchinfer.redact.redact_url`).
     """
-    for attempt in range(1, tries + 1):
+    deadline = None if budget_s is None else clock() + budget_s
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             return call()
         except Exception as exc:
             if not is_transient(exc):
                 raise
-            if attempt == tries:
-                raise StorageUnavailable(what, tries, exc) from exc
-            delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
-            log.warning("%s: %s: %s; trying again in %.1fs (%d/%d)", what, type(exc).__name__, exc, delay,
-                        attempt, tries)
+            left = None if deadline is None else deadline - clock()
+            if attempt >= tries and (left is None or left <= 0):
+                raise StorageUnavailable(what, attempt, exc) from exc
+            delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** min(attempt - 1, 16)) * random.uniform(0.5, 1.5)
+            if left is not None and attempt >= tries:
+                delay = min(delay, left)
+            shown = f"{attempt}/{tries}" if deadline is None else f"{attempt}, for up to {budget_s:.0f}s"
+            log.warning("%s: %s: %s; trying again in %.1fs (%s)", what, type(exc).__name__, exc, delay, shown)
             sleep(delay)
-    raise AssertionError("unreachable")

@@ -491,6 +491,13 @@ class JobSpec(StrictModel):
         chosen = next((o for b, o in same_kind if b == bucket), same_kind[0][1] if same_kind else {})
         return dict(chosen)
 
+    def location_options(self, location: LocationSpec | str) -> dict[str, Any]:
+        """The storage_options a model or side input is reached with: its own when it has some, else
+        :meth:`storage_options_for` its URL (an input's on the same store). The ONE choice the preflight
+        (``inputs.check_stores``), the metadata and download (``modelcache``) and the secrets all use."""
+        own = getattr(location, "storage_options", None)
+        return dict(own) if own else self.storage_options_for(str(getattr(location, "path", location)))
+
     def secret_values(self) -> tuple[str, ...]:
         """The values never to show (see :mod:`batchinfer.redact`): those of credential keys of every
         ``storage_options``, and of environment variables named like credentials, in

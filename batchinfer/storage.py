@@ -8,6 +8,8 @@ same everywhere: one line naming the URL (redacted) and what to do.
   the ``pip install`` to run.
 - :func:`check_reachable` is the preflight: one cheap question to the store (an ``info`` of
   the URL, and of its bucket when the URL names nothing yet), before anything runs.
+- :func:`call` is the one wrapper of a store operation: retried (``retry.retrying``), then whatever
+  still fails becomes one :class:`StorageError` line naming the role and the URL.
 - :func:`store_error` turns an error met while reaching a store into one line: the bucket or
   container does not exist, the credentials are refused, access is denied, or the cause.
 
@@ -21,11 +23,14 @@ adlfs turns a missing container into ``FileNotFoundError`` (cause: azure-core's
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from batchinfer.errors import StorageError
+from batchinfer.errors import BatchInferError, StorageError
 from batchinfer.redact import redact_text, redact_url
-from batchinfer.retry import StorageUnavailable, retrying
+from batchinfer.retry import TRIES, StorageUnavailable, retrying, status_of
+
+T = TypeVar("T")
 
 # fsspec protocol -> (the extra of batchinfer that installs its package, the package)
 EXTRAS = {
@@ -124,24 +129,40 @@ def check_reachable(url: str, storage_options: dict[str, Any] | None, role: str)
     if not is_object_store(url):
         return fs, path
     probe = _before_glob(path)
+    if call(lambda: _info_or_none(fs, probe), url, role, "reaching",
+            explain=lambda exc: _explained(fs, probe, exc)) is not None:
+        return fs, path
+    bucket = probe.split("/", 1)[0]
+    if bucket == probe.rstrip("/") or call(lambda: _info_or_none(fs, bucket), url, role, "reaching") is None:
+        raise _missing_bucket(url, role)
+    return fs, path
+
+
+def call(fn: Callable[[], T], url: str, role: str, doing: str, *, tries: int = TRIES, budget_s: float | None = None,
+         explain: Callable[[BaseException], BaseException] | None = None) -> T:
+    """``fn()``, an operation on ``url`` for ``role`` (``"input"``, ``"model 'net'"``, ``"output"``),
+    through the retry policy (``retry.retrying(tries=, budget_s=)``; the log names it ``"{doing} {url}"``,
+    redacted). What still fails is ONE line: a :class:`BatchInferError` as it is; ``FileNotFoundError``
+    as ``{role} {url} does not exist``; anything else (a store that kept failing, refused credentials, a
+    missing bucket) as :func:`store_error` says, after ``explain(exc)`` if given. An operation for which
+    a missing object is an answer catches ``FileNotFoundError`` itself."""
     shown = redact_url(url)
     try:
-        retrying(lambda: fs.info(probe), f"reaching {shown}")
-        return fs, path
+        return retrying(fn, f"{doing} {shown}", tries=tries, budget_s=budget_s)
+    except BatchInferError:
+        raise
     except FileNotFoundError:
-        pass
-    except Exception as exc:
-        raise store_error(_explained(fs, probe, exc), url, role) from None
-    bucket = probe.split("/", 1)[0]
-    if bucket == probe.rstrip("/"):
-        raise _missing_bucket(url, role)
+        raise StorageError(f"{role} {shown} does not exist",
+                           hint="check the URL (its bucket or container, and its path)") from None
+    except Exception as exc:  # noqa: BLE001 - refused credentials, bad requests: the SDKs' own types
+        raise store_error(explain(exc) if explain else exc, url, role) from None
+
+
+def _info_or_none(fs: Any, path: str) -> dict[str, Any] | None:
     try:
-        retrying(lambda: fs.info(bucket), f"reaching {shown}")
+        return fs.info(path)
     except FileNotFoundError:
-        raise _missing_bucket(url, role) from None
-    except Exception as exc:
-        raise store_error(exc, url, role) from None
-    return fs, path
+        return None
 
 
 def _explained(fs: Any, path: str, exc: BaseException) -> BaseException:
@@ -182,18 +203,12 @@ def _codes(exc: BaseException) -> tuple[set[str], int | None, list[BaseException
     while current is not None and current not in chain:
         chain.append(current)
         response = getattr(current, "response", None)
-        if isinstance(response, dict):  # botocore's ClientError
-            code = response.get("Error", {}).get("Code")
-            if code:
-                codes.add(str(code))
-            status = status or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if isinstance(response, dict) and response.get("Error", {}).get("Code"):  # botocore's ClientError
+            codes.add(str(response["Error"]["Code"]))
         code = getattr(current, "error_code", None) or getattr(current, "reason", None)
         if code is not None:
             codes.add(str(getattr(code, "value", code)))
-        for name in ("status_code", "status", "code"):
-            value = getattr(current, name, None)
-            if isinstance(value, int) and 100 <= value <= 599:
-                status = status or value
+        status = status or status_of(current)
         current = current.__cause__ or current.__context__
     return codes, status, chain
 

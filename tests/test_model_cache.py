@@ -366,3 +366,23 @@ def test_a_model_and_side_input_over_http(tmp_path, http_files, job, text_files)
     again = job("environment.py", "--output", str(tmp_path / "out2"), **keys, spec_env=env)
     assert again.code == 0, again.stderr
     assert again.log("job.log").count("reused from the cache") == 2
+
+
+@pytest.mark.parametrize("kind, name", [("models", "net"), ("side_inputs", "labels")])
+def test_a_location_without_storage_options_uses_its_inputs_store_options_for_the_download_too(
+        tmp_path, store, job, kind, name):
+    """A model or side input on the store of an input, without storage_options of its own and with no
+    SDK environment variables: reached with the input's storage_options by the preflight, the metadata
+    and the download alike (one helper, ``JobSpec.location_options``), never passing one and failing another."""
+    bucket = store.new_bucket()
+    fs = store.fs()
+    for i in range(2):
+        fs.pipe(f"{bucket}/in/f{i}.txt", f"{i}\n".encode())
+    fs.pipe(f"{bucket}/shared/{name}.bin", b"the weights")
+    env = {"BATCHINFER_CACHE_DIR": str(tmp_path / "cache"), **no_proxy_env()}
+    done = job("reads_location.py", spec_env=env, mini_batch_size=1,
+               inputs=[{"path": store.url(bucket, "in"), "storage_options": store.storage_options}],
+               **{kind: {name: store.url(bucket, f"shared/{name}.bin")}})
+    assert done.code == 0, done.stderr
+    assert done.rows() == ["the weights", "the weights"]
+    assert done.log("job.log").count("downloaded (") == 1

@@ -83,3 +83,47 @@ def test_a_permanent_error_is_raised_at_once():
     with pytest.raises(FileNotFoundError):
         retrying(lambda: (_ for _ in ()).throw(FileNotFoundError("k")), "reading", sleep=waits.append)
     assert waits == []
+
+
+class _Clock:
+    """A clock that only the waits move: the budget is tested without time passing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    "budget_s, failures, succeeds, min_tries",
+    [
+        (None, 4, True, 5),      # the default: 5 tries, enough for 4 failures
+        (None, 5, False, 5),     # ... not for 5 (about 3 s of waits)
+        (60.0, 12, True, 13),    # a budget: tries go on past 5 while the budget lasts
+        (60.0, 10_000, False, 14),  # ... then StorageUnavailable, having waited the whole budget, no more
+        (0.0, 4, True, 5),       # a budget never tries fewer times than ``tries``
+    ],
+)
+def test_a_budget_keeps_trying_for_that_long(budget_s, failures, succeeds, min_tries):
+    clock = _Clock()
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) <= failures:
+            raise _Status(503)
+        return "written"
+
+    if succeeds:
+        assert retrying(flaky, "writing s3://b/k", sleep=clock.sleep, budget_s=budget_s, clock=lambda: clock.now) == "written"
+        assert len(calls) == failures + 1
+    else:
+        with pytest.raises(StorageUnavailable, match=r"writing s3://b/k failed \d+ times"):
+            retrying(flaky, "writing s3://b/k", sleep=clock.sleep, budget_s=budget_s, clock=lambda: clock.now)
+        assert len(calls) >= min_tries
+        if budget_s:
+            assert clock.now == pytest.approx(budget_s)  # the whole budget, the last wait cut to fit
+    assert all(wait <= 5.0 * 1.5 for wait in clock.waits)  # capped backoff

@@ -153,7 +153,9 @@ def test_which_environment_variables_are_secrets(name, secret):
          {"AccountName=a;AccountKey=c2VjcmV0LWtleQ==;BlobEndpoint=http://h/a;", "c2VjcmV0LWtleQ=="}),
         ({"account_name": "myaccount", "account_key": "a-long-key", "sas_token": "sv=2024&sig=xyz123"},
          {"a-long-key", "sv=2024&sig=xyz123"}),
-        ({"token": "anon", "project": "my-project"}, set()),  # too short to mask (see MIN_SECRET_LENGTH)
+        ({"token": "anon", "project": "my-project"}, set()),  # a mode of gcsfs, not a credential
+        ({"password": "ab12", "sas_token": "1234", "secret": "xyz"}, {"ab12"}),  # short: masked as a whole token;
+        ({"token": "cache", "key": "true"}, set()),  # a short number, 3 characters, ordinary words: never
         ({"client_secret": "cs-123456", "tenant_id": "tenant-1", "client_id": "client-1"}, {"cs-123456"}),
         ({"credentials": {"private_key": "-----BEGIN KEY-----x", "client_email": "a@b.c"}},
          {"-----BEGIN KEY-----x"}),
@@ -249,3 +251,103 @@ def test_capture_processes_die_with_a_sigkilled_coordinator(tmp_path, text_files
     proc.stdout.close()
     proc.stderr.close()
     assert all_gone(workers + captures) == []
+
+
+def _rotating_keys(case: str, url: str, credential: str, data: Path) -> dict:
+    """The job keys of one case of ``test_a_credential_in_a_url_rotates_without_changing_the_job``."""
+    host = url.partition("://")[2]
+    local = {"inputs": [{"path": str(data)}]}
+    return {
+        "input ?sig=": {"inputs": [{"path": f"{url}/a.txt?sv=2022-11-02&sig={credential}"}]},
+        "input ?X-Amz-Signature=": {"inputs": [{"path": f"{url}/a.txt?X-Amz-Date=1&X-Amz-Signature={credential}"}]},
+        "input user:pass@": {"inputs": [{"path": f"http://reader:{credential}@{host}/a.txt"}]},
+        "model ?token=": {**local, "models": {"clf": f"{url}/clf.bin?token={credential}"}},
+        "side input ?sig=": {**local, "side_inputs": {"lookup": f"{url}/clf.bin?sp=r&sig={credential}"}},
+        "model user:pass@": {**local, "models": {"clf": f"http://reader:{credential}@{host}/clf.bin"}},
+        "argument ${TOKEN}": {**local, "arguments": ["--token", "${ROTATING_TOKEN}"]},
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["input ?sig=", "input ?X-Amz-Signature=", "input user:pass@", "model ?token=",
+                                  "side input ?sig=", "model user:pass@", "argument ${TOKEN}"])
+def test_a_credential_in_a_url_rotates_without_changing_the_job(case, http_files, batchinfer, tmp_path, text_files):
+    """A SAS or presigned signature, a ``user:pass@``, or an argument expanding a credential: the job's
+    identity (fingerprint, mini-batch digests) and a model's cache entry use it masked, so a rotated one
+    is the same finished job, and the same cache entry, not 'holds a different job' and a new download."""
+    (http_files.root / "a.txt").write_text("remote\n")
+    (http_files.root / "clf.bin").write_text("weights")
+    data = text_files(2)
+    env = {"BATCHINFER_CACHE_DIR": str(tmp_path / "cache"), **no_proxy_env()}
+
+    def run_with(credential: str, output: Path):
+        keys = _rotating_keys(case, http_files.url, credential, data)
+        spec = _spec(tmp_path, "echo_names.py", mini_batch_size=1, **keys)
+        return batchinfer("run", str(spec), "--output", str(output), output=output,
+                          env={**env, "ROTATING_TOKEN": credential})
+
+    first = run_with("OLDSIGVALUE0123", tmp_path / "out")
+    assert first.code == 0, first.stderr
+    second = run_with("ROTATEDSIGVALUE4567", tmp_path / "out")
+    assert second.code == 0, second.stderr
+    assert "reused the finished job" in second.stderr
+    if case.startswith(("model", "side input")):  # a fresh output folder: the model's copy in the cache
+        third = run_with("THIRDSIGVALUE89AB", tmp_path / "out3")
+        assert third.code == 0, third.stderr
+        assert "reused from the cache" in third.log("job.log") and "downloaded (" not in third.log("job.log")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("PASSWORD=ab12", "PASSWORD=***"),  # a short secret as a whole token: after '=', at the end
+        ("pw: ab12, next", "pw: ***, next"),
+        ("'ab12' \"ab12\"", "'***' \"***\""),
+        ("u=1&p=ab12&v=2", "u=1&p=***&v=2"),
+        ("ab12;x", "***;x"),
+        ("tab12 ab123 xab12", "tab12 ab123 xab12"),  # inside a longer word: left alone
+        ("path/ab12/file", "path/ab12/file"),  # not a delimiter of the list: left alone
+        ("the s3cr3t-value and xs3cr3t-valuex", "the *** and x***x"),  # a long secret: everywhere
+        ("count 1234 and true", "count 1234 and true"),  # never secrets: a short number, an ordinary word
+    ],
+)
+def test_short_secrets_are_masked_as_whole_tokens(text, expected):
+    pattern = redact.secrets_pattern(("ab12", "s3cr3t-value", "1234", "true", "xyz"))
+    assert pattern.sub(redact.MASK, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("first", "rest", "shown_first", "expected"),
+    [
+        (b"key s3cr3t", b"-value here\n", b"key ", b"key *** here\n"),  # a secret cut by a long pause
+        (b"pw ab", b"12\n", b"pw ", b"pw ***\n"),  # a short one too
+        (b"progress 10%", b" 20%\n", b"progress 10%", b"progress 10% 20%\n"),  # no secret's start: shown at once
+        (b"almost s3cr3t", b"-valu\n", b"almost ", b"almost s3cr3t-valu\n"),  # held, then not a secret after all
+    ],
+)
+def test_an_idle_flush_holds_back_the_start_of_a_secret(first, rest, shown_first, expected):
+    """capture.copy on real pipes: after the idle flush (read back from the log pipe, which blocks until
+    it happens: no sleep), the rest arrives; the secret split across the pause is still masked."""
+    secrets = ("s3cr3t-value", "ab12")
+    source_read, source_write = os.pipe()
+    log_read, log_write = os.pipe()
+    import threading
+
+    copier = threading.Thread(target=capture.copy,
+                              args=(source_read, log_write, capture._pattern(secrets), capture._encoded(secrets)))
+    copier.start()
+    try:
+        os.write(source_write, first)
+        shown = b""
+        while len(shown) < len(shown_first):  # what the idle flush wrote
+            shown += os.read(log_read, 1 << 16)
+        assert shown == shown_first
+        os.write(source_write, rest)
+    finally:
+        os.close(source_write)
+        copier.join()
+    os.close(log_write)
+    while chunk := os.read(log_read, 1 << 16):
+        shown += chunk
+    os.close(log_read)
+    os.close(source_read)
+    assert shown == expected

@@ -199,3 +199,57 @@ def test_file_job_reads_from_gcs(gcs_server, job):
     missing = [{"path": "gs://no-such-bucket-bi/data", "storage_options": gcs_server.storage_options}]
     run = job("echo_names.py", inputs=missing)
     assert_one_line_error(run, "input gs://no-such-bucket-bi/data", "bucket 'no-such-bucket-bi' does not exist")
+
+
+def _fs_of(store, bad_key: bool = False):
+    """A fresh filesystem of ``store`` (with a wrong key on Azurite: refused)."""
+    options = dict(store.storage_options)
+    if bad_key:
+        options["connection_string"] = store.server.connection_string("d3Jvbmcta2V5LWZvci1henVyaXRl")
+    return storage.filesystem(store.url("x"), {**options, "skip_instance_cache": True})[0]
+
+
+@pytest.mark.parametrize(
+    "kind, case, expected",
+    [(kind, case, expected) for kind in ("s3", "azurite") for case, expected in [
+        ("exists", None),
+        ("missing object", "does not exist"),
+        ("missing bucket", "does not exist"),
+        ("store not answering", "the store did not answer"),
+        ("a batchinfer error", "already one line"),
+    ]] + [("azurite", "refused credentials", "refused the credentials")],  # moto's server accepts any key
+)
+def test_store_call_is_one_line_for_every_failure(kind, case, expected, request):
+    """storage.call, the one wrapper of a store operation (model cache, status, preflight): retried, then
+    one StorageError naming the role and the URL (redacted), on the real servers."""
+    from tests.stores import Store
+
+    store = Store(kind, request.getfixturevalue("s3_server" if kind == "s3" else "azurite"))
+    bucket = store.new_bucket()
+    store.fs().pipe(f"{bucket}/m/model.pkl", b"x")
+    url = store.url(bucket, "m/model.pkl")
+    fs = _fs_of(store)
+    if case == "missing object":
+        url = store.url(bucket, "m/other.pkl")
+    elif case == "missing bucket":
+        url = store.url("no-such-bucket-bi", "m/model.pkl")
+    elif case == "refused credentials":
+        fs = _fs_of(store, bad_key=True)
+    path = url.partition("://")[2]
+
+    def fn():
+        if case == "store not answering":
+            raise ConnectionRefusedError("Connection refused")  # what aiohttp/botocore raise, as is_transient sees
+        if case == "a batchinfer error":
+            raise StorageError("already one line")
+        return fs.info(path)
+
+    if expected is None:
+        assert storage.call(fn, url, "model 'net'", "reading")["size"] == 1
+        return
+    with pytest.raises(StorageError) as raised:
+        storage.call(fn, url, "model 'net'", "reading", tries=2)
+    message = raised.value.message
+    assert expected in message and "\n" not in message
+    if case != "a batchinfer error":
+        assert message.startswith(f"model 'net' {url}"), message
