@@ -97,6 +97,7 @@ class RemoteFolder:
         self.staging = Path(tempfile.mkdtemp(prefix="batchinfer-out-"))
         self.run = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + uuid.uuid4().hex[:6]
         self.lease: Any = None
+        self.had_lease = False  # the folder held a lease before this run took it
         self._appended = {JOURNAL, *([row_name] if row_name and append else [])}  # restored from base and segments
         # what the store holds of the append-only files: shipped up to here
         self.sent = {JOURNAL: 0}
@@ -122,6 +123,8 @@ class RemoteFolder:
         folder = cls(url, fs, root, row_name, append)
         try:
             folder._check_bucket()
+            # a lease left behind is proof enough that the folder is batchinfer's (see restore_state)
+            folder.had_lease = folder._exists(f"{STATE_DIR}/lease.json")
             # renewed every few seconds by its own thread, carrying the live status (progress.LeaseStatus)
             folder.lease = Lease.acquire(fs, folder.root, url=url)
         except BaseException:
@@ -185,6 +188,12 @@ class RemoteFolder:
         info = os.stat(self.staging / rel)
         self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
 
+    def _exists(self, rel: str) -> bool:
+        def exists() -> bool:
+            self.fs.invalidate_cache()
+            return bool(self.fs.exists(self._remote(rel)))
+        return self._call(exists, "reading", rel)
+
     def _delete(self, rels: list[str]) -> None:
         for rel in rels:
             def rm(rel: str = rel) -> None:
@@ -203,11 +212,14 @@ class RemoteFolder:
         prefix = self.root + "/"
         return sorted(p[len(prefix):] for p in self._call(find, "listing", rel) if p.startswith(prefix))
 
-    def restore_state(self) -> set[str]:
+    def restore_state(self, restart: bool = False) -> set[str]:
         """Download job.json, manifest.json, summary.json and logs/* into the staging folder; the names restored.
 
-        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json) is refused,
-        as a local one is (see ``manifest.check_folder``): batchinfer writes only where it can tell its files.
+        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json, no segment,
+        no base, no lease) is refused, as a local one is (see ``manifest.check_folder``): batchinfer
+        writes only where it can tell its files. Segments without a job.json (a run killed before
+        this release uploaded job.json at its start) cannot be told to be this job's: refused unless
+        ``restart``.
         """
         restored = set()
         for rel in (*STATE_OBJECTS, *self._list(LOGS_DIR)):
@@ -218,12 +230,24 @@ class RemoteFolder:
                 info = os.stat(self.staging / rel)
                 self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
         if not restored & set(STATE_OBJECTS[:2]):
+            own = [rel for rel in self._list(STATE_DIR) if rel.startswith(SEGMENTS + "/") or rel in (BASE, PACK)]
+            if own and not restart:
+                raise OutputError(
+                    f"output {redact_url(self.url)} holds committed rows ({own[0]!r}) but no {STATE_OBJECTS[0]}, "
+                    "so they cannot be told to be this job's", hint="run again with --restart to start the "
+                    "folder afresh, or choose another folder with --output")
             other = next((rel for rel in self._top() if rel != STATE_DIR), None)
-            if other is not None:
+            if other is not None and not own and not self.had_lease:
                 raise OutputError(
                     f"output {redact_url(self.url)} is not empty (it holds {other!r}) and is not a batchinfer "
                     "output folder", hint="choose a new or empty folder with --output: batchinfer writes only "
                     "where it can tell its files from yours")
+            # batchinfer's, but of a run that never got as far as its job.json: start afresh (its logs are
+            # replaced as this run writes its own; the local check of prepare_output sees an empty folder)
+            for child in self.staging.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self._uploaded.clear()
+            restored = set()
         return restored
 
     def _top(self) -> list[str]:
@@ -255,9 +279,12 @@ class RemoteFolder:
             own = [rel for rel in self._list(STATE_DIR) if rel.startswith((SEGMENTS + "/", PARTS + "/"))]
             rows = [self.row_name] if self.row_name else []
             self._delete(sorted(set(gone) | set(own) | {BASE, PACK, JOURNAL, *rows}))
-            return
-        if not reused:
+        elif not reused:
             self.restore_rows()
+        if not reused:
+            # job.json (the fingerprint) and manifest.json in the store before the first segment can be
+            # queued: a run killed at any later point leaves a folder the next run recognises and checks
+            self._upload_if_changed(STATE_OBJECTS[:2])
 
     def restore_rows(self) -> None:
         """The journal, row file and parts as the store holds them: the base, then the segments that continue it."""
@@ -512,7 +539,10 @@ class RemoteFolder:
     def upload_state(self) -> None:
         """summary.json, logs/*, the script's files, then manifest.json and job.json (changed ones)."""
         self._upload_changed(logs=True, user_files=True)
-        for rel in (SUMMARY_FILE, *STATE_OBJECTS):
+        self._upload_if_changed((SUMMARY_FILE, *STATE_OBJECTS))
+
+    def _upload_if_changed(self, rels: tuple[str, ...]) -> None:
+        for rel in rels:
             if (self.staging / rel).is_file():
                 info = os.stat(self.staging / rel)
                 if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):

@@ -509,3 +509,63 @@ def test_a_run_whose_lease_was_taken_over_stops_and_commits_nothing_more(tmp_pat
     assert folder.segments() == segments and not folder.exists("summary.json")  # nothing after the takeover
     assert json.loads(folder.read(".batchinfer/lease.json"))["run_id"] == "cd" * 16  # the new holder's, kept
     assert no_staging_left(tmp_path, "first")
+
+
+# ---------------------------------------------------------------- a first run killed before it ever finished
+
+
+def _killed_first_run(tmp_path: Path, folder: Folder, run_marker: str) -> tuple[Path, list[str], Path]:
+    """A first run SIGKILLed once the store holds a committed mini-batch, its log files uploaded
+    meanwhile (as the uploader does every 30 s): the folder has never seen a finish()."""
+    names = [f"f{i:03d}.txt" for i in range(4)] + [f"h{i:03d}.txt" for i in range(4)]
+    data = files(tmp_path / "data", names)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, folder, "gated_echo.py", data, arguments=["--gate", str(gate), "--held", "h"])
+    proc = _start(spec, tmp_path / "first", run_marker)
+    _wait_for_committed(folder, 1, proc)
+    proc.kill()
+    proc.communicate()
+    folder.put("logs/job.log", b"the first run's log, uploaded by its 30 s tick\n")
+    gate.touch()
+    return spec, names, gate
+
+
+def test_a_killed_first_run_with_its_logs_uploaded_is_resumed(tmp_path, folder, batchinfer, run_marker):
+    spec, names, _ = _killed_first_run(tmp_path, folder, run_marker)
+    assert folder.exists(".batchinfer/job.json") and folder.exists(".batchinfer/manifest.json")
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 0, again.stderr
+    assert sorted(folder.rows()) == sorted(f"{name} {i}" for i, name in enumerate(names))
+    assert folder.summary()["mini_batches_resumed"] >= 1 and folder.segments() == []
+
+
+def test_a_changed_job_does_not_adopt_the_segments_of_a_killed_first_run(tmp_path, folder, batchinfer,
+                                                                         run_marker):
+    spec, _, gate = _killed_first_run(tmp_path, folder, run_marker)
+    doc = yaml.safe_load(spec.read_text())
+    doc["arguments"] = ["--gate", str(gate), "--held", "h", "--changed"]
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 2 and "Traceback" not in again.stderr, again.stderr
+    error = again.stderr.strip().splitlines()[-1]  # after the warning that the dead run's lease was taken over
+    assert error.startswith("batchinfer: error: ") and "holds a different job" in error and "--restart" in error
+    assert folder.segments() != [] and not folder.exists("summary.json")
+
+
+@pytest.mark.parametrize("left", ["segment", "lease"])
+def test_what_a_run_left_without_job_json_is_told_apart_from_foreign_objects(tmp_path, folder, batchinfer, left):
+    """Segments with no job.json (left by an older release): refused unless --restart; a lease is proof enough
+    that the other objects are batchinfer's."""
+    data = files(tmp_path / "data", [f"f{i:03d}.txt" for i in range(3)])
+    spec = write_spec(tmp_path, folder, "echo_names.py", data)
+    folder.put("logs/job.log", b"an old log\n")
+    if left == "segment":
+        folder.put(segment_name(1, "old"), encode_segment({"seq": 1, "run": "old", "prev": [0, ""], "pieces": []}, []))
+        refused = run_in(batchinfer, tmp_path, "a", "run", str(spec))
+        assert_one_line_error(refused, folder.url, "--restart")
+        run = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--restart")
+    else:
+        folder.put(".batchinfer/lease.json", _lease_doc("elsewhere", 300))
+        run = run_in(batchinfer, tmp_path, "b", "run", str(spec))
+    assert run.code == 0, run.stderr
+    assert sorted(folder.rows()) == sorted(f"f{i:03d}.txt {i}" for i in range(3)) and folder.segments() == []
