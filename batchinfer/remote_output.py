@@ -178,15 +178,30 @@ class RemoteFolder:
         self._call(pipe, "writing", rel)
         self.objects_written += 1
 
-    def _put_file(self, rel: str) -> None:
-        def put() -> None:
+    def _put_file(self, rel: str, vanishing: bool = False) -> None:
+        """Upload the staging file ``rel``. ``vanishing``: the script's own file (or a log), which may be
+        removed while it is uploaded: then it is skipped (only ``.batchinfer/`` files may fail the run)."""
+        src = self.staging / rel
+        try:
+            info = os.stat(src)  # before the upload: a change made meanwhile is uploaded next time
+        except FileNotFoundError:
+            if vanishing:
+                return
+            raise
+
+        def put() -> bool:
             if self.local:
                 self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(str(self.staging / rel), self._remote(rel))
-        self._call(put, "uploading", rel)
-        self.objects_written += 1
-        info = os.stat(self.staging / rel)
-        self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+            try:
+                self.fs.put_file(str(src), self._remote(rel))
+            except FileNotFoundError:
+                if vanishing and not src.exists():
+                    return False
+                raise
+            return True
+        if self._call(put, "uploading", rel):
+            self.objects_written += 1
+            self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
 
     def _exists(self, rel: str) -> bool:
         def exists() -> bool:
@@ -438,8 +453,10 @@ class RemoteFolder:
             try:
                 self._still_ours()  # a run that lost its lease writes nothing more to the folder
                 if task is not None:
-                    self._put(*task)
+                    # the script's files first: the segment commits their mini-batches, so once it is
+                    # in the store their files must be too (a kill in between would lose them for good)
                     self._upload_changed(user_files=True)
+                    self._put(*task)
                 self._periodic()
             except BaseException as exc:  # noqa: BLE001 - raised in the scheduler's thread by ship()
                 self._error = exc
@@ -464,7 +481,7 @@ class RemoteFolder:
             except FileNotFoundError:
                 continue
             if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):
-                self._put_file(rel)
+                self._put_file(rel, vanishing=True)
 
     def _walk(self, logs: bool, user_files: bool) -> list[str]:
         own = {SUMMARY_FILE, SUMMARY_FILE + ".tmp"}

@@ -569,3 +569,52 @@ def test_what_a_run_left_without_job_json_is_told_apart_from_foreign_objects(tmp
         run = run_in(batchinfer, tmp_path, "b", "run", str(spec))
     assert run.code == 0, run.stderr
     assert sorted(folder.rows()) == sorted(f"f{i:03d}.txt {i}" for i in range(3)) and folder.segments() == []
+
+
+# ---------------------------------------------------------------- the script's own files (output_dir())
+
+
+@pytest.fixture
+def opened(file_folder):
+    """A file:// RemoteFolder opened in this process (its lease taken), closed at the end."""
+    from batchinfer.remote_output import RemoteFolder
+
+    folder = RemoteFolder.open(file_folder.url, {}, "parallel_run_step.txt")
+    yield folder
+    folder.close()
+
+
+def test_the_scripts_files_reach_the_store_before_the_segment_that_commits_them(opened, monkeypatch):
+    written: list[str] = []
+    for method, target in (("put_file", 1), ("pipe_file", 0)):  # (lpath, rpath), (path, data)
+        real = getattr(opened.fs, method)
+        monkeypatch.setattr(opened.fs, method, lambda *a, real=real, at=target, **k: (written.append(a[at]),
+                                                                                        real(*a, **k))[1])
+    (opened.staging / "scores").mkdir()
+    (opened.staging / "scores" / "a.npy").write_bytes(b"scores of a")  # written by run() before it returned
+    opened._thread = __import__("threading").Thread(target=opened._upload_loop, daemon=True)
+    opened._thread.start()
+    segment = segment_name(1, opened.run)
+    opened._queue.put((segment, encode_segment({"seq": 1, "run": opened.run, "prev": [0, ""], "pieces": []}, [])))
+    opened._stop_thread()
+    assert [w.rsplit("/out/", 1)[1] for w in written if "lease" not in w] == ["scores/a.npy", segment]
+
+
+@pytest.mark.parametrize("when", ["after the listing", "during the upload"])
+def test_a_file_the_script_removes_while_it_is_uploaded_is_skipped(opened, monkeypatch, when):
+    (opened.staging / "kept.txt").write_text("kept")
+    (opened.staging / "scratch.tmp.part").write_text("the script's temporary file")
+    if when == "after the listing":
+        walk = opened._walk
+        monkeypatch.setattr(opened, "_walk", lambda *a: (walk(*a), (opened.staging / "scratch.tmp.part").unlink())[0])
+    else:
+        real = opened.fs.put_file
+
+        def put_file(src, dst, **kw):
+            if src.endswith("scratch.tmp.part"):
+                os.unlink(src)
+            return real(src, dst, **kw)
+        monkeypatch.setattr(opened.fs, "put_file", put_file)
+    opened._upload_changed(user_files=True)  # no StorageError, no FileNotFoundError
+    assert (Path(opened.root) / "kept.txt").read_text() == "kept"
+    assert not (Path(opened.root) / "scratch.tmp.part").exists()
