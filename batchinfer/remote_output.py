@@ -173,8 +173,9 @@ class RemoteFolder:
     def _put(self, rel: str, data: bytes) -> None:
         def pipe() -> None:
             if self.local:
-                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(self._remote(rel), data)
+                _replace_local(self._remote(rel), lambda f: f.write(data))
+            else:
+                self.fs.pipe_file(self._remote(rel), data)
         self._call(pipe, "writing", rel)
         self.objects_written += 1
 
@@ -190,10 +191,12 @@ class RemoteFolder:
             raise
 
         def put() -> bool:
-            if self.local:
-                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
             try:
-                self.fs.put_file(str(src), self._remote(rel))
+                if self.local:
+                    with open(src, "rb") as source:
+                        _replace_local(self._remote(rel), lambda f: shutil.copyfileobj(source, f, 2**20))
+                else:
+                    self.fs.put_file(str(src), self._remote(rel))
             except FileNotFoundError:
                 if vanishing and not src.exists():
                     return False
@@ -305,7 +308,7 @@ class RemoteFolder:
         """The journal, row file and parts as the store holds them: the base, then the segments that continue it."""
         base = self._get(BASE)
         if base is not None:
-            doc = json.loads(base)
+            doc = self._base_doc(base)
             self.seq, self.prev_run = int(doc["seq"]), str(doc.get("run", ""))
             self.base_seq = self.seq
             for rel, length in doc["files"].items():
@@ -319,7 +322,10 @@ class RemoteFolder:
                 self._write_staging(rel, data[:length])  # a longer file: uploaded before a base.json that never came
                 self.sent[rel] = length
             if doc.get("pack"):
-                _, pieces = decode_segment(self._get(PACK) or b"\n")
+                try:
+                    _, pieces = decode_segment(self._get(PACK) or b"")
+                except (ValueError, KeyError, TypeError):
+                    raise self._torn(PACK) from None
                 for name, _offset, data in pieces:
                     if is_part(name):
                         self._write_staging(name, data)
@@ -336,6 +342,22 @@ class RemoteFolder:
             log.info("output %s: removing %d segment(s) that do not continue the committed record",
                      redact_url(self.url), len(stale))
             self._delete(stale)
+
+    def _torn(self, rel: str) -> OutputError:
+        return OutputError(f"output {redact_url(self.url)}: {rel} is not whole (torn, or changed by something "
+                           "other than batchinfer)", hint="run again with --restart to score the job afresh")
+
+    def _base_doc(self, data: bytes) -> dict[str, Any]:
+        """base.json, checked: {"seq": int, "run": str, "files": {name: int}, "pack": bool}."""
+        try:
+            doc = json.loads(data)
+            ok = (isinstance(doc, dict) and type(doc.get("seq")) is int and isinstance(doc.get("files"), dict)
+                  and all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in doc["files"].items()))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise self._torn(BASE)
+        return doc
 
     def _apply(self, rel: str, seq: int) -> bool:
         """Write the segment's pieces into the staging files when it continues them exactly; else False."""
@@ -619,6 +641,30 @@ class SegmentSink:
     def close(self) -> None:
         """As the wrapped sink."""
         self.sink.close()
+
+
+def _replace_local(path: str, write: Any) -> None:
+    """file://: ``write(f)`` into a temporary name beside ``path``, fsync, then ``os.replace``, so that a
+    kill leaves the old object or the new one, never a shorter one (fsspec's LocalFileSystem writes in place)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".batchinfer-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _read(path: Path, start: int, end: int) -> bytes:

@@ -575,11 +575,13 @@ def test_what_a_run_left_without_job_json_is_told_apart_from_foreign_objects(tmp
 
 
 @pytest.fixture
-def opened(file_folder):
-    """A file:// RemoteFolder opened in this process (its lease taken), closed at the end."""
+def opened(request):
+    """A memory:// RemoteFolder opened in this process (its lease taken), closed at the end."""
+    import uuid
+
     from batchinfer.remote_output import RemoteFolder
 
-    folder = RemoteFolder.open(file_folder.url, {}, "parallel_run_step.txt")
+    folder = RemoteFolder.open(f"memory://t-{uuid.uuid4().hex}/out", {}, "parallel_run_step.txt")
     yield folder
     folder.close()
 
@@ -616,5 +618,57 @@ def test_a_file_the_script_removes_while_it_is_uploaded_is_skipped(opened, monke
             return real(src, dst, **kw)
         monkeypatch.setattr(opened.fs, "put_file", put_file)
     opened._upload_changed(user_files=True)  # no StorageError, no FileNotFoundError
-    assert (Path(opened.root) / "kept.txt").read_text() == "kept"
-    assert not (Path(opened.root) / "scratch.tmp.part").exists()
+    assert opened.fs.cat_file(f"{opened.root}/kept.txt") == b"kept"
+    assert not opened.fs.exists(f"{opened.root}/scratch.tmp.part")
+
+
+@pytest.mark.parametrize("how", ["_put", "_put_file"])
+def test_file_url_objects_are_replaced_whole_never_rewritten_in_place(file_folder, how):
+    """A kill while file:// rewrites journal.jsonl or the row file must leave the old one or the new one:
+    the new bytes go to another file renamed over it, so a link to the old one keeps the old bytes."""
+    from batchinfer.remote_output import RemoteFolder
+
+    folder = RemoteFolder.open(file_folder.url, {}, "parallel_run_step.txt")
+    try:
+        target = Path(folder.root) / JOURNAL
+        for content in (b"old lines\n", b"new, longer lines\n"):
+            if how == "_put":
+                folder._put(JOURNAL, content)
+            else:
+                (folder.staging / JOURNAL).parent.mkdir(parents=True, exist_ok=True)
+                (folder.staging / JOURNAL).write_bytes(content)
+                folder._put_file(JOURNAL)
+            if content.startswith(b"old"):
+                os.link(target, target.with_name("old-link"))
+        assert target.read_bytes() == b"new, longer lines\n"
+        assert target.with_name("old-link").read_bytes() == b"old lines\n"
+        assert sorted(p.name for p in target.parent.iterdir()) == ["journal.jsonl", "lease.json", "old-link"]
+    finally:
+        folder.close()
+
+
+TORN = {
+    "base.json torn": (".batchinfer/base.json", lambda old: old[: len(old) // 2]),
+    "base.json without files": (".batchinfer/base.json", lambda old: b'{"format": 1, "seq": 2}'),
+    "base.json not an object": (".batchinfer/base.json", lambda old: b"[1, 2]"),
+}
+
+
+@pytest.mark.parametrize("torn", list(TORN))
+def test_a_torn_base_is_one_line(tmp_path, file_folder, batchinfer, torn):
+    spec, _ = _finished_with_failures(tmp_path, file_folder, batchinfer)
+    rel, tear = TORN[torn]
+    file_folder.put(rel, tear(file_folder.read(rel)))
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
+    assert_one_line_error(again, file_folder.url, rel, "--restart")
+
+
+def test_a_torn_parts_pack_is_one_line(tmp_path, file_folder, batchinfer):
+    data = files(tmp_path / "data", ["a.txt", "b.txt"])
+    (data / "b.txt").write_text("bad\n")
+    spec = write_spec(tmp_path, file_folder, "fail_on_bad_content.py", data, append_row_format="parquet")
+    assert run_in(batchinfer, tmp_path, "a", "run", str(spec)).code == 0
+    pack = file_folder.read(".batchinfer/parts.pack")
+    file_folder.put(".batchinfer/parts.pack", pack[:-5])
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
+    assert_one_line_error(again, file_folder.url, ".batchinfer/parts.pack", "--restart")
