@@ -299,6 +299,11 @@ class RemoteFolder:
             self._delete(sorted(set(gone) | set(own) | {BASE, PACK, JOURNAL, *rows}))
         elif not reused:
             self.restore_rows()
+        if not reused and SUMMARY_FILE in restored:
+            # the summary of an earlier run (a --retry-failed's, a resume's) is stale once this run commits
+            # a segment: a kill before this run's own summary must not leave it to be reused by the next run
+            self._delete([SUMMARY_FILE])
+            self._uploaded.pop(SUMMARY_FILE, None)
         if not reused:
             # job.json (the fingerprint) and manifest.json in the store before the first segment can be
             # queued: a run killed at any later point leaves a folder the next run recognises and checks

@@ -672,3 +672,31 @@ def test_a_torn_parts_pack_is_one_line(tmp_path, file_folder, batchinfer):
     file_folder.put(".batchinfer/parts.pack", pack[:-5])
     again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
     assert_one_line_error(again, file_folder.url, ".batchinfer/parts.pack", "--restart")
+
+
+def test_a_killed_retry_failed_then_a_plain_rerun_folds_in_what_the_retry_committed(
+        tmp_path, folder, batchinfer, run_marker):
+    data = files(tmp_path / "data", ["a.txt", "bad1.txt", "bad2-hold.txt"])
+    spec = write_spec(tmp_path, folder, "hold.py", data)
+    first = run_in(batchinfer, tmp_path, "a", "run", str(spec), env={"HOLD_FAIL": "1"})
+    assert first.code == 0 and folder.summary()["items_failed"] == 2, first.stderr
+    base_lines = folder.committed()
+    # the retry (the inputs fixed: they no longer fail) commits bad1, then holds on bad2-hold: SIGKILLed there
+    marker, release = tmp_path / "held", tmp_path / "release"
+    cwd = tmp_path / "retry"
+    (cwd / "tmp").mkdir(parents=True)
+    env = {**os.environ, MARKER: run_marker, "TMPDIR": str(cwd / "tmp"), "HOLD_MARKER": str(marker),
+           "HOLD_RELEASE": str(release)}
+    proc = subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(spec), "--retry-failed", "--quiet"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_committed(folder, base_lines + 1, proc)
+    proc.kill()
+    proc.communicate()
+    release.touch()
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec),
+                   env={"HOLD_MARKER": str(marker), "HOLD_RELEASE": str(release)})
+    assert again.code == 0, again.stderr
+    assert "reused" not in again.stderr  # not the first run's summary (2 failed): the retry's commit folded in
+    assert sorted(folder.rows()) == ["a.txt", "bad1.txt"]  # a plain rerun does not retry bad2-hold's failure
+    summary = folder.summary()
+    assert summary["items_failed"] == 1 and summary["items_succeeded"] == 2 and folder.segments() == []
