@@ -40,6 +40,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,7 @@ STATE_OBJECTS = (f"{STATE_DIR}/job.json", f"{STATE_DIR}/manifest.json", SUMMARY_
 SHIP_INTERVAL_S = 1.0  # at most one segment a second...
 SHIP_BYTES = 4 * 2**20  # ...unless this much is pending
 QUEUE_BOUND = 8  # segments waiting for the uploader before the scheduler's flush waits
+FETCH_CONCURRENCY = 16  # segments fetched at once by a restore
 LOG_INTERVAL_S = 30.0  # changed log files are uploaded this often while running
 
 
@@ -337,12 +341,18 @@ class RemoteFolder:
                         self.parts_sent.add(name)
         by_seq, stale = candidates(self._list(SEGMENTS), self.base_seq)
         broken = False
-        for seq, names in by_seq.items():
-            chosen = None
-            if not broken and seq == self.seq + 1:
-                chosen = next((rel for rel in names if self._apply(rel, seq)), None)
-            stale += [rel for rel in names if rel != chosen]
-            broken = broken or chosen is None
+        fetched = self._fetch_in_order([rel for names in by_seq.values() for rel in names])
+        try:
+            for seq, names in by_seq.items():
+                chosen = None
+                if not broken:  # fetched FETCH_CONCURRENCY ahead, applied in order
+                    pairs = [(rel, next(fetched)) for rel in names]
+                    if seq == self.seq + 1:
+                        chosen = next((rel for rel, data in pairs if self._apply(rel, seq, data)), None)
+                stale += [rel for rel in names if rel != chosen]
+                broken = broken or chosen is None
+        finally:
+            fetched.close()
         if stale:
             log.info("output %s: removing %d segment(s) that do not continue the committed record",
                      redact_url(self.url), len(stale))
@@ -364,15 +374,35 @@ class RemoteFolder:
             raise self._torn(BASE)
         return doc
 
-    def _apply(self, rel: str, seq: int) -> bool:
-        """Write the segment's pieces into the staging files when it continues them exactly; else False."""
+    def _fetch_in_order(self, rels: list[str]) -> Iterator[bytes | None]:
+        """The objects ``rels``, in order, fetched :data:`FETCH_CONCURRENCY` at a time (one GET each: a
+        restore of many segments waits on the store's latency once per window, not once per segment)."""
+        pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="batchinfer-restore")
+        try:
+            pending: deque[Future] = deque()
+            names = iter(rels)
+            for rel in names:
+                pending.append(pool.submit(self._get, rel))
+                if len(pending) >= FETCH_CONCURRENCY:
+                    break
+            while pending:
+                data = pending.popleft().result()
+                if (rel := next(names, None)) is not None:
+                    pending.append(pool.submit(self._get, rel))
+                yield data
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _apply(self, rel: str, seq: int, data: bytes | None) -> bool:
+        """Write the segment's pieces (``data``: the object ``rel``) into the staging files when it continues
+        them exactly; else False."""
         def part_size(name: str) -> int | None:
             path = self.staging / name
             return path.stat().st_size if path.exists() else None
 
         ends = {name: self.sent.get(name, 0) for name in self._appended}
         try:
-            header, pieces = decode_segment(self._get(rel) or b"")
+            header, pieces = decode_segment(data or b"")
             if not continues(header, pieces, seq, [self.seq, self.prev_run], ends, part_size):
                 return False
         except (ValueError, KeyError, TypeError):

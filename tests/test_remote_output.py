@@ -700,3 +700,25 @@ def test_a_killed_retry_failed_then_a_plain_rerun_folds_in_what_the_retry_commit
     assert sorted(folder.rows()) == ["a.txt", "bad1.txt"]  # a plain rerun does not retry bad2-hold's failure
     summary = folder.summary()
     assert summary["items_failed"] == 1 and summary["items_succeeded"] == 2 and folder.segments() == []
+
+
+def test_a_restore_fetches_its_segments_concurrently_and_applies_them_in_order(opened, monkeypatch):
+    import threading
+
+    lines = [json.dumps({"v": 2, "id": i, "end": 0}).encode() + b"\n" for i in range(3)]
+    prev, at = [0, ""], 0
+    for seq, line in enumerate(lines, 1):
+        header = {"seq": seq, "run": f"r{seq}", "prev": prev,
+                  "pieces": [{"file": JOURNAL, "offset": at, "length": len(line)}]}
+        opened.fs.pipe_file(f"{opened.root}/{segment_name(seq, f'r{seq}')}", encode_segment(header, [line]))
+        prev, at = [seq, f"r{seq}"], at + len(line)
+    both = threading.Barrier(2, timeout=60)  # a safety net only: passes at once when two GETs are in flight
+    get = opened._get
+
+    def slow_get(rel):
+        if rel.endswith("r1.seg") or rel.endswith("r2.seg"):
+            both.wait()  # the first segment's GET returns only once the second one's has started
+        return get(rel)
+    monkeypatch.setattr(opened, "_get", slow_get)
+    opened.restore_rows()
+    assert (opened.staging / JOURNAL).read_bytes() == b"".join(lines) and opened.seq == 3
