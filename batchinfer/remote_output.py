@@ -12,6 +12,11 @@ local *staging* folder, exactly as a local run does (journal, row file, logs, ma
   segment is whole or absent, and its journal lines always come with their rows;
 - at the end, the row file and the journal are uploaded whole, then ``.batchinfer/base.json``
   naming the last segment they include and their lengths, then those segments are removed;
+- ``job.json`` and ``manifest.json`` are uploaded as soon as the folder is prepared, before the first
+  segment, so a run killed at any point leaves a folder the next run recognises and fingerprints;
+  the script's files (``output_dir()``) go up before the segment that commits their mini-batch;
+- on ``file://`` every object is written to a temporary name, fsynced and renamed over the old one
+  (fsspec's local filesystem writes in place, which a kill would leave torn);
 - a run restores the staging folder from the base and the segments that continue it (each
   piece must start where the restored file ends); a segment that does not continue the chain
   (a zombie run's, written after its lease was taken over) or follows a gap is ignored and removed.
@@ -244,7 +249,8 @@ class RemoteFolder:
         ``restart``.
         """
         restored = set()
-        for rel in (*STATE_OBJECTS, *self._list(LOGS_DIR)):
+        logs = [rel for rel in self._list(LOGS_DIR) if not _is_local_tmp(rel)]
+        for rel in (*STATE_OBJECTS, *logs):
             data = self._get(rel)
             if data is not None:
                 self._write_staging(rel, data)
@@ -393,8 +399,8 @@ class RemoteFolder:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _apply(self, rel: str, seq: int, data: bytes | None) -> bool:
-        """Write the segment's pieces (``data``: the object ``rel``) into the staging files when it continues
+    def _apply(self, rel: str, seq: int, obj: bytes | None) -> bool:
+        """Write the segment's pieces (``obj``: the object ``rel``) into the staging files when it continues
         them exactly; else False."""
         def part_size(name: str) -> int | None:
             path = self.staging / name
@@ -402,7 +408,7 @@ class RemoteFolder:
 
         ends = {name: self.sent.get(name, 0) for name in self._appended}
         try:
-            header, pieces = decode_segment(data or b"")
+            header, pieces = decode_segment(obj or b"")
             if not continues(header, pieces, seq, [self.seq, self.prev_run], ends, part_size):
                 return False
         except (ValueError, KeyError, TypeError):
@@ -676,6 +682,12 @@ class SegmentSink:
     def close(self) -> None:
         """As the wrapped sink."""
         self.sink.close()
+
+
+def _is_local_tmp(rel: str) -> bool:
+    """A temporary name of :func:`_replace_local` left by a kill: not an object of the folder."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".batchinfer-") and name.endswith(".tmp")
 
 
 def _replace_local(path: str, write: Any) -> None:

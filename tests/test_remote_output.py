@@ -716,7 +716,7 @@ def test_a_restore_fetches_its_segments_concurrently_and_applies_them_in_order(o
     get = opened._get
 
     def slow_get(rel):
-        if rel.endswith("r1.seg") or rel.endswith("r2.seg"):
+        if rel.endswith(("r1.seg", "r2.seg")):
             both.wait()  # the first segment's GET returns only once the second one's has started
         return get(rel)
     monkeypatch.setattr(opened, "_get", slow_get)
