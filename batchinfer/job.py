@@ -258,7 +258,7 @@ def _run_remote(
     remote = RemoteFolder.open(url, storage_options, row_name, spec.append_row_format != "parquet")
     try:
         with remote.translated():
-            restored = remote.restore_state()
+            restored = remote.restore_state(options.restart)
             result = _run_locked(spec, reporter, options, entry, plan, remote.staging, False, started,
                                  remotes, remote, restored)
             if not result.reused:

@@ -12,6 +12,11 @@ local *staging* folder, exactly as a local run does (journal, row file, logs, ma
   segment is whole or absent, and its journal lines always come with their rows;
 - at the end, the row file and the journal are uploaded whole, then ``.batchinfer/base.json``
   naming the last segment they include and their lengths, then those segments are removed;
+- ``job.json`` and ``manifest.json`` are uploaded as soon as the folder is prepared, before the first
+  segment, so a run killed at any point leaves a folder the next run recognises and fingerprints;
+  the script's files (``output_dir()``) go up before the segment that commits their mini-batch;
+- on ``file://`` every object is written to a temporary name, fsynced and renamed over the old one
+  (fsspec's local filesystem writes in place, which a kill would leave torn);
 - a run restores the staging folder from the base and the segments that continue it (each
   piece must start where the restored file ends); a segment that does not continue the chain
   (a zombie run's, written after its lease was taken over) or follows a gap is ignored and removed.
@@ -40,6 +45,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -73,6 +81,7 @@ STATE_OBJECTS = (f"{STATE_DIR}/job.json", f"{STATE_DIR}/manifest.json", SUMMARY_
 SHIP_INTERVAL_S = 1.0  # at most one segment a second...
 SHIP_BYTES = 4 * 2**20  # ...unless this much is pending
 QUEUE_BOUND = 8  # segments waiting for the uploader before the scheduler's flush waits
+FETCH_CONCURRENCY = 16  # segments fetched at once by a restore
 LOG_INTERVAL_S = 30.0  # changed log files are uploaded this often while running
 
 
@@ -97,6 +106,7 @@ class RemoteFolder:
         self.staging = Path(tempfile.mkdtemp(prefix="batchinfer-out-"))
         self.run = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f") + uuid.uuid4().hex[:6]
         self.lease: Any = None
+        self.had_lease = False  # the folder held a lease before this run took it
         self._appended = {JOURNAL, *([row_name] if row_name and append else [])}  # restored from base and segments
         # what the store holds of the append-only files: shipped up to here
         self.sent = {JOURNAL: 0}
@@ -122,6 +132,8 @@ class RemoteFolder:
         folder = cls(url, fs, root, row_name, append)
         try:
             folder._check_bucket()
+            # a lease left behind is proof enough that the folder is batchinfer's (see restore_state)
+            folder.had_lease = folder._exists(f"{STATE_DIR}/lease.json")
             # renewed every few seconds by its own thread, carrying the live status (progress.LeaseStatus)
             folder.lease = Lease.acquire(fs, folder.root, url=url)
         except BaseException:
@@ -170,20 +182,44 @@ class RemoteFolder:
     def _put(self, rel: str, data: bytes) -> None:
         def pipe() -> None:
             if self.local:
-                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
-            self.fs.pipe_file(self._remote(rel), data)
+                _replace_local(self._remote(rel), lambda f: f.write(data))
+            else:
+                self.fs.pipe_file(self._remote(rel), data)
         self._call(pipe, "writing", rel)
         self.objects_written += 1
 
-    def _put_file(self, rel: str) -> None:
-        def put() -> None:
-            if self.local:
-                self.fs.makedirs(self._remote(rel).rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(str(self.staging / rel), self._remote(rel))
-        self._call(put, "uploading", rel)
-        self.objects_written += 1
-        info = os.stat(self.staging / rel)
-        self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+    def _put_file(self, rel: str, vanishing: bool = False) -> None:
+        """Upload the staging file ``rel``. ``vanishing``: the script's own file (or a log), which may be
+        removed while it is uploaded: then it is skipped (only ``.batchinfer/`` files may fail the run)."""
+        src = self.staging / rel
+        try:
+            info = os.stat(src)  # before the upload: a change made meanwhile is uploaded next time
+        except FileNotFoundError:
+            if vanishing:
+                return
+            raise
+
+        def put() -> bool:
+            try:
+                if self.local:
+                    with open(src, "rb") as source:
+                        _replace_local(self._remote(rel), lambda f: shutil.copyfileobj(source, f, 2**20))
+                else:
+                    self.fs.put_file(str(src), self._remote(rel))
+            except FileNotFoundError:
+                if vanishing and not src.exists():
+                    return False
+                raise
+            return True
+        if self._call(put, "uploading", rel):
+            self.objects_written += 1
+            self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
+
+    def _exists(self, rel: str) -> bool:
+        def exists() -> bool:
+            self.fs.invalidate_cache()
+            return bool(self.fs.exists(self._remote(rel)))
+        return self._call(exists, "reading", rel)
 
     def _delete(self, rels: list[str]) -> None:
         for rel in rels:
@@ -203,14 +239,18 @@ class RemoteFolder:
         prefix = self.root + "/"
         return sorted(p[len(prefix):] for p in self._call(find, "listing", rel) if p.startswith(prefix))
 
-    def restore_state(self) -> set[str]:
+    def restore_state(self, restart: bool = False) -> set[str]:
         """Download job.json, manifest.json, summary.json and logs/* into the staging folder; the names restored.
 
-        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json) is refused,
-        as a local one is (see ``manifest.check_folder``): batchinfer writes only where it can tell its files.
+        A folder that holds objects but is not batchinfer's (no job.json, no manifest.json, no segment,
+        no base, no lease) is refused, as a local one is (see ``manifest.check_folder``): batchinfer
+        writes only where it can tell its files. Segments without a job.json (a run killed before
+        this release uploaded job.json at its start) cannot be told to be this job's: refused unless
+        ``restart``.
         """
         restored = set()
-        for rel in (*STATE_OBJECTS, *self._list(LOGS_DIR)):
+        logs = [rel for rel in self._list(LOGS_DIR) if not _is_local_tmp(rel)]
+        for rel in (*STATE_OBJECTS, *logs):
             data = self._get(rel)
             if data is not None:
                 self._write_staging(rel, data)
@@ -218,12 +258,24 @@ class RemoteFolder:
                 info = os.stat(self.staging / rel)
                 self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
         if not restored & set(STATE_OBJECTS[:2]):
+            own = [rel for rel in self._list(STATE_DIR) if rel.startswith(SEGMENTS + "/") or rel in (BASE, PACK)]
+            if own and not restart:
+                raise OutputError(
+                    f"output {redact_url(self.url)} holds committed rows ({own[0]!r}) but no {STATE_OBJECTS[0]}, "
+                    "so they cannot be told to be this job's", hint="run again with --restart to start the "
+                    "folder afresh, or choose another folder with --output")
             other = next((rel for rel in self._top() if rel != STATE_DIR), None)
-            if other is not None:
+            if other is not None and not own and not self.had_lease:
                 raise OutputError(
                     f"output {redact_url(self.url)} is not empty (it holds {other!r}) and is not a batchinfer "
                     "output folder", hint="choose a new or empty folder with --output: batchinfer writes only "
                     "where it can tell its files from yours")
+            # batchinfer's, but of a run that never got as far as its job.json: start afresh (its logs are
+            # replaced as this run writes its own; the local check of prepare_output sees an empty folder)
+            for child in self.staging.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self._uploaded.clear()
+            restored = set()
         return restored
 
     def _top(self) -> list[str]:
@@ -255,15 +307,23 @@ class RemoteFolder:
             own = [rel for rel in self._list(STATE_DIR) if rel.startswith((SEGMENTS + "/", PARTS + "/"))]
             rows = [self.row_name] if self.row_name else []
             self._delete(sorted(set(gone) | set(own) | {BASE, PACK, JOURNAL, *rows}))
-            return
-        if not reused:
+        elif not reused:
             self.restore_rows()
+        if not reused and SUMMARY_FILE in restored:
+            # the summary of an earlier run (a --retry-failed's, a resume's) is stale once this run commits
+            # a segment: a kill before this run's own summary must not leave it to be reused by the next run
+            self._delete([SUMMARY_FILE])
+            self._uploaded.pop(SUMMARY_FILE, None)
+        if not reused:
+            # job.json (the fingerprint) and manifest.json in the store before the first segment can be
+            # queued: a run killed at any later point leaves a folder the next run recognises and checks
+            self._upload_if_changed(STATE_OBJECTS[:2])
 
     def restore_rows(self) -> None:
         """The journal, row file and parts as the store holds them: the base, then the segments that continue it."""
         base = self._get(BASE)
         if base is not None:
-            doc = json.loads(base)
+            doc = self._base_doc(base)
             self.seq, self.prev_run = int(doc["seq"]), str(doc.get("run", ""))
             self.base_seq = self.seq
             for rel, length in doc["files"].items():
@@ -277,33 +337,78 @@ class RemoteFolder:
                 self._write_staging(rel, data[:length])  # a longer file: uploaded before a base.json that never came
                 self.sent[rel] = length
             if doc.get("pack"):
-                _, pieces = decode_segment(self._get(PACK) or b"\n")
+                try:
+                    _, pieces = decode_segment(self._get(PACK) or b"")
+                except (ValueError, KeyError, TypeError):
+                    raise self._torn(PACK) from None
                 for name, _offset, data in pieces:
                     if is_part(name):
                         self._write_staging(name, data)
                         self.parts_sent.add(name)
         by_seq, stale = candidates(self._list(SEGMENTS), self.base_seq)
         broken = False
-        for seq, names in by_seq.items():
-            chosen = None
-            if not broken and seq == self.seq + 1:
-                chosen = next((rel for rel in names if self._apply(rel, seq)), None)
-            stale += [rel for rel in names if rel != chosen]
-            broken = broken or chosen is None
+        fetched = self._fetch_in_order([rel for names in by_seq.values() for rel in names])
+        try:
+            for seq, names in by_seq.items():
+                chosen = None
+                if not broken:  # fetched FETCH_CONCURRENCY ahead, applied in order
+                    pairs = [(rel, next(fetched)) for rel in names]
+                    if seq == self.seq + 1:
+                        chosen = next((rel for rel, data in pairs if self._apply(rel, seq, data)), None)
+                stale += [rel for rel in names if rel != chosen]
+                broken = broken or chosen is None
+        finally:
+            fetched.close()
         if stale:
             log.info("output %s: removing %d segment(s) that do not continue the committed record",
                      redact_url(self.url), len(stale))
             self._delete(stale)
 
-    def _apply(self, rel: str, seq: int) -> bool:
-        """Write the segment's pieces into the staging files when it continues them exactly; else False."""
+    def _torn(self, rel: str) -> OutputError:
+        return OutputError(f"output {redact_url(self.url)}: {rel} is not whole (torn, or changed by something "
+                           "other than batchinfer)", hint="run again with --restart to score the job afresh")
+
+    def _base_doc(self, data: bytes) -> dict[str, Any]:
+        """base.json, checked: {"seq": int, "run": str, "files": {name: int}, "pack": bool}."""
+        try:
+            doc = json.loads(data)
+            ok = (isinstance(doc, dict) and type(doc.get("seq")) is int and isinstance(doc.get("files"), dict)
+                  and all(isinstance(k, str) and type(v) is int and v >= 0 for k, v in doc["files"].items()))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise self._torn(BASE)
+        return doc
+
+    def _fetch_in_order(self, rels: list[str]) -> Iterator[bytes | None]:
+        """The objects ``rels``, in order, fetched :data:`FETCH_CONCURRENCY` at a time (one GET each: a
+        restore of many segments waits on the store's latency once per window, not once per segment)."""
+        pool = ThreadPoolExecutor(FETCH_CONCURRENCY, thread_name_prefix="batchinfer-restore")
+        try:
+            pending: deque[Future] = deque()
+            names = iter(rels)
+            for rel in names:
+                pending.append(pool.submit(self._get, rel))
+                if len(pending) >= FETCH_CONCURRENCY:
+                    break
+            while pending:
+                data = pending.popleft().result()
+                if (rel := next(names, None)) is not None:
+                    pending.append(pool.submit(self._get, rel))
+                yield data
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _apply(self, rel: str, seq: int, obj: bytes | None) -> bool:
+        """Write the segment's pieces (``obj``: the object ``rel``) into the staging files when it continues
+        them exactly; else False."""
         def part_size(name: str) -> int | None:
             path = self.staging / name
             return path.stat().st_size if path.exists() else None
 
         ends = {name: self.sent.get(name, 0) for name in self._appended}
         try:
-            header, pieces = decode_segment(self._get(rel) or b"")
+            header, pieces = decode_segment(obj or b"")
             if not continues(header, pieces, seq, [self.seq, self.prev_run], ends, part_size):
                 return False
         except (ValueError, KeyError, TypeError):
@@ -411,8 +516,10 @@ class RemoteFolder:
             try:
                 self._still_ours()  # a run that lost its lease writes nothing more to the folder
                 if task is not None:
-                    self._put(*task)
+                    # the script's files first: the segment commits their mini-batches, so once it is
+                    # in the store their files must be too (a kill in between would lose them for good)
                     self._upload_changed(user_files=True)
+                    self._put(*task)
                 self._periodic()
             except BaseException as exc:  # noqa: BLE001 - raised in the scheduler's thread by ship()
                 self._error = exc
@@ -437,7 +544,7 @@ class RemoteFolder:
             except FileNotFoundError:
                 continue
             if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):
-                self._put_file(rel)
+                self._put_file(rel, vanishing=True)
 
     def _walk(self, logs: bool, user_files: bool) -> list[str]:
         own = {SUMMARY_FILE, SUMMARY_FILE + ".tmp"}
@@ -512,7 +619,10 @@ class RemoteFolder:
     def upload_state(self) -> None:
         """summary.json, logs/*, the script's files, then manifest.json and job.json (changed ones)."""
         self._upload_changed(logs=True, user_files=True)
-        for rel in (SUMMARY_FILE, *STATE_OBJECTS):
+        self._upload_if_changed((SUMMARY_FILE, *STATE_OBJECTS))
+
+    def _upload_if_changed(self, rels: tuple[str, ...]) -> None:
+        for rel in rels:
             if (self.staging / rel).is_file():
                 info = os.stat(self.staging / rel)
                 if self._uploaded.get(rel) != (info.st_size, info.st_mtime_ns):
@@ -572,6 +682,36 @@ class SegmentSink:
     def close(self) -> None:
         """As the wrapped sink."""
         self.sink.close()
+
+
+def _is_local_tmp(rel: str) -> bool:
+    """A temporary name of :func:`_replace_local` left by a kill: not an object of the folder."""
+    name = rel.rsplit("/", 1)[-1]
+    return name.startswith(".batchinfer-") and name.endswith(".tmp")
+
+
+def _replace_local(path: str, write: Any) -> None:
+    """file://: ``write(f)`` into a temporary name beside ``path``, fsync, then ``os.replace``, so that a
+    kill leaves the old object or the new one, never a shorter one (fsspec's LocalFileSystem writes in place)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".batchinfer-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself made durable
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _read(path: Path, start: int, end: int) -> bytes:

@@ -509,3 +509,216 @@ def test_a_run_whose_lease_was_taken_over_stops_and_commits_nothing_more(tmp_pat
     assert folder.segments() == segments and not folder.exists("summary.json")  # nothing after the takeover
     assert json.loads(folder.read(".batchinfer/lease.json"))["run_id"] == "cd" * 16  # the new holder's, kept
     assert no_staging_left(tmp_path, "first")
+
+
+# ---------------------------------------------------------------- a first run killed before it ever finished
+
+
+def _killed_first_run(tmp_path: Path, folder: Folder, run_marker: str) -> tuple[Path, list[str], Path]:
+    """A first run SIGKILLed once the store holds a committed mini-batch, its log files uploaded
+    meanwhile (as the uploader does every 30 s): the folder has never seen a finish()."""
+    names = [f"f{i:03d}.txt" for i in range(4)] + [f"h{i:03d}.txt" for i in range(4)]
+    data = files(tmp_path / "data", names)
+    gate = tmp_path / "gate"
+    spec = write_spec(tmp_path, folder, "gated_echo.py", data, arguments=["--gate", str(gate), "--held", "h"])
+    proc = _start(spec, tmp_path / "first", run_marker)
+    _wait_for_committed(folder, 1, proc)
+    proc.kill()
+    proc.communicate()
+    folder.put("logs/job.log", b"the first run's log, uploaded by its 30 s tick\n")
+    gate.touch()
+    return spec, names, gate
+
+
+def test_a_killed_first_run_with_its_logs_uploaded_is_resumed(tmp_path, folder, batchinfer, run_marker):
+    spec, names, _ = _killed_first_run(tmp_path, folder, run_marker)
+    assert folder.exists(".batchinfer/job.json") and folder.exists(".batchinfer/manifest.json")
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 0, again.stderr
+    assert sorted(folder.rows()) == sorted(f"{name} {i}" for i, name in enumerate(names))
+    assert folder.summary()["mini_batches_resumed"] >= 1 and folder.segments() == []
+
+
+def test_a_changed_job_does_not_adopt_the_segments_of_a_killed_first_run(tmp_path, folder, batchinfer,
+                                                                         run_marker):
+    spec, _, gate = _killed_first_run(tmp_path, folder, run_marker)
+    doc = yaml.safe_load(spec.read_text())
+    doc["arguments"] = ["--gate", str(gate), "--held", "h", "--changed"]
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    again = run_in(batchinfer, tmp_path, "second", "run", str(spec))
+    assert again.code == 2 and "Traceback" not in again.stderr, again.stderr
+    error = again.stderr.strip().splitlines()[-1]  # after the warning that the dead run's lease was taken over
+    assert error.startswith("batchinfer: error: ") and "holds a different job" in error and "--restart" in error
+    assert folder.segments() != [] and not folder.exists("summary.json")
+
+
+@pytest.mark.parametrize("left", ["segment", "lease"])
+def test_what_a_run_left_without_job_json_is_told_apart_from_foreign_objects(tmp_path, folder, batchinfer, left):
+    """Segments with no job.json (left by an older release): refused unless --restart; a lease is proof enough
+    that the other objects are batchinfer's."""
+    data = files(tmp_path / "data", [f"f{i:03d}.txt" for i in range(3)])
+    spec = write_spec(tmp_path, folder, "echo_names.py", data)
+    folder.put("logs/job.log", b"an old log\n")
+    if left == "segment":
+        folder.put(segment_name(1, "old"), encode_segment({"seq": 1, "run": "old", "prev": [0, ""], "pieces": []}, []))
+        refused = run_in(batchinfer, tmp_path, "a", "run", str(spec))
+        assert_one_line_error(refused, folder.url, "--restart")
+        run = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--restart")
+    else:
+        folder.put(".batchinfer/lease.json", _lease_doc("elsewhere", 300))
+        run = run_in(batchinfer, tmp_path, "b", "run", str(spec))
+    assert run.code == 0, run.stderr
+    assert sorted(folder.rows()) == sorted(f"f{i:03d}.txt {i}" for i in range(3)) and folder.segments() == []
+
+
+# ---------------------------------------------------------------- the script's own files (output_dir())
+
+
+@pytest.fixture
+def opened(request):
+    """A memory:// RemoteFolder opened in this process (its lease taken), closed at the end."""
+    import uuid
+
+    from batchinfer.remote_output import RemoteFolder
+
+    folder = RemoteFolder.open(f"memory://t-{uuid.uuid4().hex}/out", {}, "parallel_run_step.txt")
+    yield folder
+    folder.close()
+
+
+def test_the_scripts_files_reach_the_store_before_the_segment_that_commits_them(opened, monkeypatch):
+    written: list[str] = []
+    for method, target in (("put_file", 1), ("pipe_file", 0)):  # (lpath, rpath), (path, data)
+        real = getattr(opened.fs, method)
+        monkeypatch.setattr(opened.fs, method, lambda *a, real=real, at=target, **k: (written.append(a[at]),
+                                                                                        real(*a, **k))[1])
+    (opened.staging / "scores").mkdir()
+    (opened.staging / "scores" / "a.npy").write_bytes(b"scores of a")  # written by run() before it returned
+    opened._thread = __import__("threading").Thread(target=opened._upload_loop, daemon=True)
+    opened._thread.start()
+    segment = segment_name(1, opened.run)
+    opened._queue.put((segment, encode_segment({"seq": 1, "run": opened.run, "prev": [0, ""], "pieces": []}, [])))
+    opened._stop_thread()
+    assert [w.rsplit("/out/", 1)[1] for w in written if "lease" not in w] == ["scores/a.npy", segment]
+
+
+@pytest.mark.parametrize("when", ["after the listing", "during the upload"])
+def test_a_file_the_script_removes_while_it_is_uploaded_is_skipped(opened, monkeypatch, when):
+    (opened.staging / "kept.txt").write_text("kept")
+    (opened.staging / "scratch.tmp.part").write_text("the script's temporary file")
+    if when == "after the listing":
+        walk = opened._walk
+        monkeypatch.setattr(opened, "_walk", lambda *a: (walk(*a), (opened.staging / "scratch.tmp.part").unlink())[0])
+    else:
+        real = opened.fs.put_file
+
+        def put_file(src, dst, **kw):
+            if src.endswith("scratch.tmp.part"):
+                os.unlink(src)
+            return real(src, dst, **kw)
+        monkeypatch.setattr(opened.fs, "put_file", put_file)
+    opened._upload_changed(user_files=True)  # no StorageError, no FileNotFoundError
+    assert opened.fs.cat_file(f"{opened.root}/kept.txt") == b"kept"
+    assert not opened.fs.exists(f"{opened.root}/scratch.tmp.part")
+
+
+@pytest.mark.parametrize("how", ["_put", "_put_file"])
+def test_file_url_objects_are_replaced_whole_never_rewritten_in_place(file_folder, how):
+    """A kill while file:// rewrites journal.jsonl or the row file must leave the old one or the new one:
+    the new bytes go to another file renamed over it, so a link to the old one keeps the old bytes."""
+    from batchinfer.remote_output import RemoteFolder
+
+    folder = RemoteFolder.open(file_folder.url, {}, "parallel_run_step.txt")
+    try:
+        target = Path(folder.root) / JOURNAL
+        for content in (b"old lines\n", b"new, longer lines\n"):
+            if how == "_put":
+                folder._put(JOURNAL, content)
+            else:
+                (folder.staging / JOURNAL).parent.mkdir(parents=True, exist_ok=True)
+                (folder.staging / JOURNAL).write_bytes(content)
+                folder._put_file(JOURNAL)
+            if content.startswith(b"old"):
+                os.link(target, target.with_name("old-link"))
+        assert target.read_bytes() == b"new, longer lines\n"
+        assert target.with_name("old-link").read_bytes() == b"old lines\n"
+        assert sorted(p.name for p in target.parent.iterdir()) == ["journal.jsonl", "lease.json", "old-link"]
+    finally:
+        folder.close()
+
+
+TORN = {
+    "base.json torn": (".batchinfer/base.json", lambda old: old[: len(old) // 2]),
+    "base.json without files": (".batchinfer/base.json", lambda old: b'{"format": 1, "seq": 2}'),
+    "base.json not an object": (".batchinfer/base.json", lambda old: b"[1, 2]"),
+}
+
+
+@pytest.mark.parametrize("torn", list(TORN))
+def test_a_torn_base_is_one_line(tmp_path, file_folder, batchinfer, torn):
+    spec, _ = _finished_with_failures(tmp_path, file_folder, batchinfer)
+    rel, tear = TORN[torn]
+    file_folder.put(rel, tear(file_folder.read(rel)))
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
+    assert_one_line_error(again, file_folder.url, rel, "--restart")
+
+
+def test_a_torn_parts_pack_is_one_line(tmp_path, file_folder, batchinfer):
+    data = files(tmp_path / "data", ["a.txt", "b.txt"])
+    (data / "b.txt").write_text("bad\n")
+    spec = write_spec(tmp_path, file_folder, "fail_on_bad_content.py", data, append_row_format="parquet")
+    assert run_in(batchinfer, tmp_path, "a", "run", str(spec)).code == 0
+    pack = file_folder.read(".batchinfer/parts.pack")
+    file_folder.put(".batchinfer/parts.pack", pack[:-5])
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec), "--retry-failed")
+    assert_one_line_error(again, file_folder.url, ".batchinfer/parts.pack", "--restart")
+
+
+def test_a_killed_retry_failed_then_a_plain_rerun_folds_in_what_the_retry_committed(
+        tmp_path, folder, batchinfer, run_marker):
+    data = files(tmp_path / "data", ["a.txt", "bad1.txt", "bad2-hold.txt"])
+    spec = write_spec(tmp_path, folder, "hold.py", data)
+    first = run_in(batchinfer, tmp_path, "a", "run", str(spec), env={"HOLD_FAIL": "1"})
+    assert first.code == 0 and folder.summary()["items_failed"] == 2, first.stderr
+    base_lines = folder.committed()
+    # the retry (the inputs fixed: they no longer fail) commits bad1, then holds on bad2-hold: SIGKILLed there
+    marker, release = tmp_path / "held", tmp_path / "release"
+    cwd = tmp_path / "retry"
+    (cwd / "tmp").mkdir(parents=True)
+    env = {**os.environ, MARKER: run_marker, "TMPDIR": str(cwd / "tmp"), "HOLD_MARKER": str(marker),
+           "HOLD_RELEASE": str(release)}
+    proc = subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(spec), "--retry-failed", "--quiet"],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_committed(folder, base_lines + 1, proc)
+    proc.kill()
+    proc.communicate()
+    release.touch()
+    again = run_in(batchinfer, tmp_path, "b", "run", str(spec),
+                   env={"HOLD_MARKER": str(marker), "HOLD_RELEASE": str(release)})
+    assert again.code == 0, again.stderr
+    assert "reused" not in again.stderr  # not the first run's summary (2 failed): the retry's commit folded in
+    assert sorted(folder.rows()) == ["a.txt", "bad1.txt"]  # a plain rerun does not retry bad2-hold's failure
+    summary = folder.summary()
+    assert summary["items_failed"] == 1 and summary["items_succeeded"] == 2 and folder.segments() == []
+
+
+def test_a_restore_fetches_its_segments_concurrently_and_applies_them_in_order(opened, monkeypatch):
+    import threading
+
+    lines = [json.dumps({"v": 2, "id": i, "end": 0}).encode() + b"\n" for i in range(3)]
+    prev, at = [0, ""], 0
+    for seq, line in enumerate(lines, 1):
+        header = {"seq": seq, "run": f"r{seq}", "prev": prev,
+                  "pieces": [{"file": JOURNAL, "offset": at, "length": len(line)}]}
+        opened.fs.pipe_file(f"{opened.root}/{segment_name(seq, f'r{seq}')}", encode_segment(header, [line]))
+        prev, at = [seq, f"r{seq}"], at + len(line)
+    both = threading.Barrier(2, timeout=60)  # a safety net only: passes at once when two GETs are in flight
+    get = opened._get
+
+    def slow_get(rel):
+        if rel.endswith(("r1.seg", "r2.seg")):
+            both.wait()  # the first segment's GET returns only once the second one's has started
+        return get(rel)
+    monkeypatch.setattr(opened, "_get", slow_get)
+    opened.restore_rows()
+    assert (opened.staging / JOURNAL).read_bytes() == b"".join(lines) and opened.seq == 3
