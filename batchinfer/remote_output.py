@@ -52,11 +52,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from batchinfer.errors import BatchInferError, OutputError, StorageError
+from batchinfer.errors import BatchInferError, OutputError
 from batchinfer.layout import LOGS_DIR, STATE_DIR, SUMMARY_FILE
 from batchinfer.lease import Lease
 from batchinfer.redact import redact_url
-from batchinfer.retry import StorageUnavailable, retrying
 from batchinfer.segments import (
     BASE,
     JOURNAL,
@@ -72,7 +71,8 @@ from batchinfer.segments import (
     segment_name,
     segment_seq,
 )
-from batchinfer.storage import filesystem, protocol_of, store_error
+from batchinfer.storage import call as storage_call
+from batchinfer.storage import check_reachable, filesystem, protocol_of
 
 log = logging.getLogger("batchinfer")
 
@@ -83,6 +83,9 @@ SHIP_BYTES = 4 * 2**20  # ...unless this much is pending
 QUEUE_BOUND = 8  # segments waiting for the uploader before the scheduler's flush waits
 FETCH_CONCURRENCY = 16  # segments fetched at once by a restore
 LOG_INTERVAL_S = 30.0  # changed log files are uploaded this often while running
+# a write keeps being retried this long (a throttling burst must not end a run of hours), well within
+# the lease's 30 s: a run that cannot write for longer stops, and the next one resumes from the record
+WRITE_BUDGET_S = 20.0
 
 
 def is_remote(raw: str | None) -> bool:
@@ -131,7 +134,7 @@ class RemoteFolder:
         fs, root = filesystem(url, storage_options)
         folder = cls(url, fs, root, row_name, append)
         try:
-            folder._check_bucket()
+            folder._check_bucket(storage_options)
             # a lease left behind is proof enough that the folder is batchinfer's (see restore_state)
             folder.had_lease = folder._exists(f"{STATE_DIR}/lease.json")
             # renewed every few seconds by its own thread, carrying the live status (progress.LeaseStatus)
@@ -141,35 +144,22 @@ class RemoteFolder:
             raise
         return folder
 
-    def _check_bucket(self) -> None:
+    def _check_bucket(self, storage_options: dict[str, Any] | None) -> None:
         if protocol_of(self.url) in ("file", "memory"):
             self.fs.makedirs(self.root, exist_ok=True)
             return
-        bucket = self.root.split("/", 1)[0]
-        try:
-            with warnings.catch_warnings():  # adlfs warns (on stderr) before the error it then raises
-                warnings.simplefilter("ignore")
-                found = self.fs.exists(bucket)
-        except Exception as exc:  # refused credentials, unreachable endpoint: named by storage.store_error
-            raise store_error(exc, self.url, "output") from None
-        if not found:
-            raise StorageError(f"output {redact_url(self.url)}: the bucket or container {bucket!r} does not exist",
-                               hint="create it first, or check the URL and the credentials")
+        with warnings.catch_warnings():  # adlfs warns (on stderr) before the error it then raises
+            warnings.simplefilter("ignore")
+            check_reachable(self.url, storage_options, "output")  # one line: no bucket, refused credentials
 
     def _remote(self, rel: str) -> str:
         return f"{self.root}/{rel}"
 
-    def _call(self, call: Any, doing: str, rel: str = "") -> Any:
-        """``call()`` through the retry policy; what still fails is one line naming the store."""
-        where = redact_url(self.url + (f"/{rel}" if rel else ""))
-        try:
-            return retrying(call, f"{doing} {where}")
-        except BatchInferError:
-            raise
-        except StorageUnavailable as exc:
-            raise StorageError(f"output {where}: {exc}", hint="the store did not answer; run again to resume") from None
-        except Exception as exc:
-            raise store_error(exc, self.url + (f"/{rel}" if rel else ""), "output") from None
+    def _call(self, call: Any, doing: str, rel: str = "", write: bool = False) -> Any:
+        """``call()`` through the retry policy (writes: for up to :data:`WRITE_BUDGET_S`, since a run
+        of hours must not end on a short burst of throttling); what still fails is one line naming the store."""
+        return storage_call(call, self.url + (f"/{rel}" if rel else ""), "output", doing,
+                            budget_s=WRITE_BUDGET_S if write else None)
 
     def _get(self, rel: str) -> bytes | None:
         def cat() -> bytes | None:
@@ -185,7 +175,7 @@ class RemoteFolder:
                 _replace_local(self._remote(rel), lambda f: f.write(data))
             else:
                 self.fs.pipe_file(self._remote(rel), data)
-        self._call(pipe, "writing", rel)
+        self._call(pipe, "writing", rel, write=True)
         self.objects_written += 1
 
     def _put_file(self, rel: str, vanishing: bool = False) -> None:
@@ -211,7 +201,7 @@ class RemoteFolder:
                     return False
                 raise
             return True
-        if self._call(put, "uploading", rel):
+        if self._call(put, "uploading", rel, write=True):
             self.objects_written += 1
             self._uploaded[rel] = (info.st_size, info.st_mtime_ns)
 
@@ -226,7 +216,7 @@ class RemoteFolder:
             def rm(rel: str = rel) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     self.fs.rm_file(self._remote(rel))
-            self._call(rm, "removing", rel)
+            self._call(rm, "removing", rel, write=True)
 
     def _list(self, rel: str) -> list[str]:
         """Relative names of the objects under ``rel`` (recursively)."""
