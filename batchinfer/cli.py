@@ -348,8 +348,8 @@ def status(
 
     try:
         target, storage_options = _status_target(output_dir, spec)
-        if target.startswith("file://"):  # a local folder, as in a spec (its runs hold an flock, not a lease)
-            target = target[len("file://"):]
+        if target.startswith("file://") and _ran_locally(Path(target[len("file://"):])):
+            target = target[len("file://"):]  # a local run's folder named as a URL: its flock and status.json
         while True:
             if "://" in target:
                 doc = read_remote_status(target, storage_options)
@@ -376,6 +376,13 @@ def status(
             time.sleep(interval)
     except BatchInferError as error:
         fail(error)
+
+
+def _ran_locally(folder: Path) -> bool:
+    """Whether ``folder`` is a local run's output folder (an flock and ``status.json``), not a remote one
+    reached through ``file://`` (a lease object and segments): the two are read differently."""
+    state = folder / ".batchinfer"
+    return (state / "status.json").exists() and not (state / "lease.json").exists()
 
 
 def _status_target(output: str | None, spec_path: Path | None) -> tuple[str, dict[str, Any]]:

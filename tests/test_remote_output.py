@@ -722,3 +722,24 @@ def test_a_restore_fetches_its_segments_concurrently_and_applies_them_in_order(o
     monkeypatch.setattr(opened, "_get", slow_get)
     opened.restore_rows()
     assert (opened.staging / JOURNAL).read_bytes() == b"".join(lines) and opened.seq == 3
+
+
+@pytest.mark.parametrize("output", ["file", "local"])
+def test_status_of_a_folder_named_by_a_file_url_reads_it_as_its_run_wrote_it(batchinfer, tmp_path, output):
+    """``file://`` output is a remote folder (a lease, no status.json); a local run's folder named with
+    ``file://`` keeps its flock and status.json: ``status file://...`` reads each the way it was written."""
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(3):
+        (data / f"f{i}.txt").write_text(f"{i}\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: {{path: {data}}}\n"
+                   "mini_batch_size: 1\nprocess_count_per_node: 1\n")
+    folder = tmp_path / "out"
+    run = batchinfer("run", str(job), "--output", f"file://{folder}" if output == "file" else str(folder))
+    assert run.code == 0, run.stderr
+    assert (folder / ".batchinfer" / "status.json").exists() == (output == "local")
+    status = batchinfer("status", f"file://{folder}", "--json")
+    assert status.code == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["state"] == "succeeded" and doc["items_succeeded"] == 3
