@@ -743,3 +743,14 @@ def test_status_of_a_folder_named_by_a_file_url_reads_it_as_its_run_wrote_it(bat
     assert status.code == 0, status.stderr
     doc = json.loads(status.stdout)
     assert doc["state"] == "succeeded" and doc["items_succeeded"] == 3
+    if output == "file":  # a run holding the folder now (its lease): running, though no status.json is there
+        import fsspec
+
+        from batchinfer.lease import Lease
+
+        lease = Lease.acquire(fsspec.filesystem("file"), str(folder), url=f"file://{folder}", start=False)
+        try:
+            held = json.loads(batchinfer("status", f"file://{folder}", "--json").stdout)
+        finally:
+            lease.release()
+        assert held["state"] == "running", held
