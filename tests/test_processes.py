@@ -266,3 +266,19 @@ def test_rows_to_a_closed_stdout_is_a_mistake_not_a_silent_loss(tmp_path, text_f
                           env={**os.environ, MARKER: run_marker}, timeout=120, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("batchinfer: error: stdout is closed") and proc.stderr.count("\n") == 1
+
+
+
+def test_a_job_runs_under_a_long_tmpdir(batchinfer, text_files, tmp_path):
+    """multiprocessing puts the fork server's socket under TMPDIR; an AF_UNIX path holds at most 107
+    bytes, so a long TMPDIR (a CI runner's, a deep home folder) once stopped every job with a traceback."""
+    data = text_files(4)
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs: {{path: {data}}}\n"
+                    "mini_batch_size: 1\nprocess_count_per_node: 2\n")
+    run = batchinfer("run", str(spec), "--output", str(tmp_path / "out"), env={"TMPDIR": str(long_tmp)},
+                     output=tmp_path / "out")
+    assert run.code == 0, run.stderr
+    assert len(run.rows()) == 4

@@ -84,6 +84,27 @@ def _context() -> multiprocessing.context.BaseContext:
 _adopting = False  # this process is a child subreaper: its workers' orphaned children come back to it
 
 
+# An AF_UNIX socket path holds at most 107 bytes; multiprocessing puts the fork server's socket in
+# a folder under TMPDIR (pymp-XXXX/listener-XXXX: about 40 bytes more)
+_SOCKET_DIR_MAX = 60
+
+
+def _short_socket_dir() -> None:
+    """Under a long TMPDIR, give multiprocessing a temporary folder in /tmp for its sockets: the fork
+    server could not bind its socket there (``AF_UNIX path too long``), and the job would not start."""
+    import multiprocessing.util as util
+    import shutil
+    import tempfile
+
+    config = multiprocessing.current_process()._config
+    if len(tempfile.gettempdir()) <= _SOCKET_DIR_MAX or config.get("tempdir") or not os.path.isdir("/tmp"):
+        return
+    folder = tempfile.mkdtemp(prefix="pymp-", dir="/tmp")
+    # removed at exit as multiprocessing removes its own (util.get_temp_dir does the same)
+    util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+    config["tempdir"] = folder
+
+
 def warm_up() -> None:
     """Prepare this process to be a coordinator, and start the fork server now.
 
@@ -108,6 +129,7 @@ def warm_up() -> None:
     from batchinfer._forkserver import ARM_ENV
 
     _adopting = _adopting or (owns_process() and _prctl(PR_SET_CHILD_SUBREAPER, 1))
+    _short_socket_dir()
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:  # None when the descriptor was closed
             stream.flush()
