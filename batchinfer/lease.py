@@ -41,6 +41,7 @@ from pydantic import Field, ValidationError
 from batchinfer.conditional import MAX_BYTES, Objects, Read, objects_for
 from batchinfer.errors import BatchInferError, OutputError
 from batchinfer.layout import STATE_DIR
+from batchinfer.lock import pid_alive
 from batchinfer.redact import for_log, redact_url
 from batchinfer.retry import retrying
 from batchinfer.statefiles import ReadBack, StatusDoc, why_invalid
@@ -91,16 +92,6 @@ def pid_space_of_this_process() -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class SeenLease:
     """A lease as read from the store, and what can be said of it at the time of the read."""
@@ -118,7 +109,7 @@ class SeenLease:
         """Why it is expired (a phrase), or None while it is live."""
         doc = self.doc
         here = doc.host == socket.gethostname() and doc.pid_space == pid_space_of_this_process()
-        if here and not _pid_alive(doc.pid):
+        if here and not pid_alive(doc.pid):
             return f"its holder, pid {doc.pid} on this host, is gone"
         if self.age_s > doc.ttl_s:
             return f"the run holding it stopped renewing it {self.age_s:.0f} s ago"

@@ -116,6 +116,17 @@ class OutputLock:
         self.release()
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (someone else's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _busy(folder: Path, holder: LockHolder | None) -> OutputError:
     who = holder.describe() if holder else "its lock file does not say which"
     return OutputError(

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from batchinfer.errors import OutputError, StorageError
 from batchinfer.layout import STATE_DIR, SUMMARY_FILE
-from batchinfer.lock import LOCK_FILE, LockHolder, lock_state
+from batchinfer.lock import LOCK_FILE, LockHolder, lock_state, pid_alive
 from batchinfer.manifest import MANIFEST
 from batchinfer.scheduler import Progress
 from batchinfer.statefiles import JOB_FILE, read_job_file, read_status_doc, read_summary, shown, write_private_json
@@ -69,16 +69,6 @@ class LeaseStatus:
         self.lease.set_status(_status_doc(self.base, self.started, p, state))
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_status(folder: Path) -> dict[str, Any]:
     """What ``batchinfer status`` shows: running (who holds the folder, live counts), finished, or stopped.
 
@@ -94,7 +84,7 @@ def read_status(folder: Path) -> dict[str, Any]:
     if (state_dir / LOCK_FILE).exists():
         held, holder = lock_state(state_dir)
     else:  # written by batchinfer 0.1.0, which had no lock: trust the live file's pid
-        held, holder = live.get("state") == "running" and _alive(live["pid"]), None
+        held, holder = live.get("state") == "running" and pid_alive(live["pid"]), None
     if held:
         if holder is not None and live.get("pid") != holder.pid:
             live = {}  # the previous run's counts: this run has not written its own yet
