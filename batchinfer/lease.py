@@ -102,8 +102,9 @@ class SeenLease:
 
     @property
     def age_s(self) -> float:
-        """Seconds since it was last renewed."""
-        return (self.now - self.doc.renewed_at).total_seconds()
+        """Seconds since it was last renewed, never below 0: the store's clock (an HTTP Date) has whole
+        seconds, so a lease renewed in the same second can look renewed "in the future" ("-0 s ago")."""
+        return max(0.0, (self.now - self.doc.renewed_at).total_seconds())
 
     def expired_because(self) -> str | None:
         """Why it is expired (a phrase), or None while it is live."""
@@ -117,7 +118,7 @@ class SeenLease:
 
     def describe(self) -> str:
         """``pid 12 on host, renewed 3 s ago; expires in 27 s unless renewed``."""
-        age = round(max(self.age_s, 0.0))
+        age = round(self.age_s)
         return (f"pid {self.doc.pid} on {for_log(self.doc.host)}, renewed {age} s ago; "
                 f"expires in {max(round(self.doc.ttl_s) - age, 0)} s unless renewed")
 

@@ -188,7 +188,7 @@ def status_line(doc: dict[str, Any]) -> str:
     if state == "running":
         lock, lease = doc.get("lock"), doc.get("lease")
         if lease:
-            who = (f"pid {lease['pid']} on {shown(lease['host'])}, renewed {max(lease['renewed_s_ago'], 0):.0f} s ago")
+            who = (f"pid {lease['pid']} on {shown(lease['host'])}, renewed {lease['renewed_s_ago']:.0f} s ago")
         else:
             who = LockHolder.model_validate(lock).describe() if lock else f"pid {doc.get('pid', '?')}"
         if "mini_batches_done" not in doc:

@@ -408,3 +408,16 @@ def test_a_run_that_cannot_renew_its_lease_gives_it_up_before_another_run_may_ta
     assert lease.lost
     assert reasons and reasons[0].startswith("it could not be renewed for "), reasons
     lease.release()  # gives up quietly: the lease expires on the store
+
+
+@pytest.mark.parametrize("store_late_s", [0.0, 0.3, 0.999])
+def test_a_lease_renewed_within_the_stores_second_reads_as_renewed_0_s_ago(store_late_s):
+    """The store's clock (an HTTP Date) has whole seconds, so a lease renewed in the same second is read
+    a fraction of a second "before" it was renewed: status said "renewed -0 s ago"."""
+    from batchinfer.lease import LeaseDoc, SeenLease
+
+    renewed = datetime(2026, 11, 30, 10, 0, 0, 500_000, tzinfo=timezone.utc)
+    doc = LeaseDoc(format=1, run_id="0" * 32, pid=42, host="vm", started_at=renewed, renewed_at=renewed, ttl_s=30)
+    seen = SeenLease(doc, "etag", renewed - timedelta(seconds=store_late_s))
+    assert seen.age_s == 0.0
+    assert "renewed 0 s ago; expires in 30 s" in seen.describe()
