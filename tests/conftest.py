@@ -239,3 +239,21 @@ def store(request):
 
     server = request.getfixturevalue("s3_server" if request.param == "s3" else "azurite")
     return Store(request.param, server)
+
+
+# ---------------------------------------------------------------- a Ray cluster of two nodes (tests/raycluster.py)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on 127.0.0.1 for the whole session (each node: 1 CPU, 1 logical GPU).
+
+    Jobs reach it with ``ray_address: ray_cluster.address`` and ``env=ray_cluster.env``; give actors
+    fractional CPUs (``num_cpus_per_process: 0.5``) so that two fit on a node. After a test,
+    ``ray_cluster.wait_no_actors()`` must be empty: no job leaves an actor running.
+    """
+    from tests.raycluster import RayCluster
+
+    cluster = RayCluster.start(nodes=2)
+    yield cluster
+    cluster.stop()
