@@ -41,7 +41,8 @@ from batchinfer.statefiles import (
 
 # keys that do not change which rows a job produces: changing them keeps resume possible
 NOT_FINGERPRINTED = {
-    "output", "node_count", "process_count_per_node", "backend", "ray_address",
+    "output", "node_count", "process_count_per_node", "backend", "ray_address", "num_cpus_per_process",
+    "num_gpus_per_process", "shared_filesystem",
     "logging_level", "allow_reuse", "run_invocation_timeout",
 }
 FINISHED = ("succeeded", "failed")

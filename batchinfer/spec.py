@@ -44,6 +44,7 @@ from batchinfer.safeyaml import (
 )
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+RAY_ADDRESS = re.compile(r"^(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][-A-Za-z0-9_.]*):[0-9]{1,5}$")  # host:port, ray://host:port
 SIZE_PATTERN = re.compile(r"^([0-9]+)\s*([kKmMgG][bB])?$")
 ROWS_PATTERN = re.compile(r"^([0-9]+)\s*rows?$", re.IGNORECASE)
 COUNT_PATTERN = re.compile(r"^[0-9]+$")
@@ -328,13 +329,24 @@ class JobSpec(StrictModel):
     node_count: int = Field(default=1, ge=1, le=MAX_PROCESSES)
     process_count_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_PROCESSES)
     backend: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
+    ray_address: str | None = None  # auto, host:port or ray://host:port; none: a Ray of batchinfer's own
+    num_cpus_per_process: float = Field(default=1, gt=0, le=MAX_PROCESSES)  # backend ray: CPUs each actor reserves
+    num_gpus_per_process: float = Field(default=0, ge=0, le=MAX_PROCESSES)  # backend ray: GPUs each actor reserves
+    shared_filesystem: bool = False  # backend ray: every node sees the job's local paths (an NFS mount, ...)
     run_invocation_timeout: float = Field(default=60, gt=0, le=MAX_TIMEOUT)
     run_max_try: int = Field(default=3, ge=1, le=MAX_TRIES)
     logging_level: Literal["DEBUG", "INFO", "WARNING"] = "INFO"
     environment_variables: dict[str, str] = Field(default_factory=dict)
     allow_reuse: bool = True
     isolate_failures: bool = True
+
+    @field_validator("ray_address")
+    @classmethod
+    def _ray_address(cls, value: str | None) -> str | None:
+        if value is None or value == "auto" or RAY_ADDRESS.match(value):
+            return value
+        raise ValueError(f"{shown(value)} is not a Ray cluster address: use auto, host:port (the head's GCS "
+                         "port, 6379 by default) or ray://host:10001 (Ray Client)")
 
     @field_validator("name")
     @classmethod
