@@ -1,27 +1,28 @@
-"""The worker process: set up, import the entry script, ``init()`` once, ``run()`` per mini-batch.
+"""The script's life in a worker, whatever runs it: set up, import the entry script, ``init()`` once,
+``run()`` per mini-batch, ``shutdown()`` at the end.
 
-A worker talks to its executor over one duplex connection:
+:class:`ScriptRuntime` knows nothing of pipes or actors: the local worker process
+(``executors/local_worker.py``) and the Ray actor (``executors/ray.py``) both wrap it, so a script
+behaves the same on both backends (helpers, ``sys.argv``, environment variables, ``AZUREML_*``,
+return counting). Its wrapper sends the script's stdout and stderr to a log file
+(``capture.redirect_output``) before :meth:`ScriptRuntime.start`, and delivers what it returns.
 
-    executor --MiniBatch or [MiniBatch]--> worker   (a few queued: see executors/local.py)
-    executor <--Ready | InitFailed--        (once, after init())
-    executor <--Outcome--                   (one per MiniBatch, rows already serialised)
-    executor --None-->                      (stop: shutdown() is called, the process exits)
+    runtime = ScriptRuntime(config, index, node_id)
+    runtime.start()                      -> Ready | InitFailed (never raises)
+    queue = runtime.queue(); queue.add([b1, b2, ...])
+    while (got := queue.next()) is not None:
+        outcome = runtime.run(*got)      (one try; never raises)
+        if ScriptRuntime.ends_worker(outcome): stop serving, do not call close()
+    runtime.close()                      (shutdown(), the private folder removed)
 
-A thread (:class:`Inbox`) receives the messages as they come; the files of the next queued
-mini-batches are downloaded (``fetch.py``) while ``run()`` works on the current one.
+:class:`WorkQueue` holds the mini-batches given to this worker and downloads the next ones' files
+(``fetch.py``) while ``run()`` works on the current one.
 
-The script's stdout and stderr (file descriptors 1 and 2, so C libraries too)
-go to ``logs/worker-N.log``, never to the terminal. The worker dies with the
-coordinator: the kernel kills it when the fork server dies, which the kernel
-kills when the coordinator dies (see ``_forkserver.py``), even while ``run()``
-holds the GIL.
-
-A try that raises ``MemoryError`` ends the worker: its outcome (kind
-``out_of_memory``) is sent, then the worker stops serving and the executor
-replaces it, as a process whose heap is exhausted fails whatever it runs next.
-``SystemExit`` from ``run()`` (``sys.exit()``) ends the worker too, as the script
-asked (kind ``worker_died``). Any other exception, ``KeyboardInterrupt`` and
-``RecursionError`` included, fails the try and the worker goes on.
+A try that raises ``MemoryError`` ends the worker: its outcome (kind ``out_of_memory``) is
+delivered, then the worker stops serving and the executor replaces it, as a process whose heap is
+exhausted fails whatever it runs next. ``SystemExit`` from ``run()`` (``sys.exit()``) ends the
+worker too, as the script asked (kind ``worker_died``). Any other exception,
+``KeyboardInterrupt`` and ``RecursionError`` included, fails the try and the worker goes on.
 """
 
 from __future__ import annotations
@@ -31,19 +32,19 @@ import importlib.util
 import logging
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from batchinfer import _forkserver, _runtime, capture
+from batchinfer import _runtime
 from batchinfer._compat.cloud_only import NoLocalMeaning
-from batchinfer.errors import OutputError
+from batchinfer.fetch import TRANSFERS, Fetch, Fetcher
 from batchinfer.output import format_rows, result_length
 from batchinfer.protocol import (
     EXCEPTION,
@@ -61,7 +62,6 @@ from batchinfer.protocol import (
     Ready,
     WorkerConfig,
 )
-from batchinfer.fetch import TRANSFERS, Fetch, Fetcher
 from batchinfer.readers import read_rows
 from batchinfer.redact import redact_text
 from batchinfer.retry import StorageUnavailable
@@ -71,7 +71,6 @@ COMPAT_DIR = Path(__file__).parent / "_compat"
 # running a model each do not fight over the CPUs with N x cores threads (set any of them to override)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                     "VECLIB_MAXIMUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
-PARENT_CHECK_S = 0.5
 ALLOWED_TYPES = "a list, tuple, numpy array or pandas DataFrame with one element per item processed"
 
 log = logging.getLogger("batchinfer.worker")
@@ -105,53 +104,6 @@ class MiniBatchContext:
         files = [path for path, _ in self._batch.table.files] if isinstance(self._batch.table, Partition) else (
             [self._batch.table.path] if self._batch.table is not None else list(self._batch.files))
         return LocalDataset.for_mini_batch(files, self._data, label)
-
-
-def _exit_with_coordinator(parent_pid: int, coordinator_pid: int) -> None:
-    """Die with the coordinator: a kernel signal on Linux, and a watch thread as a second guard."""
-    # the kernel SIGKILLs us when our parent, the fork server, exits (it needs no GIL); if the
-    # server is gone already, we were orphaned before asking: exit now
-    if not _forkserver.die_with_parent(parent_pid):
-        os._exit(3)
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_CHECK_S)
-            gone = os.getppid() != parent_pid
-            if not gone and coordinator_pid:
-                try:
-                    os.kill(coordinator_pid, 0)
-                except ProcessLookupError:
-                    gone = True
-                except PermissionError:
-                    pass
-            if gone:
-                os._exit(3)
-
-    threading.Thread(target=watch, name="batchinfer-parent-watch", daemon=True).start()
-
-
-def _close_on_exec() -> None:
-    """Keep our pipes (to the coordinator, the fork server, the resource tracker) from programs the script runs.
-
-    File descriptors received from the fork server are inheritable; a child that held
-    one would keep a helper of batchinfer's alive after the job.
-    """
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
-    for fd in fds:
-        if fd > 2:
-            try:
-                os.set_inheritable(fd, False)
-            except OSError:
-                pass  # the listing's own descriptor, closed by now
-
-
-def _redirect_output(log_path: Path, level: str, secret_values: tuple[str, ...] = ()) -> None:
-    """Send fds 1 and 2 to the worker's log file, secrets masked, and set up logging and faulthandler there."""
-    capture.redirect_output(log_path, level, secret_values)
 
 
 def _model_dir(models: dict[str, str], scratch: str) -> str | None:
@@ -228,7 +180,7 @@ def _ends_worker(exc: BaseException, index: int, batch: MiniBatch, started: floa
 def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, fetch: Fetch | None = None) -> Outcome:
     """One try of one mini-batch: read it, call ``run()``, count and serialise what it returned.
 
-    A file mini-batch's URLs are downloaded by ``fetch`` (started ahead, see :class:`Inbox`); a
+    A file mini-batch's URLs are downloaded by ``fetch`` (started ahead, see :class:`WorkQueue`); a
     table mini-batch is read here. ``MemoryError`` (anywhere) and ``SystemExit`` (from ``run()``)
     give an outcome whose kind (``out_of_memory``, ``worker_died``) tells the worker to stop serving.
     """
@@ -237,7 +189,7 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, fet
     try:
         try:
             if batch.table is None:
-                assert fetch is not None, "a file mini-batch comes with its fetch (Inbox.next)"
+                assert fetch is not None, "a file mini-batch comes with its fetch (WorkQueue.next)"
                 data = fetch.paths()
             else:
                 options = config.read_options[batch.input_index] if config.read_options else ReadOptions()
@@ -301,46 +253,50 @@ def run_one(script: Any, batch: MiniBatch, config: WorkerConfig, index: int, fet
             fetch.discard()  # the try is over: its downloads go now (disk use stays bounded)
 
 
-class Inbox:
-    """The mini-batches sent to this worker, received by a thread as they arrive, with the files of
-    the next one downloading while ``run()`` works on the current one.
+class WorkQueue:
+    """The mini-batches given to one worker, taken in the order given, with the files of the next
+    ones downloading while ``run()`` works on the current one.
 
-    The executor queues a few mini-batches in the pipe behind the running one (see
-    executors/local.py); they are taken in the order sent, and the pipe is read without ever
-    blocking the main thread. The next mini-batch is fetched ahead, and the ones after it while
-    fewer than ``TRANSFERS`` (16) files are ahead: on this worker's disk or on their way are the
-    running mini-batch's files and at most max(one mini-batch, 16 files) more (the running one's
-    are removed when its try ends). A worker that dies loses the downloads with it; the executor
-    hands its queued mini-batches to others, untried.
+    The next mini-batch is fetched ahead, and the ones after it while fewer than ``TRANSFERS`` (16)
+    files are ahead: on this worker's disk or on their way are the running mini-batch's files and
+    at most max(one mini-batch, 16 files) more (the running one's are removed when its try ends).
+    A worker that dies loses the downloads with it; the executor hands its queued mini-batches to
+    others, untried. Thread-safe: the local worker's pipe thread adds while its main thread takes.
     """
 
-    def __init__(self, conn: Any, config: WorkerConfig, fetcher: Fetcher) -> None:
-        self._conn = conn
+    def __init__(self, config: WorkerConfig, fetcher: Fetcher) -> None:
         self._config = config
         self._fetcher = fetcher
         self._changed = threading.Condition()
         self._queue: deque[list] = deque()  # [MiniBatch, Fetch | None]
-        self._closed = False  # the executor said stop (None) or the pipe closed
-        threading.Thread(target=self._receive, name="batchinfer-inbox", daemon=True).start()
+        self._closed = False
 
-    def _receive(self) -> None:
-        while True:
-            try:
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                message = None
-            except Exception:  # noqa: BLE001 - an unreadable message: stop serving, as a closed pipe
-                log.exception("cannot read a message from the coordinator")
-                message = None
-            with self._changed:
-                if message is None:
-                    self._closed = True
-                else:
-                    self._queue.extend([b, None] for b in (message if isinstance(message, list) else (message,)))
-                    self._fetch_ahead()
-                self._changed.notify()
-            if message is None:
-                return
+    def add(self, batches: Iterable[MiniBatch]) -> None:
+        """Queue ``batches`` behind those already here, and start fetching ahead."""
+        with self._changed:
+            self._queue.extend([b, None] for b in batches)
+            self._fetch_ahead()
+            self._changed.notify()
+
+    def close(self) -> None:
+        """No more mini-batches will come: :meth:`next` returns None once those queued are served."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+
+    def take_back(self) -> list[MiniBatch]:
+        """Remove the queued mini-batches, never started, and drop their downloads (for a worker that
+        stops serving: its executor hands them to other workers, untried)."""
+        with self._changed:
+            entries, self._queue = list(self._queue), deque()
+        for _, fetch in entries:
+            if fetch is not None:
+                fetch.discard()
+        return [batch for batch, _ in entries]
+
+    def __len__(self) -> int:
+        with self._changed:
+            return len(self._queue)
 
     def _fetch_ahead(self) -> None:
         """Start fetching queued mini-batches' files, in order (holding the lock): always the first
@@ -357,12 +313,11 @@ class Inbox:
                 entry[1] = self._fetcher.start(batch.id, batch.files, self._config.storage_options[batch.input_index])
             ahead += len(batch.files)
 
-    def next(self) -> tuple[MiniBatch, Fetch | None] | None:
-        """The next mini-batch and its fetch (None for a table), waiting for one; None: stop.
-
-        The mini-batches already received are all served before a stop, as the executor expects."""
+    def next(self, block: bool = True) -> tuple[MiniBatch, Fetch | None] | None:
+        """The next mini-batch and its fetch (None for a table); None when the queue is closed and
+        empty (or, with ``block=False``, empty). The mini-batches queued are all served before None."""
         with self._changed:
-            while not self._queue and not self._closed:
+            while block and not self._queue and not self._closed:
                 self._changed.wait()
             if not self._queue:
                 return None
@@ -372,91 +327,140 @@ class Inbox:
             return batch, fetch
 
 
-def worker_main(index: int, conn: Any, config: WorkerConfig, log_name: str) -> None:
-    """The worker process's entry point (started by the local executor)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _exit_with_coordinator(_forkserver.SERVER_PID or os.getppid(), config.coordinator_pid)
-    _close_on_exec()
-    try:
-        _redirect_output(Path(config.log_dir) / log_name, config.logging_level, config.secret_values)
-    except OutputError as exc:  # a link or a FIFO planted at the log's name: say so, start nothing
-        conn.send(InitFailed(index, exc.message, ""))
-        return
-    os.makedirs(config.scratch_dir or tempfile.gettempdir(), exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f"worker-{index}-", dir=config.scratch_dir or None)
-    try:
-        _serve(index, conn, config, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+class ScriptRuntime:
+    """The entry script's life in one worker (see the module docstring); knows no pipes or actors.
 
+    ``index`` is the worker's number (``worker-N``); ``node_id`` is what ``batchinfer.node_id()``
+    answers, given by the wrapper (the host and local node index, or Ray's node id).
+    """
 
-def _serve(index: int, conn: Any, config: WorkerConfig, scratch: str) -> None:
-    started = time.perf_counter()
-    os.chdir(scratch)
-    model_dir = _model_dir(config.models, scratch)
-    share = str(max(1, (os.cpu_count() or 1) // config.processes_per_node))
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, share)  # the user's environment and environment_variables win
-    os.environ.update(config.environment_variables)
-    if model_dir:
-        os.environ["AZUREML_MODEL_DIR"] = model_dir
-    os.environ["AZUREML_BI_OUTPUT_PATH"] = config.output_dir
-    sys.path.insert(0, config.source_directory)
-    # Azure's helper modules, only where the real packages are not installed (appended last)
-    sys.path.extend(str(COMPAT_DIR / name) for name in ("azureml_user", "azureml"))
-    sys.argv = [config.entry_path, *(a.replace(OUTPUT_DIR_PLACEHOLDER, config.output_dir) for a in config.arguments)]
-    _runtime.set_context(
-        _runtime.RuntimeContext(
-            models=config.models,
-            side_inputs=config.side_inputs,
-            output_dir=config.output_dir,
-            log_dir=config.log_dir,
-            working_dir=scratch,
-            worker_name=f"worker-{index}",
-            node_id=f"local-{index // config.processes_per_node}",
+    def __init__(self, config: WorkerConfig, index: int, node_id: str) -> None:
+        self.config = config
+        self.index = index
+        self.node_id = node_id
+        self.scratch: str | None = None  # the worker's private folder (its working directory)
+        self.fetcher: Fetcher | None = None
+        self._script: Any = None
+        self._ended = False  # a try ended this worker: close() does not call shutdown()
+        self._closed = False
+        self._cwd_before: str | None = None
+
+    def start(self) -> Ready | InitFailed:
+        """Set the process up for the script, import it and call ``init()``; never raises.
+
+        A private scratch folder becomes the working directory; ``THREAD_VARIABLES`` (unless set),
+        the spec's ``environment_variables``, ``AZUREML_MODEL_DIR`` and ``AZUREML_BI_OUTPUT_PATH``
+        are set; ``source_directory`` goes first on ``sys.path``; ``sys.argv`` is the script and its
+        arguments; the helpers (``batchinfer.model_path``, ``node_id``, ...) answer for this worker.
+        """
+        started = time.perf_counter()
+        config = self.config
+        step = "setting up the worker"
+        try:
+            self._set_up()
+            log.info("worker %d (pid %d) loading %s", self.index, os.getpid(), config.entry_path)
+            step = "importing the entry script"
+            script = _load_script(config)
+            if not callable(getattr(script, "run", None)):
+                raise TypeError(f"{config.entry_path} defines no callable run()")
+            if hasattr(script, "init"):
+                step = "init()"
+                script.init()
+        except BaseException as exc:  # noqa: BLE001 - init() may even call sys.exit()
+            log.exception("%s failed", step)
+            return InitFailed(self.index, _init_failure(step, exc), _traceback())
+        self._script = script
+        init_seconds = time.perf_counter() - started
+        log.info("init() done in %.2fs", init_seconds)
+        return Ready(self.index, os.getpid(), init_seconds, _rss())
+
+    def _set_up(self) -> None:
+        config = self.config
+        os.makedirs(config.scratch_dir or tempfile.gettempdir(), exist_ok=True)
+        scratch = self.scratch = tempfile.mkdtemp(prefix=f"worker-{self.index}-", dir=config.scratch_dir or None)
+        self.fetcher = Fetcher(scratch)
+        try:
+            self._cwd_before = os.getcwd()
+        except OSError:
+            self._cwd_before = None
+        os.chdir(scratch)
+        model_dir = _model_dir(config.models, scratch)
+        share = str(max(1, (os.cpu_count() or 1) // config.processes_per_node))
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, share)  # the user's environment and environment_variables win
+        os.environ.update(config.environment_variables)
+        if model_dir:
+            os.environ["AZUREML_MODEL_DIR"] = model_dir
+        os.environ["AZUREML_BI_OUTPUT_PATH"] = config.output_dir
+        sys.path.insert(0, config.source_directory)
+        # Azure's helper modules, only where the real packages are not installed (appended last)
+        sys.path.extend(str(COMPAT_DIR / name) for name in ("azureml_user", "azureml"))
+        sys.argv = [config.entry_path, *(a.replace(OUTPUT_DIR_PLACEHOLDER, config.output_dir) for a in config.arguments)]
+        _runtime.set_context(
+            _runtime.RuntimeContext(
+                models=config.models,
+                side_inputs=config.side_inputs,
+                output_dir=config.output_dir,
+                log_dir=config.log_dir,
+                working_dir=scratch,
+                worker_name=f"worker-{self.index}",
+                node_id=self.node_id,
+            )
         )
-    )
-    log.info("worker %d (pid %d) loading %s", index, os.getpid(), config.entry_path)
-    step = "importing the entry script"
-    try:
-        script = _load_script(config)
-        if not callable(getattr(script, "run", None)):
-            raise TypeError(f"{config.entry_path} defines no callable run()")
-        if hasattr(script, "init"):
-            step = "init()"
-            script.init()
-    except BaseException as exc:  # noqa: BLE001 - init() may even call sys.exit()
-        log.exception("%s failed", step)
-        conn.send(InitFailed(index, _init_failure(step, exc), traceback.format_exc()))
-        return
-    init_seconds = time.perf_counter() - started
-    conn.send(Ready(index, os.getpid(), init_seconds, _rss()))
-    log.info("init() done in %.2fs", init_seconds)
-    fetcher = Fetcher(scratch)
-    inbox = Inbox(conn, config, fetcher)
-    while (got := inbox.next()) is not None:
-        batch, fetch = got
-        outcome = run_one(script, batch, config, index, fetch)
+
+    def queue(self) -> WorkQueue:
+        """A queue whose mini-batches' files are fetched into this worker's folder (after :meth:`start`)."""
+        assert self.fetcher is not None, "start() first"
+        return WorkQueue(self.config, self.fetcher)
+
+    def run(self, batch: MiniBatch, fetch: Fetch | None = None) -> Outcome:
+        """One try of ``batch`` (its files fetched by ``fetch``, from :meth:`WorkQueue.next`, or
+        here when None); never raises. After an outcome that :meth:`ends_worker`, run nothing more."""
+        assert self._script is not None, "run() after a start() that returned Ready"
+        if fetch is None and batch.table is None:
+            try:
+                fetch = self.fetcher.start(batch.id, batch.files, self.config.storage_options[batch.input_index])
+            except Exception as exc:  # noqa: BLE001 - the scratch folder is unusable (disk full)
+                message = f"cannot read the mini-batch: {redact_text(str(exc))}"
+                return _failure(batch, self.index, EXCEPTION, message, time.time(), batch.known_items)
+        outcome = run_one(self._script, batch, self.config, self.index, fetch)
         log.debug("mini-batch %s%s: %s items, %s succeeded, %.3fs", batch.id, batch.part or "", outcome.items,
                   outcome.succeeded, outcome.seconds)
         if not outcome.ok:
             log.error("mini-batch %s failed: %s\n%s", batch.id, outcome.message, outcome.traceback)
-        conn.send(outcome)
-        if outcome.kind in (OUT_OF_MEMORY, WORKER_DIED):
+        if self.ends_worker(outcome):
+            self._ended = True
             log.error("this worker stops here (shutdown() is not called); the coordinator replaces it")
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(1)  # not a normal exit: the script's atexit handlers and threads could hang it
-    fetcher.shutdown()
-    if hasattr(script, "shutdown"):
-        try:
-            script.shutdown()
-        except Exception:
-            log.exception("shutdown() raised")
-    sys.stdout.flush()
-    sys.stderr.flush()
+        return outcome
 
+    @staticmethod
+    def ends_worker(outcome: Outcome) -> bool:
+        """Whether the worker must stop serving after this outcome (``out_of_memory``, ``worker_died``)."""
+        return outcome.kind in (OUT_OF_MEMORY, WORKER_DIED)
+
+    def close(self) -> None:
+        """The end of the worker: ``shutdown()`` (unless a try ended the worker), the private folder removed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.fetcher is not None:
+            self.fetcher.shutdown()
+        if self._script is not None and not self._ended and hasattr(self._script, "shutdown"):
+            try:
+                self._script.shutdown()
+            except Exception:
+                log.exception("shutdown() raised")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if self.scratch is not None:
+            if self._cwd_before is not None:
+                try:
+                    os.chdir(self._cwd_before)
+                except OSError:
+                    pass
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 def _init_failure(step: str, exc: BaseException) -> str:
     """The one-line reason a worker could not start, naming the Azure API when that is what failed."""

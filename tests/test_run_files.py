@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -178,7 +179,8 @@ def test_node_count_multiplies_workers(job, text_files):
     assert run.code == 0, run.stderr
     assert run.summary["workers"] == 2
     assert (run.output_dir / "logs" / "worker-1.log").exists()
-    assert {row.split()[1] for row in run.rows()} == {"local-0", "local-1"}  # one id per node
+    host = socket.gethostname()
+    assert {row.split()[1] for row in run.rows()} == {f"{host}-0", f"{host}-1"}  # one id per node
 
 
 def test_rerun_from_the_jobs_own_folder_is_reused(tmp_path, batchinfer, text_files):

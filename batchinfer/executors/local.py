@@ -54,9 +54,9 @@ import psutil
 
 from batchinfer.errors import JobFailedError
 from batchinfer.executors import owns_process
+from batchinfer.executors.local_worker import worker_main
 from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import OUT_OF_MEMORY, TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
-from batchinfer.worker import worker_main
 
 # Queued mini-batches per worker behind the running one: enough to hide the round trip to
 # the coordinator (about QUEUE_S seconds of work), at most MAX_PREFETCH so that little is
@@ -76,7 +76,7 @@ def _context() -> multiprocessing.context.BaseContext:
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")
         # batchinfer._forkserver first: it ties the server's life to the coordinator's
-        ctx.set_forkserver_preload(["batchinfer._forkserver", "batchinfer.worker"])
+        ctx.set_forkserver_preload(["batchinfer._forkserver", "batchinfer.executors.local_worker"])
         return ctx
     return multiprocessing.get_context("spawn")
 
