@@ -1,9 +1,11 @@
 """batchinfer: run an ``init()`` / ``run(mini_batch)`` script over many inputs in a pool of workers.
 
-Inside an entry script, ``import batchinfer`` gives the helpers below. From Python (a notebook, an
-Airflow task), ``batchinfer.run()``, ``batchinfer.plan()`` and ``batchinfer.load_spec()`` run and
-inspect jobs (see ``batchinfer/api.py``). This module stays light: every worker and the command
-line import it, and ``--help`` must be fast, so the API is imported on first use.
+Inside an entry script, ``import batchinfer`` gives the helpers below, the same on every backend
+(``node_id()`` names the machine: ``<hostname>-<n>`` locally, Ray's node id on Ray). From Python (a
+notebook, an Airflow task), ``batchinfer.run()``, ``batchinfer.plan()`` and
+``batchinfer.load_spec()`` run and inspect jobs (see ``batchinfer/api.py``). This module stays
+light: every worker and the command line import it, and ``--help`` must be fast, so the API is
+imported on first use.
 """
 
 from typing import Any

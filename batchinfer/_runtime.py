@@ -1,4 +1,5 @@
-"""The worker's side of the script helpers: set once per worker, read by ``batchinfer.model_path`` & co."""
+"""The worker's side of the script helpers: set once per worker (by ``worker.ScriptRuntime``, on every
+backend), read by ``batchinfer.model_path`` & co."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ _context: RuntimeContext | None = None
 
 
 def set_context(context: RuntimeContext) -> None:
-    """Called by the worker before it imports the entry script."""
+    """Called by the worker's runtime before it imports the entry script."""
     global _context
     _context = context
 
@@ -66,7 +67,9 @@ def output_dir() -> str:
 
 
 def node_id() -> str:
-    """The id of the node this worker runs on."""
+    """The id of the node (machine) this worker runs on: Ray's node id with ``backend: ray``; locally
+    ``<hostname>-<n>``, n the local node (worker index // ``process_count_per_node``), so
+    ``<hostname>-0`` for every worker of a one-node job."""
     return get_context().node_id
 
 

@@ -23,6 +23,8 @@ from typing import Any
 from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
 from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, UsageError
+from batchinfer.executors.base import make_executor, notes_of
+from batchinfer.executors.base import prepare as prepare_backend
 from batchinfer.inputs import InputPlan
 from batchinfer.layout import SUMMARY_FILE
 from batchinfer.output import (
@@ -207,9 +209,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     options = options or RunOptions()
     started = time.monotonic()
     register_secrets(spec.secret_values())  # a spec made in Python (not read by load_spec) too
-    from batchinfer.executors.local import warm_up
-
-    warm_up()
+    prepare_backend(spec)  # the backend's package is there (one line, exit 2, if not); local: the fork server starts now
     entry = check_entry_script(spec)
     plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     plan.check()  # models and side inputs at URLs too: their versions (plan.remotes), before anything runs
@@ -299,8 +299,6 @@ def _run(
     to_stdout: bool, started: float, local: Fetched, remote: RemoteFolder | None = None,
 ) -> JobResult:
     """The run itself, in a prepared and locked output folder (a remote folder's staging folder)."""
-    from batchinfer.executors.local import LocalExecutor, oversubscription_warning
-
     where = remote.shown if remote is not None else str  # what summaries and messages name
 
     with output_errors(folder):
@@ -339,7 +337,7 @@ def _run(
         reporter.update(p)
         status_file.update(p)
 
-    executor = LocalExecutor(_worker_config(spec, entry, folder, data_dir, local), spec.worker_count, spec.run_invocation_timeout, on_ready)
+    executor = make_executor(spec, _worker_config(spec, entry, folder, data_dir, local), on_ready)
     listing = DigestingStream(plan.mini_batches())
     scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
     received: list[int] = []
@@ -360,8 +358,8 @@ def _run(
              spec.name, spec.worker_count, "stdout" if to_stdout else where(folder), len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")
     reporter.start(spec.name, spec.worker_count)
-    if warning := oversubscription_warning(spec.worker_count):
-        reporter.note(warning)
+    for note in notes_of(executor):  # e.g. far more workers than cores
+        reporter.note(note)
     try:
         executor.start()
         progress = scheduler.run()

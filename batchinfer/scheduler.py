@@ -9,7 +9,8 @@
                                               +--> progress snapshots
 
 The scheduler never touches processes: it asks the executor how many
-mini-batches it takes now (backpressure), and receives one Outcome per try.
+mini-batches it takes now (backpressure), and receives one Outcome per try
+(the contract is in ``executors/base.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchinfer.errors import InputError
+from batchinfer.executors.base import Executor
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import Journal, JournalEntry, open_own_file
 from batchinfer.protocol import EXCEPTION, OUT_OF_MEMORY, SHORT_RETURN, WORKER_DIED, Outcome
@@ -41,17 +43,6 @@ GRACE_S = 5.0  # on Ctrl-C: how long in-flight mini-batches may finish and commi
 FLUSH_S = 0.02
 
 log = logging.getLogger("batchinfer.scheduler")
-
-
-class Executor(Protocol):
-    """What the scheduler needs from a backend."""
-
-    def free_slots(self) -> int: ...
-    def submit(self, batch: MiniBatch) -> None: ...
-    def poll(self, timeout: float) -> list[Outcome]: ...
-
-    @property
-    def busy(self) -> int: ...
 
 
 class Sink(Protocol):

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from batchinfer.errors import BackendUnavailableError, SpecError
+from batchinfer.errors import SpecError
 from batchinfer.layout import file_name_problem
 from batchinfer.partitions import partition_fields
 from batchinfer.protocol import ReadOptions
@@ -747,9 +747,7 @@ def spec_from_data(
         more = exc.error_count() - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise SpecError(f"{where}: {message}{suffix}", hint=hint) from None
-    if spec.backend == "ray":
-        raise BackendUnavailableError(
-            f"{where}: backend 'ray' is not available yet in this version of batchinfer",
-            hint="use backend: local (the default)",
-        )
+    from batchinfer.executors.base import check_backend
+
+    check_backend(spec)  # backend ray without Ray: one line, exit 2, for run, validate and plan alike
     return spec

@@ -42,7 +42,6 @@ GOOD = f"entry_script: echo_names.py\nsource_directory: {SCRIPTS}\ninputs:\n  pa
         (GOOD.replace("path: data", "path: data/*.png"), ["no input files match"]),
         (GOOD.replace("path: data", "path: nowhere"), ["input", "nowhere does not exist"]),
         (GOOD.replace(str(SCRIPTS), "/no/such/folder"), ["source_directory /no/such/folder does not exist"]),
-        (GOOD + "backend: ray\n", ["backend 'ray' is not available yet"]),
         (GOOD + "models: {clf: nosuch.bin}\n", ["models.clf:", "nosuch.bin does not exist"]),
     ],
 )

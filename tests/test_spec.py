@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batchinfer.errors import BackendUnavailableError, SpecError
+from batchinfer.errors import SpecError
 from batchinfer.spec import BatchSize, default_name, load_spec, parse_batch_size
 
 
@@ -234,12 +234,6 @@ def test_overrides(tmp_path):
     assert short.inputs[0].type == "tabular" and short.inputs[0].path == [str(tmp_path / "data")]
     with pytest.raises(SpecError, match="expected KEY=VALUE"):
         load_spec(path, ["ordered"])
-
-
-def test_ray_backend_is_not_available_yet(tmp_path):
-    with pytest.raises(BackendUnavailableError) as caught:
-        load_spec(write(tmp_path, MINIMAL + "backend: ray\n"))
-    assert caught.value.exit_code == 2
 
 
 @pytest.mark.parametrize(("file", "name"), [("job.yaml", "job"), ("My_Scoring_Job.yml", "my-scoring-job"),

@@ -1,4 +1,6 @@
-"""Executors: where the workers run (``local.py``: processes that batchinfer starts itself).
+"""Executors: where the workers run. ``base.py`` states the contract every backend keeps and makes the
+spec's backend's executor; ``local.py``: processes that batchinfer starts itself (each runs
+``local_worker.py``); ``ray.py``: actors on a Ray cluster. This package imports no backend itself.
 
 Only the ``batchinfer`` command adopts its workers' orphans (:func:`own_process`, called by
 ``cli.main``): ``batchinfer.run()`` called inside someone else's program (a notebook, Airflow,

@@ -1,4 +1,7 @@
-"""Worker processes that batchinfer starts, watches, kills and replaces itself.
+"""Worker processes that batchinfer starts, watches, kills and replaces itself (backend ``local``).
+
+It keeps the executor contract of ``executors/base.py``; each worker process runs
+``executors/local_worker.py`` around the script's runtime (``worker.py``).
 
 Data flow (one coordinator, N worker processes, one duplex pipe each):
 
@@ -316,6 +319,20 @@ class LocalExecutor:
         self._mean_s: float | None = None  # running mean of run() times, for the prefetch depth
         self._selector = selectors.DefaultSelector()
         self._ctx = _context()
+        self.notes: list[str] = []  # for the user when the job starts (see executors/base.py)
+
+    @classmethod
+    def from_spec(cls, spec: Any, config: WorkerConfig, on_ready: Callable[[Ready], None] | None = None) -> LocalExecutor:
+        """``node_count`` x ``process_count_per_node`` workers on this machine (the registry's constructor)."""
+        executor = cls(config, spec.worker_count, spec.run_invocation_timeout, on_ready)
+        if warning := oversubscription_warning(spec.worker_count):
+            executor.notes.append(warning)
+        return executor
+
+    @staticmethod
+    def prepare(_spec: Any) -> None:
+        """Start the fork server now, overlapping the coordinator's own checks (see :func:`warm_up`)."""
+        warm_up()
 
     # ------------------------------------------------------------- lifecycle
 
