@@ -357,11 +357,11 @@ def _run(
     log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
              spec.name, spec.worker_count, "stdout" if to_stdout else where(folder), len(journal.entries),
              ", retrying failed items" if options.retry_failed else "")
-    reporter.start(spec.name, spec.worker_count)
-    for note in notes_of(executor):  # e.g. far more workers than cores
-        reporter.note(note)
     try:
-        executor.start()
+        executor.start()  # may refuse (one line, exit 2: a Ray cluster with too few nodes) before any progress line
+        reporter.start(spec.name, spec.worker_count)
+        for note in notes_of(executor):  # e.g. far more workers than cores
+            reporter.note(note)
         progress = scheduler.run()
     except JobFailedError as exc:  # init() kept failing: no worker can run the script
         progress = scheduler.progress
