@@ -359,6 +359,8 @@ def _run(
              ", retrying failed items" if options.retry_failed else "")
     try:
         executor.start()  # may refuse (one line, exit 2: a Ray cluster with too few nodes) before any progress line
+        for signum in handled:  # a backend's start may put its own handlers in (ray.init's for SIGTERM): ours win
+            signal.signal(signum, on_signal)
         reporter.start(spec.name, spec.worker_count)
         for note in notes_of(executor):  # e.g. far more workers than cores
             reporter.note(note)
