@@ -1,0 +1,715 @@
+"""``backend: ray``: the workers are Ray actors, one per process, spread over ``node_count`` nodes.
+
+Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors and rows travel):
+
+    scheduler --submit(MiniBatch)--> RayExecutor --actor.serve([MiniBatch, ...])--> actor i (ScriptRuntime)
+    scheduler <--poll(): [Outcome]-- RayExecutor <--one (Outcome, log bytes) per try-- (a streaming generator)
+
+- **Session**: ``ray_address`` (``auto``, ``host:port``, ``ray://host:10001``) is connected to; with
+  none, a Ray instance of our own starts on 127.0.0.1 (usage stats off, a random auth token) and
+  stops at the end. A guardian process kills that instance's processes if the coordinator dies
+  (Ray's raylet dies with its driver, but its agents would outlive it).
+- **Placement**: a placement group of ``node_count`` bundles, strategy ``STRICT_SPREAD`` (one node
+  each), each bundle ``process_count_per_node`` x (``num_cpus_per_process`` CPUs,
+  ``num_gpus_per_process`` GPUs); actor i lives in bundle ``i // process_count_per_node`` and its
+  replacement in the same bundle (Ray re-places a lost node's bundle where it can).
+- **Dispatch**: as the local executor (``local.py``): actors start on demand; each holds the
+  mini-batch it runs plus about ``QUEUE_S`` seconds of queued ones; the mini-batches given to an
+  actor in one round go in one call, whose outcomes stream back one per try as each try ends, so
+  the running mini-batch is always the first one not reported.
+- **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
+  at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
+  replaced, the try is a ``timeout``; a dead actor or node: the running try is ``worker_died``;
+  queued mini-batches go to other actors untried.
+- **Logs**: an actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply
+  and are appended to ``<output>/logs/worker-N.log``; what a killed or dead actor wrote last (its
+  stack) is read by a small task on its node.
+
+``run()`` runs in the actor's main thread (a plain actor, no concurrency groups), as locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# Before ray is imported (Ray reads them then); the user's own settings win. Telemetry off, no
+# probe of an outside address. Token authentication with a random token, unless the user has a token
+# or chose a mode: else Ray would write one under ~/.ray (a token-mode client still connects to a
+# cluster without authentication; one with it needs the user's token, which is then left alone).
+for _name in ("RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
+    os.environ.setdefault(_name, "0")
+GENERATED_TOKEN: str | None = None
+if not any(os.environ.get(_name) for _name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and not (
+        Path.home() / ".ray" / "auth_token").exists():
+    GENERATED_TOKEN = os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    os.environ["RAY_AUTH_MODE"] = "token"
+
+import ray  # noqa: E402
+from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
+from ray.util.scheduling_strategies import (  # noqa: E402
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from batchinfer import capture  # noqa: E402
+from batchinfer.errors import BackendUnavailableError, JobFailedError  # noqa: E402
+from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S  # noqa: E402
+from batchinfer.inputs import MiniBatch  # noqa: E402
+from batchinfer.output import open_own_file  # noqa: E402
+from batchinfer.redact import register_secrets  # noqa: E402
+from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig  # noqa: E402
+from batchinfer.worker import ScriptRuntime  # noqa: E402
+
+STOP_WAIT_S = 10.0  # stop(): how long shutdown() may take in the actors
+DUMP_MARGIN_S = 0.5  # after a deadline, before the kill: the actor's faulthandler writes the stack at the deadline
+PLACEMENT_WAIT_S = 30.0  # the placement group must be ready by then (the nodes were counted first)
+SALVAGE_WAIT_S = 3.0
+CONNECT_CHECK_S = 3.0  # at the end, how long the last log reads of killed actors may take
+
+log = logging.getLogger("batchinfer.executor")
+
+
+# ------------------------------------------------------------------ the actor
+
+
+def _node_folder(run: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"batchinfer-ray-{run}")
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)
+class _Worker:
+    """One worker process on a node: :class:`ScriptRuntime` with its fds 1/2 in a node-local log file."""
+
+    def __init__(self, config: WorkerConfig, index: int, run: str, timeout: float) -> None:
+        self.folder = os.path.join(_node_folder(run), f"worker-{index}-{os.getpid()}")
+        os.makedirs(self.folder, exist_ok=True)
+        self.log_path = os.path.join(self.folder, "worker.log")
+        capture.redirect_output(Path(self.log_path), config.logging_level, config.secret_values)
+        if config.source_directory == "":  # shipped with runtime_env working_dir: Ray's copy is the cwd
+            here = os.getcwd()
+            config = replace(config, source_directory=here, entry_path=os.path.join(here, config.entry_path))
+        config = replace(config, scratch_dir=self.folder)
+        self.runtime = ScriptRuntime(config, index, ray.get_runtime_context().get_node_id())
+        self.timeout = timeout
+        self.queue: Any = None
+        self.ended = False
+        self.sent = 0
+
+    def _new_log(self) -> bytes:
+        """The log's bytes not sent yet."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.sent)
+                data = f.read()
+        except OSError:
+            return b""
+        self.sent += len(data)
+        return data
+
+    def start(self) -> tuple[Ready | InitFailed, str, str, str, bytes]:
+        """Import the script and init(); also its node and where its log is (for a read after its death)."""
+        faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung init()'s stack
+        try:
+            result = self.runtime.start()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        if isinstance(result, Ready):
+            self.queue = self.runtime.queue()
+        return result, self.runtime.node_id, self.log_path, self.folder, self._new_log()
+
+    @ray.method(num_returns="streaming")
+    def serve(self, batches: list[MiniBatch]):  # noqa: ANN201 - a generator of (Outcome, log bytes)
+        """Run ``batches`` in order; one (Outcome, new log bytes) as each try ends."""
+        if self.queue is None or self.ended:
+            return
+        self.queue.add(batches)
+        while (got := self.queue.next(block=False)) is not None:
+            batch, fetch = got
+            faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung run()'s stack
+            try:
+                outcome = self.runtime.run(batch, fetch)
+            finally:
+                faulthandler.cancel_dump_traceback_later()
+            if ScriptRuntime.ends_worker(outcome):
+                self.ended = True
+                self.queue.take_back()  # the coordinator hands them to other actors, untried
+            yield outcome, self._new_log()
+            if self.ended:
+                return
+
+    def close(self) -> bytes:
+        """shutdown() (unless a try ended this worker), the private folder removed; the last log bytes."""
+        self.runtime.close()
+        data = self._new_log()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return data
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _salvage(log_path: str, offset: int, folder: str) -> bytes:
+    """On a dead actor's node: what it wrote after ``offset`` (a stack, a crash), then its folder removed."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        data = b""
+    shutil.rmtree(folder, ignore_errors=True)
+    return data
+
+
+# ------------------------------------------------------------------ the session
+
+
+GUARDIAN = r"""
+import os, signal, sys
+pids = set()
+for line in sys.stdin:
+    if line.strip() == "done":
+        sys.exit(0)
+    pids.update(int(p) for p in line.split())
+# the coordinator died: its Ray instance goes too (raylet and GCS die with it, their agents would not)
+for pid in pids:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class _Guardian:
+    """A process that kills our own Ray instance's processes when the coordinator dies (pipe EOF)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", GUARDIAN], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, close_fds=True, text=True, start_new_session=True,
+        )
+        self.known: set[int] = set()
+
+    def watch(self, pids: set[int]) -> None:
+        new = pids - self.known
+        if new and self.proc.poll() is None:
+            self.known |= new
+            try:
+                self.proc.stdin.write(" ".join(map(str, sorted(new))) + "\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+
+    def dismiss(self) -> None:
+        try:
+            self.proc.stdin.write("done\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _instance_pids() -> set[int]:
+    """Our own Ray instance's processes (GCS, raylet, their agents and workers)."""
+    import psutil
+
+    node = ray._private.worker._global_node  # noqa: SLF001 - the only place that lists them
+    pids = {info.process.pid for infos in node.all_processes.values() for info in infos if info.process}
+    for pid in list(pids):
+        try:
+            pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
+        except psutil.Error:
+            pass
+    return pids
+
+
+def _quiet_ray() -> None:
+    """Ray's messages to the driver (a worker died, ...) go to job.log: never to stdout or the terminal."""
+    import ray._private.worker as ray_worker
+
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:  # noqa: ARG001
+        for line in data.get("lines", []):
+            log.warning("ray: %s", line)
+
+    ray_worker.print_to_stdstream = to_log
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def connect(address: str | None) -> bool:
+    """Connect to ``address``, or start a Ray instance of our own (True) on 127.0.0.1."""
+    _quiet_ray()
+    common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
+    if address is None:
+        shown = "a local Ray instance"
+        kwargs = {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False,
+                  "_node_ip_address": "127.0.0.1"}
+    else:
+        shown = f"the Ray cluster at {address}"
+        kwargs = {"address": address}
+    hint = "check ray_address (auto, host:port of the head's GCS, or ray://host:10001) and RAY_AUTH_TOKEN"
+    if address not in (None, "auto"):
+        _check_listening(address, shown, hint)
+    try:
+        with _stderr_to_log():
+            ray.init(**kwargs, **common)
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
+        raise BackendUnavailableError(f"cannot connect to {shown}: {_why(exc)}", hint=hint) from None
+    return address is None
+
+
+def _check_listening(address: str, shown: str, hint: str) -> None:
+    """Fail at once when nothing listens at ``address`` (Ray itself retries for more than 30 s)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise BackendUnavailableError(f"cannot connect to {shown}: nothing answers there ({reason})",
+                                      hint=hint) from None
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Any:
+    """Ray's C++ core writes its warnings on fd 2 while it connects: into job.log instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode("utf-8", "replace").splitlines():
+                log.warning("ray: %s", line)
+
+
+def fitting_nodes(per_process: dict[str, float]) -> list[int]:
+    """For each alive node: how many processes of ``per_process`` resources it holds (0: none)."""
+    counts = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        total = node.get("Resources", {})
+        fits = [int(total.get(name, 0) / need + 1e-9) for name, need in per_process.items() if need > 0]
+        counts.append(min(fits) if fits else 0)
+    return counts
+
+
+# ------------------------------------------------------------------ the executor
+
+
+@dataclass
+class _Slot:
+    """One actor and what it was given."""
+
+    index: int
+    actor: Any
+    started_at: float
+    start_ref: Any = None
+    ready_at: float | None = None
+    node: str = ""
+    log_path: str = ""
+    folder: str = ""
+    assigned: deque = field(default_factory=deque)  # MiniBatch, in the order given
+    head_started: float | None = None
+    outbox: list = field(default_factory=list)
+    calls: list = field(default_factory=list)  # serve() generators in flight, in order
+    received: int = 0  # bytes of its log received so far
+
+    def room(self, prefetch: int) -> int:
+        return 1 + prefetch - len(self.assigned)
+
+    def run_deadline(self, timeout: float) -> float:
+        if self.ready_at is None:
+            return self.started_at + timeout + DUMP_MARGIN_S
+        if self.assigned and self.head_started is not None:
+            return self.head_started + timeout + DUMP_MARGIN_S
+        return float("inf")
+
+
+class RayExecutor:
+    """Actors on a Ray cluster, placed by a placement group; knows nothing of thresholds or output."""
+
+    @classmethod
+    def from_spec(cls, spec: Any, config: WorkerConfig, on_ready: Callable[[Ready], None] | None) -> RayExecutor:
+        """The executor of ``spec`` (``backend: ray``)."""
+        per_node = spec.process_count_per_node if "process_count_per_node" in spec.model_fields_set else None
+        return cls(config, spec.node_count, per_node, spec.num_cpus_per_process, spec.num_gpus_per_process,
+                   spec.run_invocation_timeout, spec.ray_address, on_ready,
+                   ship_source=spec.node_count > 1 and not spec.shared_filesystem)
+
+    def __init__(self, config: WorkerConfig, node_count: int, per_node: int | None, cpus: float, gpus: float,
+                 timeout: float, address: str | None = None, on_ready: Callable[[Ready], None] | None = None,
+                 ship_source: bool = False) -> None:
+        self.config = config
+        self.node_count = node_count
+        self.per_node = per_node
+        self.cpus = cpus
+        self.gpus = gpus
+        self.timeout = timeout
+        self.address = address
+        self.on_ready = on_ready
+        self.ship_source = ship_source
+        self.count = 0  # set by start()
+        self.slots: dict[int, _Slot] = {}
+        self.started = 0
+        self.peak = 0
+        self.orphans: deque[MiniBatch] = deque()
+        self.init_failures_in_a_row = 0
+        self.prefetch = MIN_PREFETCH
+        self._mean_s: float | None = None
+        self._owned = False
+        self._connected = False
+        self._guardian: _Guardian | None = None
+        self._pg: Any = None
+        self._run = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._salvages: dict[Any, int] = {}  # log reads of dead actors -> worker index
+        self._runtime_env: dict[str, Any] | None = None
+        self.startup_s: float | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Connect (or start our own Ray), count the nodes that fit, and reserve them (placement group)."""
+        began = time.monotonic()
+        if self.address is None:
+            self._guardian = _Guardian()
+        self._owned = connect(self.address)
+        self._connected = True
+        if self._guardian is not None:
+            self._guardian.watch(_instance_pids())
+        need = {"CPU": self.cpus, "GPU": self.gpus}
+        counts = sorted(fitting_nodes(need), reverse=True)
+        fitting = [c for c in counts if c >= (self.per_node or 1)]
+        if len(fitting) < self.node_count:
+            each = f"{self.cpus:g} CPU" + (f" and {self.gpus:g} GPU" if self.gpus else "")
+            per_node = self.per_node or 1
+            self.kill_all()
+            raise BackendUnavailableError(
+                f"node_count is {self.node_count} but the Ray cluster has {len(counts)} node"
+                f"{'s' if len(counts) != 1 else ''}, {len(fitting)} of them with room for {per_node} process"
+                f"{'es' if per_node > 1 else ''} of {each} each",
+                hint="lower node_count, process_count_per_node or num_cpus_per_process/num_gpus_per_process, "
+                     "or add nodes",
+            )
+        per_node = self.per_node or max(1, fitting[self.node_count - 1])
+        self.per_node = per_node
+        self.count = self.node_count * per_node
+        self.config = replace(self.config, processes_per_node=per_node, scratch_dir="")
+        if GENERATED_TOKEN:  # the actors' environment holds it: masked in their logs, as the user's secrets
+            register_secrets((GENERATED_TOKEN,))
+            self.config = replace(self.config, secret_values=(*self.config.secret_values, GENERATED_TOKEN))
+        if self.ship_source:  # the script's folder goes to every node with the job (Ray's working_dir)
+            rel = os.path.relpath(self.config.entry_path, self.config.source_directory)
+            self._runtime_env = {"working_dir": self.config.source_directory}
+            self.config = replace(self.config, source_directory="", entry_path=rel)
+        bundle = {"CPU": self.cpus * per_node}
+        if self.gpus:
+            bundle["GPU"] = self.gpus * per_node
+        self._pg = placement_group([dict(bundle) for _ in range(self.node_count)], strategy="STRICT_SPREAD")
+        ready, _ = ray.wait([self._pg.ready()], timeout=PLACEMENT_WAIT_S)
+        if not ready:
+            self.kill_all()
+            raise BackendUnavailableError(
+                f"the Ray cluster did not give {self.node_count} nodes with {bundle} each within "
+                f"{PLACEMENT_WAIT_S:g}s (other jobs hold them?)", hint="lower node_count or free the cluster")
+        self.startup_s = time.monotonic() - began
+        log.info("ray: %s in %.1fs; %d node(s) x %d process(es), each %g CPU, %g GPU",
+                 "started a local instance" if self._owned else f"connected to {self.address}",
+                 self.startup_s, self.node_count, per_node, self.cpus, self.gpus)
+
+    def _spawn(self) -> _Slot:
+        index = min(set(range(len(self.slots) + 1)) - set(self.slots))
+        options: dict[str, Any] = {
+            "num_cpus": self.cpus,
+            "num_gpus": self.gpus,
+            "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                self._pg, placement_group_bundle_index=index // self.per_node),
+        }
+        if self._runtime_env:
+            options["runtime_env"] = self._runtime_env
+        actor = _Worker.options(**options).remote(self.config, index, self._run, self.timeout)
+        slot = self.slots[index] = _Slot(index, actor, time.monotonic())
+        slot.start_ref = actor.start.remote()
+        self.started += 1
+        self.peak = max(self.peak, len(self.slots))
+        log.debug("worker %d starting (bundle %d)", index, index // self.per_node)
+        return slot
+
+    def stop(self) -> None:
+        """shutdown() in every ready actor (their last log lines kept), then kill what is left."""
+        closing = {s.actor.close.remote(): s for s in self.slots.values() if s.ready_at is not None}
+        if closing:
+            done, _ = ray.wait(list(closing), num_returns=len(closing), timeout=STOP_WAIT_S)
+            for ref in done:
+                try:
+                    self._log(closing[ref], ray.get(ref))
+                except ray.exceptions.RayError:
+                    pass
+        self.kill_all()
+
+    def kill_all(self) -> None:
+        """Kill every actor at once, remove the placement group, leave (or stop) the Ray session."""
+        if not self._connected:
+            return
+        for slot in list(self.slots.values()):
+            self._retire(slot, salvage=False)
+        if self._salvages:
+            done, _ = ray.wait(list(self._salvages), num_returns=len(self._salvages), timeout=SALVAGE_WAIT_S)
+            self._take_salvages(done)
+        if self._pg is not None:
+            try:
+                remove_placement_group(self._pg)
+            except Exception:  # noqa: BLE001 - the session may be gone already
+                pass
+            self._pg = None
+        try:
+            ray.shutdown()  # our own instance stops with it
+        except Exception:  # noqa: BLE001
+            pass
+        self._connected = False
+        if self._guardian is not None:
+            self._guardian.dismiss()
+            self._guardian = None
+        if self._owned:
+            shutil.rmtree(_node_folder(self._run), ignore_errors=True)  # one node: this machine
+
+    @property
+    def busy(self) -> int:
+        """Actors running a mini-batch now."""
+        return sum(1 for s in self.slots.values() if s.assigned and s.ready_at is not None)
+
+    # ------------------------------------------------------------- dispatch
+
+    def free_slots(self) -> int:
+        """How many more mini-batches the actors take now, counting those not started yet (orphans go first)."""
+        room = sum(s.room(self.prefetch) for s in self.slots.values())
+        room += (self.count - len(self.slots)) * (1 + self.prefetch)
+        return max(0, room - len(self.orphans))
+
+    def submit(self, batch: MiniBatch) -> None:
+        """Give ``batch`` to the least loaded actor (call only when ``free_slots()`` > 0)."""
+        open_slots = [s for s in self.slots.values() if s.room(self.prefetch) > 0]
+        idle = any(not s.assigned for s in self.slots.values())
+        if not idle and len(self.slots) < self.count:
+            slot = self._spawn()
+        elif not open_slots:
+            self.orphans.appendleft(batch)
+            return
+        else:
+            slot = min(open_slots, key=lambda s: (len(s.assigned), s.ready_at is None, s.index))
+        if not slot.assigned and slot.ready_at is not None:
+            slot.head_started = time.monotonic()
+        slot.assigned.append(batch)
+        slot.outbox.append(batch)
+
+    def _flush(self) -> None:
+        """Orphans first, then one call per actor for all it was given this round."""
+        while self.orphans and (len(self.slots) < self.count
+                                or any(s.room(self.prefetch) > 0 for s in self.slots.values())):
+            self.submit(self.orphans.popleft())
+        for slot in self.slots.values():
+            if slot.outbox:
+                slot.calls.append(slot.actor.serve.remote(slot.outbox))
+                slot.outbox = []
+
+    # ------------------------------------------------------------- events
+
+    def poll(self, timeout: float) -> list[Outcome]:
+        """Wait up to ``timeout`` seconds for outcomes; handle deaths and timeouts on the way."""
+        self._flush()
+        outcomes: list[Outcome] = []
+        now = time.monotonic()
+        deadline = min((s.run_deadline(self.timeout) for s in self.slots.values()), default=now + timeout)
+        targets: dict[Any, Any] = {}
+        for slot in self.slots.values():
+            if slot.ready_at is None:
+                targets[slot.start_ref] = slot
+            for call in slot.calls:
+                targets[call] = slot
+        targets.update({ref: None for ref in self._salvages})
+        if targets:
+            ready, _ = ray.wait(list(targets), num_returns=1, timeout=max(0.0, min(timeout, deadline - now)))
+            if ready:
+                ready, _ = ray.wait(list(targets), num_returns=len(targets), timeout=0)
+            self._take_salvages([r for r in ready if r in self._salvages])
+            for ref in ready:
+                slot = targets[ref]
+                if slot is not None and self.slots.get(slot.index) is slot:
+                    if ref is slot.start_ref:
+                        self._started(slot)
+                    else:
+                        self._drain(slot, ref, outcomes)
+        elif timeout > 0:
+            time.sleep(min(timeout, max(0.0, deadline - now)))
+        self._watchdog(outcomes)
+        self._flush()
+        self._adapt_prefetch(outcomes)
+        return outcomes
+
+    def _adapt_prefetch(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.ok:
+                mean = self._mean_s
+                self._mean_s = outcome.seconds if mean is None else 0.9 * mean + 0.1 * outcome.seconds
+        if self._mean_s is not None:
+            wanted = int(QUEUE_S / max(self._mean_s, 1e-6))
+            self.prefetch = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
+
+    def _started(self, slot: _Slot) -> None:
+        try:
+            result, slot.node, slot.log_path, slot.folder, data = ray.get(slot.start_ref)
+        except ray.exceptions.RayError as exc:
+            self._init_failed(slot, f"the worker died during init(): {_why(exc)}")
+            return
+        self._log(slot, data)
+        if isinstance(result, InitFailed):
+            self._init_failed(slot, result.message, result.traceback)
+            return
+        slot.ready_at = time.monotonic()
+        slot.head_started = slot.ready_at if slot.assigned else None
+        self.init_failures_in_a_row = 0
+        if self._guardian is not None:
+            self._guardian.watch({result.pid})
+        if self.on_ready:
+            self.on_ready(result)
+
+    def _drain(self, slot: _Slot, call: Any, outcomes: list[Outcome]) -> None:
+        """Every outcome of ``call`` that has arrived; a failed call means the actor died."""
+        while True:
+            try:
+                ref = next(call)
+                outcome, data = ray.get(ref)
+            except StopIteration:
+                slot.calls.remove(call)
+                return
+            except ray.exceptions.RayError as exc:
+                self._on_death(slot, _why(exc), outcomes)
+                return
+            self._log(slot, data)
+            for i, batch in enumerate(slot.assigned):
+                if batch.id == outcome.batch_id and batch.part == outcome.part:
+                    del slot.assigned[i]
+                    break
+            slot.head_started = time.monotonic() if slot.assigned else None
+            self.init_failures_in_a_row = 0
+            outcomes.append(outcome)
+            if ScriptRuntime.ends_worker(outcome):
+                log.error("worker %d stopped after mini-batch %s: %s", slot.index, outcome.batch_id, outcome.message)
+                self._retire(slot)
+                self.orphans.extendleft(reversed(slot.assigned))
+                return
+            if not ray.wait([call], timeout=0)[0]:
+                return
+
+    def _init_failed(self, slot: _Slot, message: str, details: str = "") -> None:
+        """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
+        self.init_failures_in_a_row += 1
+        log.error("worker %d failed to start: %s\n%s", slot.index, message, details)
+        self._retire(slot)
+        self.orphans.extendleft(reversed(slot.assigned))
+        if self.init_failures_in_a_row >= 3 * max(1, self.peak):
+            self.kill_all()
+            raise JobFailedError(
+                f"workers failed to start {self.init_failures_in_a_row} times in a row: {message}",
+                hint=f"see {self.config.log_dir}/worker-*.log",
+            )
+
+    def _retire(self, slot: _Slot, salvage: bool = True) -> None:
+        """Kill the actor; read what it wrote last on its node (its stack), then its folder goes."""
+        del self.slots[slot.index]
+        try:
+            ray.kill(slot.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - dead already
+            pass
+        if salvage and slot.log_path and slot.node:
+            strategy = NodeAffinitySchedulingStrategy(slot.node, soft=False)
+            ref = _salvage.options(scheduling_strategy=strategy).remote(slot.log_path, slot.received, slot.folder)
+            self._salvages[ref] = slot.index
+
+    def _take_salvages(self, done: list[Any]) -> None:
+        for ref in done:
+            index = self._salvages.pop(ref)
+            try:
+                self._append_log(index, ray.get(ref))
+            except ray.exceptions.RayError:
+                pass  # the node is gone, with the log
+
+    def _on_death(self, slot: _Slot, how: str, outcomes: list[Outcome]) -> None:
+        if slot.ready_at is None:
+            self._init_failed(slot, f"the worker died during init(): {how}")
+            return
+        self._retire(slot)
+        if slot.assigned:
+            batch = slot.assigned.popleft()
+            message = f"worker {slot.index} died ({how}) while running mini-batch {batch.id}"
+            log.error(message)
+            outcomes.append(self._lost(batch, slot, WORKER_DIED, message))
+            self.orphans.extendleft(reversed(slot.assigned))
+
+    def _lost(self, batch: MiniBatch, slot: _Slot, kind: str, message: str) -> Outcome:
+        started = slot.head_started or time.monotonic()
+        seconds = time.monotonic() - started
+        return Outcome(batch_id=batch.id, part=batch.part, worker=slot.index, ok=False, items=batch.known_items,
+                       kind=kind, message=message, started=time.time() - seconds, seconds=seconds)
+
+    def _watchdog(self, outcomes: list[Outcome]) -> None:
+        """Kill actors whose run() or init() outlived the timeout (their stack was written at the deadline)."""
+        now = time.monotonic()
+        for slot in list(self.slots.values()):
+            if now < slot.run_deadline(self.timeout):
+                continue
+            if slot.ready_at is None:
+                self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout)")
+                continue
+            batch = slot.assigned.popleft()
+            message = (f"run() on mini-batch {batch.id} took longer than run_invocation_timeout "
+                       f"({self.timeout:g}s); worker {slot.index} was killed (its stack is in worker-{slot.index}.log)")
+            log.error(message)
+            outcomes.append(self._lost(batch, slot, TIMEOUT, message))
+            self._retire(slot)
+            self.orphans.extendleft(reversed(slot.assigned))
+
+    # ------------------------------------------------------------- logs
+
+    def _log(self, slot: _Slot, data: bytes) -> None:
+        slot.received += len(data)
+        self._append_log(slot.index, data)
+
+    def _append_log(self, index: int, data: bytes) -> None:
+        """Append an actor's log bytes to ``<output>/logs/worker-N.log``."""
+        if not data:
+            return
+        fd = open_own_file(Path(self.config.log_dir) / f"worker-{index}.log",
+                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+
+def _why(exc: BaseException) -> str:
+    """A Ray error in a few words (its first line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
