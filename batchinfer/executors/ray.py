@@ -67,11 +67,12 @@ from ray.util.scheduling_strategies import (  # noqa: E402
 )
 
 from batchinfer import capture  # noqa: E402
-from batchinfer.errors import BackendUnavailableError, JobFailedError  # noqa: E402
+from batchinfer.errors import BackendUnavailableError, InputError, JobFailedError  # noqa: E402
 from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S  # noqa: E402
 from batchinfer.inputs import MiniBatch  # noqa: E402
 from batchinfer.output import open_own_file  # noqa: E402
 from batchinfer.redact import register_secrets  # noqa: E402
+from batchinfer.spec import is_url  # noqa: E402
 from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig  # noqa: E402
 from batchinfer.worker import ScriptRuntime  # noqa: E402
 
@@ -314,6 +315,26 @@ def fitting_nodes(per_process: dict[str, float]) -> list[int]:
     return counts
 
 
+def check_paths(spec: Any) -> None:
+    """On more than one node, every input, model and side input must be a URL, unless the spec says
+    that every node mounts the same paths (``shared_filesystem: true``): an actor reads them itself."""
+    if spec.node_count <= 1 or spec.shared_filesystem:
+        return
+    # models and side inputs at URLs are fetched into this machine's cache (modelcache.py), which
+    # the actors are given: on other nodes, that is a local path too
+    named = [("model", loc.path) for loc in spec.models.values()]
+    named += [("side input", loc.path) for loc in spec.side_inputs.values()]
+    named += [("input", path) for item in spec.inputs for path in item.path if not is_url(path)]
+    if named:
+        what, path = named[0]
+        hint = ("use a URL (s3://, az://, gs://, https://), or a path every node mounts and say so with "
+                "shared_filesystem: true")
+        if what != "input":
+            hint = "put it on a path every node mounts and say so with shared_filesystem: true"
+        raise InputError(f"the {what} {path} is read from this machine, which the other nodes of a Ray cluster "
+                         f"do not see (node_count {spec.node_count})", hint=hint)
+
+
 # ------------------------------------------------------------------ the executor
 
 
@@ -351,7 +372,8 @@ class RayExecutor:
 
     @classmethod
     def from_spec(cls, spec: Any, config: WorkerConfig, on_ready: Callable[[Ready], None] | None) -> RayExecutor:
-        """The executor of ``spec`` (``backend: ray``)."""
+        """The executor of ``spec`` (``backend: ray``); local-only paths on several nodes are refused here."""
+        check_paths(spec)
         per_node = spec.process_count_per_node if "process_count_per_node" in spec.model_fields_set else None
         return cls(config, spec.node_count, per_node, spec.num_cpus_per_process, spec.num_gpus_per_process,
                    spec.run_invocation_timeout, spec.ray_address, on_ready,
