@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the two test environments, both with python3.11 ($PYTHON to choose another):
-#   .venv      batchinfer with its dev extra at the newest versions: the whole test suite runs here
+#   .venv      batchinfer with its dev extra at the newest versions (Ray included, for backend: ray's
+#              tests): the whole test suite runs here
 #   .venv-old  batchinfer at the oldest supported pandas/numpy/pyarrow (tests/old-versions.txt), with
 #              what Azure's examples and the Azure tests need (scikit-learn, mlflow-skinny 2.x, whose sklearn
 #              flavour still saves with cloudpickle as Azure's examples expect, Microsoft's
