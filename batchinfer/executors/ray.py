@@ -16,7 +16,9 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
 - **Dispatch**: as the local executor (``local.py``): actors start on demand; each holds the
   mini-batch it runs plus about ``QUEUE_S`` seconds of queued ones; the mini-batches given to an
   actor in one round go in one call, whose outcomes stream back one per try as each try ends, so
-  the running mini-batch is always the first one not reported.
+  the running mini-batch is always the first one not reported. An actor's mini-batches are sent
+  once its init() is done; until then an idle ready actor takes them (after a lost node, a new
+  actor may wait for a node that never comes).
 - **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
   at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
   replaced, the try is a ``timeout``; a dead actor or node: the running try is ``worker_died``;
@@ -550,8 +552,19 @@ class RayExecutor:
                                 or any(s.room(self.prefetch) > 0 for s in self.slots.values())):
             self.submit(self.orphans.popleft())
         for slot in self.slots.values():
-            if slot.outbox:
+            if slot.outbox and slot.ready_at is not None:
                 slot.calls.append(slot.actor.serve.remote(slot.outbox))
+                slot.outbox = []
+
+    def _rebalance(self) -> None:
+        """An actor that is not ready yet keeps its mini-batches here, unsent: while a ready actor is
+        idle, they go to it (an actor waiting for a node, after a lost one, may never start)."""
+        if not any(s.ready_at is not None and not s.assigned for s in self.slots.values()):
+            return
+        for slot in self.slots.values():
+            if slot.ready_at is None and slot.assigned:
+                self.orphans.extendleft(reversed(slot.assigned))
+                slot.assigned.clear()
                 slot.outbox = []
 
     # ------------------------------------------------------------- events
@@ -584,6 +597,7 @@ class RayExecutor:
         elif timeout > 0:
             time.sleep(min(timeout, max(0.0, deadline - now)))
         self._watchdog(outcomes)
+        self._rebalance()
         self._flush()
         self._adapt_prefetch(outcomes)
         return outcomes
@@ -701,7 +715,8 @@ class RayExecutor:
             if now < slot.run_deadline(self.timeout):
                 continue
             if slot.ready_at is None:
-                self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout)")
+                self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout), "
+                                        "or no node of the Ray cluster could take the worker (a node was lost?)")
                 continue
             batch = slot.assigned.popleft()
             message = (f"run() on mini-batch {batch.id} took longer than run_invocation_timeout "

@@ -1,10 +1,11 @@
 """A file's first try can hang in run() so that a test acts at a known point; every later try succeeds.
 
 FAULTS_DIR (environment_variables) is a folder shared with the test. The first try of the file named
-HANG_ON writes ``hanging`` (this process's pid) there and sleeps for an hour: the test then kills the
-actor (or the coordinator), or run_invocation_timeout does. With HANG_ON_NODE (a Ray node id), every
-first try on that node hangs the same way (the test removes the node). GO_FILE: run() waits until the
-test creates it (to look at the processes of a running job).
+HANG_ON writes ``hanging.<pid>`` there and sleeps for an hour: the test then kills the actor (or the
+coordinator), or run_invocation_timeout does. With HANG_ON_NODE (a Ray node id), every first try on
+that node hangs the same way (the test removes the node), and tries on other nodes wait until one
+hangs there (so that node gets work). GO_FILE: run() waits until the test creates it (to look at the
+processes of a running job).
 """
 
 import os
@@ -30,6 +31,9 @@ def run(mini_batch):
         tried.touch()
         if first and (name == os.environ.get("HANG_ON") or batchinfer.node_id() == os.environ.get("HANG_ON_NODE")):
             _hang()
+        lost = os.environ.get("HANG_ON_NODE")
+        while lost and batchinfer.node_id() != lost and not list(FOLDER.glob("hanging.*")):
+            time.sleep(0.05)
         go = os.environ.get("GO_FILE")
         while go and not os.path.exists(go):
             time.sleep(0.05)
