@@ -99,7 +99,8 @@ def kinds(run: Run) -> list[str]:
 
 
 def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs(ray_job, ray_cluster):
-    job = ray_job("ray_node.py", node_count=2, process_count_per_node=1, shared_filesystem=True)
+    job = ray_job("ray_node.py", node_count=2, process_count_per_node=1, shared_filesystem=True,
+                  env={"WAIT_FOR_NODES": "2"})
     run = job.run()
     assert run.code == 0, run.stderr
     rows = once(run, 12)
@@ -127,10 +128,11 @@ def test_too_few_nodes_is_one_line_naming_how_many_the_cluster_has(ray_job):
 
 def test_gpus_are_reserved_per_actor_and_visible_to_the_script(ray_job, ray_cluster):
     run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, shared_filesystem=True,
-                  num_gpus_per_process=1).run()
+                  num_gpus_per_process=1, env={"WAIT_FOR_NODES": "2"}).run()
     assert run.code == 0, run.stderr
     rows = once(run, 12)
     assert {row.split()[2] for row in rows} == {"0"}  # each node has one logical GPU: its id 0
+    assert len({row.split()[1] for row in rows}) == 2
 
 
 @pytest.mark.parametrize("fault", ["actor killed", "run() hangs"])
@@ -163,11 +165,12 @@ def test_the_coordinator_stopped_leaves_nothing_running_and_a_rerun_completes(ra
     if how == signal.SIGTERM:
         assert stopped.code == 143, stopped.stderr
     assert ray_cluster.wait_no_actors(10) == []
-    if own:  # batchinfer's own Ray: not one of its processes is left
+    if own:  # batchinfer's own Ray: not one of its processes is left (resuming is the other cases')
         deadline = time.monotonic() + 10
         while (left := _processes_with(run_marker)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert left == []
+        return
     rerun = job.run()
     assert rerun.code == 0, rerun.stderr
     once(rerun, 12)
