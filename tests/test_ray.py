@@ -112,6 +112,24 @@ def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs
     assert ray_cluster.wait_no_actors() == []
 
 
+def test_inputs_at_a_url_need_no_shared_filesystem_the_scripts_folder_travels_with_the_job(
+        ray_job, ray_cluster, s3_server, text_files, tmp_path):
+    from tests.stores import Store, upload_tree
+
+    store = Store("s3", s3_server)
+    bucket = store.new_bucket()
+    upload_tree(store.fs(), text_files(12, "up"), f"{bucket}/data")
+    source = tmp_path / "src"  # a folder only this machine has: Ray ships it (runtime_env working_dir)
+    source.mkdir()
+    (source / "ray_node.py").write_text((SCRIPTS / "ray_node.py").read_text())
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, source_directory=str(source),
+                  inputs={"type": "file", "path": store.url(bucket, "data"), "storage_options": store.storage_options},
+                  env={"WAIT_FOR_NODES": "2"}).run()
+    assert run.code == 0, run.stderr
+    rows = once(run, 12)
+    assert len({row.split()[1] for row in rows}) == 2
+
+
 @pytest.mark.parametrize(("keys", "hint"), [
     ({}, "shared_filesystem: true"),
     ({"models": {"m": str(SCRIPTS)}, "shared_filesystem": False}, "model"),
@@ -138,7 +156,7 @@ def test_gpus_are_reserved_per_actor_and_visible_to_the_script(ray_job, ray_clus
 @pytest.mark.parametrize("fault", ["actor killed", "run() hangs"])
 def test_a_killed_actor_or_a_hung_run_loses_no_row(ray_job, ray_cluster, fault):
     hangs = fault == "run() hangs"
-    job = ray_job("ray_faults.py", env={"HANG_ON": "f003.txt"}, run_invocation_timeout=3 if hangs else 60)
+    job = ray_job("ray_faults.py", env={"HANG_ON": "f003.txt"}, run_invocation_timeout=6 if hangs else 60)
     proc = job.start()
     pid, _ = job.hanging()
     if not hangs:

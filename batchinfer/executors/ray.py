@@ -32,6 +32,7 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import faulthandler
 import logging
@@ -255,10 +256,12 @@ def _quiet_ray() -> None:
     logging.getLogger("ray").setLevel(logging.ERROR)
 
 
-def connect(address: str | None) -> bool:
-    """Connect to ``address``, or start a Ray instance of our own (True) on 127.0.0.1."""
+def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Connect to ``address``, or start a Ray instance of our own (True) on 127.0.0.1; ``runtime_env``:
+    the job's (a local ``working_dir`` is uploaded to the cluster by ``ray.init``)."""
     _quiet_ray()
-    common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False}
+    common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False,
+              "runtime_env": runtime_env}
     if address is None:
         shown = "a local Ray instance"
         kwargs = {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False,
@@ -303,6 +306,74 @@ def _stderr_to_log() -> Any:
             held.seek(0)
             for line in held.read().decode("utf-8", "replace").splitlines():
                 log.warning("ray: %s", line)
+
+
+class _Session:
+    """This process's Ray session: connected (or our own instance started) once per run."""
+
+    def __init__(self, address: str | None, runtime_env: dict[str, Any] | None) -> None:
+        began = time.monotonic()
+        self.address = address
+        self.runtime_env = runtime_env
+        self.guardian = _Guardian() if address is None else None
+        try:
+            self.owned = connect(address, runtime_env)
+        except BaseException:
+            self.close()
+            raise
+        if self.guardian is not None:
+            self.guardian.watch(_instance_pids())
+        self.seconds = time.monotonic() - began
+        atexit.register(self.close)  # a run that never made its executor (a job already complete)
+
+    def close(self) -> None:
+        """Leave the cluster; our own instance stops, and its guardian goes."""
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - the session may be half made
+            pass
+        if self.guardian is not None:
+            self.guardian.dismiss()
+            self.guardian = None
+        atexit.unregister(self.close)
+
+
+_session: _Session | None = None
+
+
+def open_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> _Session:
+    """The run's session, made on first use (by :meth:`RayExecutor.prepare`, else by ``start()``)."""
+    global _session
+    if (_session is None or (_session.address, _session.runtime_env) != (address, runtime_env)
+            or not ray.is_initialized()):
+        close_session()
+        _session = _Session(address, runtime_env)
+    return _session
+
+
+def close_session() -> None:
+    global _session
+    if _session is not None:
+        _session.close()
+        _session = None
+
+
+def processes_per_node(node_count: int, per_node: int | None, cpus: float, gpus: float) -> int:
+    """How many actors go on each node: ``per_node``, or (None) as many as the smallest of the
+    ``node_count`` roomiest nodes holds; too few nodes that fit: one line, exit 2."""
+    counts = sorted(fitting_nodes({"CPU": cpus, "GPU": gpus}), reverse=True)
+    fitting = [c for c in counts if c >= (per_node or 1)]
+    if len(fitting) < node_count:
+        each = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
+        wanted = per_node or 1
+        raise BackendUnavailableError(
+            f"node_count is {node_count} but the Ray cluster has {len(counts)} node"
+            f"{'s' if len(counts) != 1 else ''}, {len(fitting)} of them with room for {wanted} process"
+            f"{'es' if wanted > 1 else ''} of {each} each",
+            hint="lower node_count, process_count_per_node or num_cpus_per_process/num_gpus_per_process, "
+                 "or add nodes",
+        )
+    return per_node or max(1, fitting[node_count - 1])
 
 
 def fitting_nodes(per_process: dict[str, float]) -> list[int]:
@@ -373,17 +444,29 @@ class RayExecutor:
     """Actors on a Ray cluster, placed by a placement group; knows nothing of thresholds or output."""
 
     @classmethod
+    def prepare(cls, spec: Any) -> None:
+        """First thing in a run (registry's ``prepare``): refuse what other nodes cannot see, connect
+        (or start our own Ray, while the coordinator checks the inputs), and count the nodes."""
+        check_paths(spec)
+        open_session(spec.ray_address, _runtime_env(spec))
+        try:
+            processes_per_node(spec.node_count, _per_node(spec), spec.num_cpus_per_process, spec.num_gpus_per_process)
+        except BaseException:
+            close_session()
+            raise
+
+    @classmethod
     def from_spec(cls, spec: Any, config: WorkerConfig, on_ready: Callable[[Ready], None] | None) -> RayExecutor:
         """The executor of ``spec`` (``backend: ray``); local-only paths on several nodes are refused here."""
         check_paths(spec)
-        per_node = spec.process_count_per_node if "process_count_per_node" in spec.model_fields_set else None
+        per_node = _per_node(spec)
         return cls(config, spec.node_count, per_node, spec.num_cpus_per_process, spec.num_gpus_per_process,
                    spec.run_invocation_timeout, spec.ray_address, on_ready,
-                   ship_source=spec.node_count > 1 and not spec.shared_filesystem)
+                   runtime_env=_runtime_env(spec))
 
     def __init__(self, config: WorkerConfig, node_count: int, per_node: int | None, cpus: float, gpus: float,
                  timeout: float, address: str | None = None, on_ready: Callable[[Ready], None] | None = None,
-                 ship_source: bool = False) -> None:
+                 runtime_env: dict[str, Any] | None = None) -> None:
         self.config = config
         self.node_count = node_count
         self.per_node = per_node
@@ -392,7 +475,6 @@ class RayExecutor:
         self.timeout = timeout
         self.address = address
         self.on_ready = on_ready
-        self.ship_source = ship_source
         self.count = 0  # set by start()
         self.slots: dict[int, _Slot] = {}
         self.started = 0
@@ -403,11 +485,10 @@ class RayExecutor:
         self._mean_s: float | None = None
         self._owned = False
         self._connected = False
-        self._guardian: _Guardian | None = None
         self._pg: Any = None
         self._run = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._salvages: dict[Any, int] = {}  # log reads of dead actors -> worker index
-        self._runtime_env: dict[str, Any] | None = None
+        self._runtime_env = runtime_env
         self.startup_s: float | None = None
 
     # ------------------------------------------------------------- lifecycle
@@ -415,36 +496,21 @@ class RayExecutor:
     def start(self) -> None:
         """Connect (or start our own Ray), count the nodes that fit, and reserve them (placement group)."""
         began = time.monotonic()
-        if self.address is None:
-            self._guardian = _Guardian()
-        self._owned = connect(self.address)
+        session = open_session(self.address, self._runtime_env)
+        self._owned = session.owned
         self._connected = True
-        if self._guardian is not None:
-            self._guardian.watch(_instance_pids())
-        need = {"CPU": self.cpus, "GPU": self.gpus}
-        counts = sorted(fitting_nodes(need), reverse=True)
-        fitting = [c for c in counts if c >= (self.per_node or 1)]
-        if len(fitting) < self.node_count:
-            each = f"{self.cpus:g} CPU" + (f" and {self.gpus:g} GPU" if self.gpus else "")
-            per_node = self.per_node or 1
+        try:
+            per_node = self.per_node = processes_per_node(self.node_count, self.per_node, self.cpus, self.gpus)
+        except BaseException:
             self.kill_all()
-            raise BackendUnavailableError(
-                f"node_count is {self.node_count} but the Ray cluster has {len(counts)} node"
-                f"{'s' if len(counts) != 1 else ''}, {len(fitting)} of them with room for {per_node} process"
-                f"{'es' if per_node > 1 else ''} of {each} each",
-                hint="lower node_count, process_count_per_node or num_cpus_per_process/num_gpus_per_process, "
-                     "or add nodes",
-            )
-        per_node = self.per_node or max(1, fitting[self.node_count - 1])
-        self.per_node = per_node
+            raise
         self.count = self.node_count * per_node
         self.config = replace(self.config, processes_per_node=per_node, scratch_dir="")
         if GENERATED_TOKEN:  # the actors' environment holds it: masked in their logs, as the user's secrets
             register_secrets((GENERATED_TOKEN,))
             self.config = replace(self.config, secret_values=(*self.config.secret_values, GENERATED_TOKEN))
-        if self.ship_source:  # the script's folder goes to every node with the job (Ray's working_dir)
+        if self._runtime_env:  # the actors' working directory is Ray's copy of the script's folder
             rel = os.path.relpath(self.config.entry_path, self.config.source_directory)
-            self._runtime_env = {"working_dir": self.config.source_directory}
             self.config = replace(self.config, source_directory="", entry_path=rel)
         bundle = {"CPU": self.cpus * per_node}
         if self.gpus:
@@ -456,10 +522,10 @@ class RayExecutor:
             raise BackendUnavailableError(
                 f"the Ray cluster did not give {self.node_count} nodes with {bundle} each within "
                 f"{PLACEMENT_WAIT_S:g}s (other jobs hold them?)", hint="lower node_count or free the cluster")
-        self.startup_s = time.monotonic() - began
-        log.info("ray: %s in %.1fs; %d node(s) x %d process(es), each %g CPU, %g GPU",
+        self.startup_s = session.seconds
+        log.info("ray: %s in %.1fs, nodes reserved in %.1fs; %d node(s) x %d process(es), each %g CPU, %g GPU",
                  "started a local instance" if self._owned else f"connected to {self.address}",
-                 self.startup_s, self.node_count, per_node, self.cpus, self.gpus)
+                 session.seconds, time.monotonic() - began, self.node_count, per_node, self.cpus, self.gpus)
 
     def _spawn(self) -> _Slot:
         index = min(set(range(len(self.slots) + 1)) - set(self.slots))
@@ -469,8 +535,6 @@ class RayExecutor:
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 self._pg, placement_group_bundle_index=index // self.per_node),
         }
-        if self._runtime_env:
-            options["runtime_env"] = self._runtime_env
         actor = _Worker.options(**options).remote(self.config, index, self._run, self.timeout)
         slot = self.slots[index] = _Slot(index, actor, time.monotonic())
         slot.start_ref = actor.start.remote()
@@ -506,14 +570,8 @@ class RayExecutor:
             except Exception:  # noqa: BLE001 - the session may be gone already
                 pass
             self._pg = None
-        try:
-            ray.shutdown()  # our own instance stops with it
-        except Exception:  # noqa: BLE001
-            pass
+        close_session()  # our own instance stops with it
         self._connected = False
-        if self._guardian is not None:
-            self._guardian.dismiss()
-            self._guardian = None
         if self._owned:
             shutil.rmtree(_node_folder(self._run), ignore_errors=True)  # one node: this machine
 
@@ -624,8 +682,8 @@ class RayExecutor:
         slot.ready_at = time.monotonic()
         slot.head_started = slot.ready_at if slot.assigned else None
         self.init_failures_in_a_row = 0
-        if self._guardian is not None:
-            self._guardian.watch({result.pid})
+        if _session is not None and _session.guardian is not None:
+            _session.guardian.watch({result.pid})
         if self.on_ready:
             self.on_ready(result)
 
@@ -744,6 +802,19 @@ class RayExecutor:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
+
+
+def _runtime_env(spec: Any) -> dict[str, Any] | None:
+    """On several nodes without a shared filesystem, the script's folder goes with the job to every
+    node (Ray's ``working_dir``: uploaded once, at most 500 MiB, unpacked as each actor's first cwd)."""
+    if spec.node_count > 1 and not spec.shared_filesystem:
+        return {"working_dir": str(spec.source_directory)}
+    return None
+
+
+def _per_node(spec: Any) -> int | None:
+    """``process_count_per_node`` if the user set it; None: as many as fit."""
+    return spec.process_count_per_node if "process_count_per_node" in spec.model_fields_set else None
 
 
 def _why(exc: BaseException) -> str:
