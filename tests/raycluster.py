@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ class RayCluster:
     @classmethod
     def start(cls, nodes: int = 2, cpus: float = 1, gpus: float = 1) -> RayCluster:
         """A head and ``nodes - 1`` more nodes, each with ``cpus`` CPUs and ``gpus`` logical GPUs."""
+        # Ray reads RAY_AUTH_MODE when first imported: imported before, this process would talk to its
+        # own cluster without the token (tests check for ray with importlib.util.find_spec, not import)
+        assert "ray" not in sys.modules, "import ray only after RayCluster.start() (it reads RAY_AUTH_MODE then)"
         env = {**RAY_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(16)}
         os.environ.update(env)  # the raylets and their workers inherit it
         from ray.cluster_utils import Cluster
