@@ -161,6 +161,7 @@ class _Worker:
     def close(self) -> bytes:
         """shutdown() (unless a try ended this worker), the private folder removed; the last log bytes."""
         self.runtime.close()
+        capture._finish()  # with secrets, a capture process copies fds 1/2 into the log: let it finish
         data = self._new_log()
         shutil.rmtree(self.folder, ignore_errors=True)
         return data
@@ -558,6 +559,7 @@ class RayExecutor:
     def kill_all(self) -> None:
         """Kill every actor at once, remove the placement group, leave (or stop) the Ray session."""
         if not self._connected:
+            close_session()  # opened by prepare(), for a run that stopped before start()
             return
         for slot in list(self.slots.values()):
             self._retire(slot, salvage=False)
