@@ -15,12 +15,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-
 from conftest import MARKER, REPO, SCRIPTS, Run, _processes_with, assert_one_line_error
 
 # not imported here: Ray reads its settings (the test cluster's token mode) when first imported

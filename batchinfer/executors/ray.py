@@ -62,28 +62,28 @@ if not any(os.environ.get(_name) for _name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
     GENERATED_TOKEN = os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
     os.environ["RAY_AUTH_MODE"] = "token"
 
-import ray  # noqa: E402
-from ray.util.placement_group import placement_group, remove_placement_group  # noqa: E402
-from ray.util.scheduling_strategies import (  # noqa: E402
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
-from batchinfer import capture  # noqa: E402
-from batchinfer.errors import BackendUnavailableError, InputError, JobFailedError  # noqa: E402
-from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S  # noqa: E402
-from batchinfer.inputs import MiniBatch  # noqa: E402
-from batchinfer.output import open_own_file  # noqa: E402
-from batchinfer.redact import register_secrets  # noqa: E402
-from batchinfer.spec import is_url  # noqa: E402
-from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig  # noqa: E402
-from batchinfer.worker import ScriptRuntime  # noqa: E402
+from batchinfer import capture
+from batchinfer.errors import BackendUnavailableError, InputError, JobFailedError
+from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S
+from batchinfer.inputs import MiniBatch
+from batchinfer.output import open_own_file
+from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
+from batchinfer.redact import register_secrets
+from batchinfer.spec import is_url
+from batchinfer.worker import ScriptRuntime
 
 STOP_WAIT_S = 10.0  # stop(): how long shutdown() may take in the actors
 DUMP_MARGIN_S = 0.5  # after a deadline, before the kill: the actor's faulthandler writes the stack at the deadline
 PLACEMENT_WAIT_S = 30.0  # the placement group must be ready by then (the nodes were counted first)
-SALVAGE_WAIT_S = 3.0
-CONNECT_CHECK_S = 3.0  # at the end, how long the last log reads of killed actors may take
+SALVAGE_WAIT_S = 3.0  # at the end, how long the last log reads of killed actors may take
+CONNECT_CHECK_S = 3.0  # a TCP connection to ray_address first: Ray itself retries for 30 s and more
 
 log = logging.getLogger("batchinfer.executor")
 
@@ -139,7 +139,7 @@ class _Worker:
         return result, self.runtime.node_id, self.log_path, self.folder, self._new_log()
 
     @ray.method(num_returns="streaming")
-    def serve(self, batches: list[MiniBatch]):  # noqa: ANN201 - a generator of (Outcome, log bytes)
+    def serve(self, batches: list[MiniBatch]):
         """Run ``batches`` in order; one (Outcome, new log bytes) as each try ends."""
         if self.queue is None or self.ended:
             return
@@ -235,7 +235,7 @@ def _instance_pids() -> set[int]:
     """Our own Ray instance's processes (GCS, raylet, their agents and workers)."""
     import psutil
 
-    node = ray._private.worker._global_node  # noqa: SLF001 - the only place that lists them
+    node = ray._private.worker._global_node
     pids = {info.process.pid for infos in node.all_processes.values() for info in infos if info.process}
     for pid in list(pids):
         try:
@@ -249,7 +249,7 @@ def _quiet_ray() -> None:
     """Ray's messages to the driver (a worker died, ...) go to job.log: never to stdout or the terminal."""
     import ray._private.worker as ray_worker
 
-    def to_log(data: dict, ignore_prefix: bool = False) -> None:  # noqa: ARG001
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:
         for line in data.get("lines", []):
             log.warning("ray: %s", line)
 
