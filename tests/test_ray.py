@@ -137,6 +137,11 @@ def test_several_nodes_refuse_what_only_this_machine_sees(ray_job, keys, hint):
     assert_one_line_error(run, "other nodes", hint)
 
 
+def test_nothing_listening_at_ray_address_is_one_line_naming_it(ray_job):
+    run = ray_job("ray_node.py", ray_address="127.0.0.1:1").run()
+    assert_one_line_error(run, "cannot connect to the Ray cluster at 127.0.0.1:1")
+
+
 def test_too_few_nodes_is_one_line_naming_how_many_the_cluster_has(ray_job):
     run = ray_job("ray_node.py", node_count=3, process_count_per_node=1, shared_filesystem=True).run()
     assert_one_line_error(run, "node_count is 3 but the Ray cluster has 2 nodes")
