@@ -10,8 +10,8 @@ the item is counted failed exactly once (``summary.json``, ``errors.jsonl``, ``f
 and that nothing is left running: the ``run_marker`` leak guard for what the command started on
 this machine, :meth:`RayCluster.wait_no_actors` for the cluster.
 
-Timeouts are short (2 s) but no assertion depends on timing: a hang is an hour's sleep, and a
-coordinator is killed once the workers have written their marker files.
+The hanging cases have a short timeout (2 s), but no assertion depends on timing: a hang is an
+hour's sleep, and a coordinator is killed once the workers have written their marker files.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import yaml
 
 from conftest import MARKER, SCRIPTS, _processes_with
 
-BACKENDS = ["local", "ray"]
-TIMEOUT_S = 2  # run_invocation_timeout of the cases that hang
+# the ray cases share one xdist group, so that `pytest -n 2 --dist loadgroup` starts one test cluster, not two
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray_cluster"))]
+TIMEOUT_S = 2  # run_invocation_timeout of the cases that hang; the others have 60 s, never reached
 GONE_WITHIN_S = 10.0
 FILES = 6  # f000.txt ... f005.txt; f002 is the bad one
 BAD = "f002-bad.txt"
@@ -80,6 +81,11 @@ def data_with_a_bad_file(text_files) -> Path:
     data = text_files(FILES)
     (data / "f002.txt").rename(data / BAD)
     return data
+
+
+def timeout_of(fault: str) -> float:
+    """A short run_invocation_timeout where the case hangs, else one no healthy call comes near."""
+    return TIMEOUT_S if fault == "hang" else 60
 
 
 def assert_rows_once(out: Path, expected: list[str]) -> None:
@@ -137,8 +143,8 @@ def test_a_run_that_misbehaves_costs_its_item_at_most(job, text_files, tmp_path,
         (tmp_path / "once").mkdir()
         arguments += ["--once", str(tmp_path / "once")]
     run = job("contract_run.py", inputs={"path": str(data)}, arguments=arguments, mini_batch_size=1,
-              process_count_per_node=2, run_max_try=2, run_invocation_timeout=TIMEOUT_S, env=backend.env,
-              **backend.keys)
+              process_count_per_node=2, run_max_try=2, run_invocation_timeout=timeout_of(case.fault),
+              env=backend.env, **backend.keys)
 
     assert run.code == 0, run.stderr  # error_threshold -1: a failed item never fails the job
     assert "Traceback" not in run.stderr
@@ -191,7 +197,7 @@ def test_an_init_that_misbehaves_fails_the_job_and_loses_nothing(job, text_files
     (state / "broken").touch()
     arguments = ["--fault", case.fault, "--when", "once" if case.once else "while_broken", "--state", str(state)]
     keys = dict(inputs={"path": str(data)}, arguments=arguments, mini_batch_size=1, process_count_per_node=2,
-                run_max_try=2, run_invocation_timeout=TIMEOUT_S, **backend.keys)
+                run_max_try=2, run_invocation_timeout=timeout_of(case.fault), **backend.keys)
     expected = [f"f{i:03d}.txt" for i in range(FILES)]
     run = job("contract_init.py", env=backend.env, **keys)
 
