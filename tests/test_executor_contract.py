@@ -33,8 +33,8 @@ import yaml
 
 from conftest import MARKER, SCRIPTS, _processes_with
 
-# the ray cases share one xdist group, so that `pytest -n 2 --dist loadgroup` starts one test cluster, not two
-BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray_cluster"))]
+# the ray cases join tests/test_ray.py's xdist group: `pytest -n 2 --dist loadgroup` starts one test cluster
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))]
 TIMEOUT_S = 2  # run_invocation_timeout of the cases that hang; the others have 60 s, never reached
 GONE_WITHIN_S = 10.0
 FILES = 6  # f000.txt ... f005.txt; f002 is the bad one
