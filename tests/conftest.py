@@ -135,10 +135,12 @@ def batchinfer(run_marker, tmp_path):
 def job(tmp_path, batchinfer):
     """Write a job spec around a script of tests/scripts and run it: ``job(script, **keys) -> Run``.
 
-    ``extra_args`` go to the command line; the output folder is ``tmp_path/out`` unless given.
+    ``extra_args`` go to the command line; the output folder is ``tmp_path/out`` unless given;
+    ``env`` is added to the command's environment (``ray_cluster.env`` for a ``backend: ray`` job).
     """
 
-    def make_and_run(script: str, *extra_args: str, spec_name: str = "job.yaml", **keys: Any) -> Run:
+    def make_and_run(script: str, *extra_args: str, spec_name: str = "job.yaml",
+                     env: dict[str, str] | None = None, **keys: Any) -> Run:
         spec = {"entry_script": script, "source_directory": str(SCRIPTS), **keys}
         spec.setdefault("process_count_per_node", 2)
         spec.setdefault("run_invocation_timeout", 60)
@@ -149,7 +151,7 @@ def job(tmp_path, batchinfer):
             extra_args = ("--output", str(output), *extra_args)
         else:
             output = Path(extra_args[extra_args.index("--output") + 1])
-        return batchinfer("run", str(path), *extra_args, output=output)
+        return batchinfer("run", str(path), *extra_args, output=output, env=env)
 
     return make_and_run
 
