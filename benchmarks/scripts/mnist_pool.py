@@ -53,8 +53,8 @@ def main():
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(args.processes, initializer=load, initargs=(os.path.abspath(args.model),)) as pool, \
             open(args.output, "w", encoding="utf-8") as out:
-        for lines in pool.imap_unordered(score, batches, chunksize=1):
-            out.write("".join(f"{line}\n" for line in lines))
+        out.writelines("".join(f"{line}\n" for line in lines)
+                       for lines in pool.imap_unordered(score, batches, chunksize=1))
 
 
 if __name__ == "__main__":
