@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--batchinfer-ref", metavar="REV", help="benchmark batchinfer/ as committed at REV")
     parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=None,
-                        help="run the Ray Data reference of the mnist benchmark (default: in the full run only)")
+                        help="run the Ray rows: mnist's Ray references and batchinfer with backend ray, "
+                             "dispatch's backend ray (default: in the full run only)")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="before each run, wait up to S seconds for other processes to go quiet (default 0)")
     parser.add_argument("--redo-noisy", type=int, default=0, metavar="N",

@@ -65,8 +65,9 @@ class Context:
     wait_quiet_s: float = 0.0  # before each run, wait up to this long for other processes to go quiet
     noisy_cores: float = 0.25  # a run during which others used more than this many cores is noisy
     redo_noisy: int = 0  # redo a noisy run up to this many times
-    ray: bool | None = None  # run the Ray Data reference (None: in the full run only)
+    ray: bool | None = None  # run the Ray rows (None: in the full run only)
     _runs: int = 0
+    _netns: bool | None = None
     _runs_root: Path | None = None
     _short_tmps: list[Path] = field(default_factory=list)
 
@@ -77,6 +78,18 @@ class Context:
         if not target.exists():
             shutil.copytree(SCRIPTS, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         return target
+
+    @property
+    def with_ray(self) -> bool:
+        """Whether the Ray rows run: ``--ray`` / ``--no-ray``, else in the full run only."""
+        return (not self.quick) if self.ray is None else self.ray
+
+    @property
+    def ray_isolated(self) -> bool:
+        """Whether Ray runs go into a loopback-only network namespace (checked once)."""
+        if self._netns is None:
+            self._netns = netns_available()
+        return self._netns
 
     def path(self, *parts: str) -> Path:
         """A path under the workdir (parents created)."""
@@ -317,12 +330,19 @@ def write_job(path: Path, spec: dict[str, Any]) -> Path:
 
 def run_batchinfer(
     ctx: Context, job: Path, label: str, expected_items: int, *, env: dict[str, str] | None = None,
-    expected_lines: int | None = None,
+    expected_lines: int | None = None, args: Sequence[str] = (), ray: bool = False,
 ) -> tuple[ProcResult, dict[str, Any]]:
-    """``python -m batchinfer run JOB --output <fresh dir> --quiet`` as a whole process; checked."""
+    """``python -m batchinfer run JOB --output <fresh dir> --quiet [ARGS]`` as a whole process; checked.
+
+    ``ray``: the run starts Ray (``--set backend=ray`` in ``args``), so it gets
+    :func:`ray_env` (unless ``env`` is given) and runs on loopback only (:func:`ray_command`).
+    """
     run_dir = ctx.fresh_dir(label)
     out = run_dir / "out"
-    cmd = [ctx.python, "-m", "batchinfer", "run", str(job), "--output", str(out), "--quiet"]
+    cmd = [ctx.python, "-m", "batchinfer", "run", str(job), "--output", str(out), "--quiet", *args]
+    if ray:
+        cmd = ray_command(cmd, ctx.ray_isolated)
+        env = env or ray_env(ctx)
     result = run_process(cmd, log_dir=run_dir, label="batchinfer", env=env or ctx.env(), cwd=run_dir)
     check_ok(result, f"batchinfer ({label})")
     summary = json.loads((out / "summary.json").read_text())
