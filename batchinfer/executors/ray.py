@@ -66,7 +66,7 @@ from ray.util.scheduling_strategies import (
 
 from batchinfer.errors import BackendUnavailableError, JobFailedError
 from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S
-from batchinfer.executors.ray_actor import WorkerActor, node_folder, salvage_log
+from batchinfer.executors.ray_actor import WorkerActor, node_folder, running_record, salvage_log
 from batchinfer.executors.ray_session import (
     check_paths,
     close_session,
@@ -170,7 +170,8 @@ class RayExecutor:
         self._connected = False
         self._pg: Any = None
         self._run = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._salvages: dict[Any, int] = {}  # log reads of dead actors -> worker index
+        self._salvages: dict[Any, tuple[_Slot, str | None]] = {}  # log reads of killed actors -> (slot, how it died)
+        self._settled: list[Outcome] = []  # outcomes settled outside poll(), given by the next poll()
         self._runtime_env = runtime_env
         self.startup_s: float | None = None
 
@@ -247,7 +248,7 @@ class RayExecutor:
             self._retire(slot, salvage=False)
         if self._salvages:
             done, _ = ray.wait(list(self._salvages), num_returns=len(self._salvages), timeout=SALVAGE_WAIT_S)
-            self._take_salvages(done)
+            self._take_salvages(done, None)
         if self._pg is not None:
             try:
                 remove_placement_group(self._pg)
@@ -314,7 +315,7 @@ class RayExecutor:
     def poll(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` seconds for outcomes; handle deaths and timeouts on the way."""
         self._flush()
-        outcomes: list[Outcome] = []
+        outcomes, self._settled = self._settled, []
         now = time.monotonic()
         deadline = min((s.run_deadline(self.timeout) for s in self.slots.values()), default=now + timeout)
         targets: dict[Any, Any] = {}
@@ -328,7 +329,7 @@ class RayExecutor:
             ready, _ = ray.wait(list(targets), num_returns=1, timeout=max(0.0, min(timeout, deadline - now)))
             if ready:
                 ready, _ = ray.wait(list(targets), num_returns=len(targets), timeout=0)
-            self._take_salvages([r for r in ready if r in self._salvages])
+            self._take_salvages([r for r in ready if r in self._salvages], outcomes)
             for ref in ready:
                 slot = targets[ref]
                 if slot is not None and self.slots.get(slot.index) is slot:
@@ -373,16 +374,21 @@ class RayExecutor:
 
     def _drain(self, slot: _Slot, call: Any, outcomes: list[Outcome]) -> None:
         """Every outcome of ``call`` that has arrived; a failed call means the actor died."""
+        failure = self._receive(slot, call, outcomes)
+        if failure is not None and self.slots.get(slot.index) is slot:
+            self._on_death(slot, failure, outcomes)
+
+    def _receive(self, slot: _Slot, call: Any, outcomes: list[Outcome]) -> str | None:
+        """Every outcome of ``call`` that has arrived; what went wrong if the call failed (the actor died)."""
         while True:
             try:
                 ref = next(call)
                 outcome, data = ray.get(ref)
             except StopIteration:
                 slot.calls.remove(call)
-                return
+                return None
             except ray.exceptions.RayError as exc:
-                self._on_death(slot, why(exc), outcomes)
-                return
+                return why(exc)
             self._log(slot, data)
             for i, batch in enumerate(slot.assigned):
                 if batch.id == outcome.batch_id and batch.part == outcome.part:
@@ -395,9 +401,9 @@ class RayExecutor:
                 log.error("worker %d stopped after mini-batch %s: %s", slot.index, outcome.batch_id, outcome.message)
                 self._retire(slot)
                 self.orphans.extendleft(reversed(slot.assigned))
-                return
+                return None
             if not ray.wait([call], timeout=0)[0]:
-                return
+                return None
 
     def _init_failed(self, slot: _Slot, message: str, details: str = "") -> None:
         """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
@@ -412,8 +418,9 @@ class RayExecutor:
                 hint=f"see {self.config.log_dir}/worker-*.log",
             )
 
-    def _retire(self, slot: _Slot, salvage: bool = True) -> None:
-        """Kill the actor; read what it wrote last on its node (its stack), then its folder goes."""
+    def _retire(self, slot: _Slot, salvage: bool = True, died: str | None = None) -> None:
+        """Kill the actor; read what it wrote last on its node (its stack), then its folder goes. ``died``:
+        it died (how): its mini-batches are settled when the read says which one was running."""
         del self.slots[slot.index]
         try:
             ray.kill(slot.actor, no_restart=True)
@@ -422,27 +429,48 @@ class RayExecutor:
         if salvage and slot.log_path and slot.node:
             strategy = NodeAffinitySchedulingStrategy(slot.node, soft=False)
             ref = salvage_log.options(scheduling_strategy=strategy).remote(slot.log_path, slot.received, slot.folder)
-            self._salvages[ref] = slot.index
+            self._salvages[ref] = (slot, died)
+        elif died is not None:
+            self._settle(slot, died, None, self._settled)
 
-    def _take_salvages(self, done: list[Any]) -> None:
+    def _take_salvages(self, done: list[Any], outcomes: list[Outcome] | None) -> None:
+        """The salvage reads in ``done``: their log bytes, and a dead actor's mini-batches settled
+        (``outcomes`` None: at the end, when nothing is reported any more)."""
         for ref in done:
-            index = self._salvages.pop(ref)
+            slot, died = self._salvages.pop(ref)
             try:
-                self._append_log(index, ray.get(ref))
+                data, running = ray.get(ref)
             except ray.exceptions.RayError:
-                pass  # the node is gone, with the log
+                data, running = b"", None  # the node is gone, with the log
+            self._append_log(slot.index, data)
+            if died is not None and outcomes is not None:
+                self._settle(slot, died, running, outcomes)
 
     def _on_death(self, slot: _Slot, how: str, outcomes: list[Outcome]) -> None:
+        """``slot``'s actor died: take what its other calls delivered, then read on its node which try ran."""
         if slot.ready_at is None:
             self._init_failed(slot, f"the worker died during init(): {how}")
             return
-        self._retire(slot)
-        if slot.assigned:
-            batch = slot.assigned.popleft()
-            message = f"worker {slot.index} died ({how}) while running mini-batch {batch.id}"
+        for call in list(slot.calls):
+            if ray.wait([call], timeout=0)[0]:
+                self._receive(slot, call, outcomes)
+        if self.slots.get(slot.index) is slot:  # not retired by a try that ended it
+            self._retire(slot, died=how)
+
+    def _settle(self, slot: _Slot, how: str, running: str | None, outcomes: list[Outcome]) -> None:
+        """A dead actor's mini-batches: the one it was running (``running``: its ``running_record``, ""
+        none, None unknown: the first not reported) is a ``worker_died`` try; the others never ran, or
+        ran and their outcomes were lost with the actor before they were committed: untried, elsewhere."""
+        if running is None:
+            blamed = slot.assigned[0] if slot.assigned else None
+        else:
+            blamed = next((b for b in slot.assigned if running_record(b.id, b.part) == running), None)
+        if blamed is not None:
+            message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
             log.error(message)
-            outcomes.append(self._lost(batch, slot, WORKER_DIED, message))
-            self.orphans.extendleft(reversed(slot.assigned))
+            outcomes.append(self._lost(blamed, slot, WORKER_DIED, message))
+        self.orphans.extendleft(reversed([b for b in slot.assigned if b is not blamed]))
+        slot.assigned.clear()
 
     def _lost(self, batch: MiniBatch, slot: _Slot, kind: str, message: str) -> Outcome:
         started = slot.head_started or time.monotonic()

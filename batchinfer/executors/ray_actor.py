@@ -24,6 +24,8 @@ from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import InitFailed, Ready, WorkerConfig
 from batchinfer.worker import ScriptRuntime
 
+RUNNING = "running"  # in an actor's folder: the try it runs now (running_record), empty between tries
+
 
 def node_folder(run: str) -> str:
     """This run's folder on a node (the actors' logs and scratch folders)."""
@@ -48,6 +50,10 @@ class WorkerActor:
         self.queue: Any = None
         self.ended = False
         self.sent = 0
+        # which try runs now, for the coordinator after a death (salvage_log): the outcomes an actor
+        # yielded just before it died may never reach the coordinator, so "the first one not reported"
+        # is not always the one that was running
+        self.running = os.open(os.path.join(self.folder, RUNNING), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
     def _new_log(self) -> bytes:
         """The log's bytes not sent yet."""
@@ -81,11 +87,13 @@ class WorkerActor:
         self.queue.add(batches)
         while (got := self.queue.next(block=False)) is not None:
             batch, fetch = got
+            os.pwrite(self.running, running_record(batch.id, batch.part).encode(), 0)
             faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung run()'s stack
             try:
                 outcome = self.runtime.run(batch, fetch)
             finally:
                 faulthandler.cancel_dump_traceback_later()
+            os.ftruncate(self.running, 0)
             if ScriptRuntime.ends_worker(outcome):
                 self.ended = True
                 self.queue.take_back()  # the coordinator hands them to other actors, untried
@@ -102,15 +110,26 @@ class WorkerActor:
         return data
 
 
+def running_record(batch_id: int, part: tuple[int, int] | None) -> str:
+    """The ``RUNNING`` file's text for a try of mini-batch ``batch_id`` (``part``: a piece of it)."""
+    return f"{batch_id} {part[0]} {part[1]}" if part else f"{batch_id}"
+
+
 @ray.remote(num_cpus=0, max_retries=0)
-def salvage_log(log_path: str, offset: int, folder: str) -> bytes:
-    """On a dead actor's node: what it wrote after ``offset`` (a stack, a crash), then its folder removed."""
+def salvage_log(log_path: str, offset: int, folder: str) -> tuple[bytes, str]:
+    """On a dead actor's node: what it wrote after ``offset`` (a stack, a crash) and the try it was
+    running (``running_record``, "" when none), then its folder removed."""
     try:
         with open(log_path, "rb") as f:
             f.seek(offset)
             data = f.read()
     except OSError:
         data = b""
+    try:
+        with open(os.path.join(folder, RUNNING)) as f:
+            running = f.read().strip()
+    except OSError:
+        running = ""
     shutil.rmtree(folder, ignore_errors=True)
-    return data
+    return data, running
 
