@@ -58,7 +58,7 @@ if not any(os.environ.get(_name) for _name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
     os.environ["RAY_AUTH_MODE"] = "token"
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
@@ -103,9 +103,9 @@ class _Slot:
     started_at: float
     start_ref: Any = None
     ready_at: float | None = None
-    node: str = ""
-    log_path: str = ""
-    folder: str = ""
+    name: str = ""  # its folder on its node (ray_actor.node_folder): its log, its scratch folder
+    node: str = ""  # known once it replied, else looked up (its placement bundle's node)
+    closed: bool = False  # close() returned: its last log lines are in, its folder gone
     assigned: deque = field(default_factory=deque)  # MiniBatch, in the order given
     head_started: float | None = None
     outbox: list = field(default_factory=list)
@@ -219,8 +219,10 @@ class RayExecutor:
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 self._pg, placement_group_bundle_index=index // self.per_node),
         }
-        actor = WorkerActor.options(**options).remote(self.config, index, self._run, self.timeout)
-        slot = self.slots[index] = _Slot(index, actor, time.monotonic())
+        name = f"worker-{index}-{self.started}"
+        actor = WorkerActor.options(**options).remote(self.config, index, self._run, name, self.timeout)
+        slot = self.slots[index] = _Slot(index, actor, time.monotonic(), name=name)
+        self._append_log(index, b"")  # every worker started has its log, as locally, even if it never writes
         slot.start_ref = actor.start.remote()
         self.started += 1
         self.peak = max(self.peak, len(self.slots))
@@ -235,6 +237,7 @@ class RayExecutor:
             for ref in done:
                 try:
                     self._log(closing[ref], ray.get(ref))
+                    closing[ref].closed = True
                 except ray.exceptions.RayError:
                     pass
         self.kill_all()
@@ -245,7 +248,7 @@ class RayExecutor:
             close_session()  # opened by prepare(), for a run that stopped before start()
             return
         for slot in list(self.slots.values()):
-            self._retire(slot, salvage=False)
+            self._retire(slot, salvage=not slot.closed)  # what an actor that never replied wrote, too
         if self._salvages:
             done, _ = ray.wait(list(self._salvages), num_returns=len(self._salvages), timeout=SALVAGE_WAIT_S)
             self._take_salvages(done, None)
@@ -356,7 +359,7 @@ class RayExecutor:
 
     def _started(self, slot: _Slot) -> None:
         try:
-            result, slot.node, slot.log_path, slot.folder, data = ray.get(slot.start_ref)
+            result, slot.node, data = ray.get(slot.start_ref)
         except ray.exceptions.RayError as exc:
             self._init_failed(slot, f"the worker died during init(): {why(exc)}")
             return
@@ -426,12 +429,20 @@ class RayExecutor:
             ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - dead already
             pass
-        if salvage and slot.log_path and slot.node:
-            strategy = NodeAffinitySchedulingStrategy(slot.node, soft=False)
-            ref = salvage_log.options(scheduling_strategy=strategy).remote(slot.log_path, slot.received, slot.folder)
+        node = (slot.node or self._bundle_node(slot.index // self.per_node)) if salvage else ""
+        if node:
+            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+            ref = salvage_log.options(scheduling_strategy=strategy).remote(self._run, slot.name, slot.received)
             self._salvages[ref] = (slot, died)
         elif died is not None:
             self._settle(slot, died, None, self._settled)
+
+    def _bundle_node(self, bundle: int) -> str:
+        """The node of a bundle of the placement group ("" if none now: its node was lost)."""
+        try:
+            return placement_group_table(self._pg)["bundles_to_node_id"].get(bundle, "")
+        except Exception:  # noqa: BLE001 - the session may be gone already
+            return ""
 
     def _take_salvages(self, done: list[Any], outcomes: list[Outcome] | None) -> None:
         """The salvage reads in ``done``: their log bytes, and a dead actor's mini-batches settled
@@ -499,13 +510,12 @@ class RayExecutor:
     # ------------------------------------------------------------- logs
 
     def _log(self, slot: _Slot, data: bytes) -> None:
-        slot.received += len(data)
-        self._append_log(slot.index, data)
+        if data:  # most replies bring none: no open() per outcome
+            slot.received += len(data)
+            self._append_log(slot.index, data)
 
     def _append_log(self, index: int, data: bytes) -> None:
-        """Append an actor's log bytes to ``<output>/logs/worker-N.log``."""
-        if not data:
-            return
+        """Append an actor's log bytes to ``<output>/logs/worker-N.log`` (made if missing)."""
         fd = open_own_file(Path(self.config.log_dir) / f"worker-{index}.log",
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)
         try:

@@ -24,6 +24,7 @@ from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import InitFailed, Ready, WorkerConfig
 from batchinfer.worker import ScriptRuntime
 
+LOG = "worker.log"  # in an actor's folder: its fds 1 and 2
 RUNNING = "running"  # in an actor's folder: the try it runs now (running_record), empty between tries
 
 
@@ -36,10 +37,10 @@ def node_folder(run: str) -> str:
 class WorkerActor:
     """One worker process on a node: :class:`ScriptRuntime` with its fds 1/2 in a node-local log file."""
 
-    def __init__(self, config: WorkerConfig, index: int, run: str, timeout: float) -> None:
-        self.folder = os.path.join(node_folder(run), f"worker-{index}-{os.getpid()}")
+    def __init__(self, config: WorkerConfig, index: int, run: str, name: str, timeout: float) -> None:
+        self.folder = os.path.join(node_folder(run), name)
         os.makedirs(self.folder, exist_ok=True)
-        self.log_path = os.path.join(self.folder, "worker.log")
+        self.log_path = os.path.join(self.folder, LOG)
         capture.redirect_output(Path(self.log_path), config.logging_level, config.secret_values)
         if config.source_directory == "":  # shipped with runtime_env working_dir: Ray's copy is the cwd
             here = os.getcwd()
@@ -68,8 +69,8 @@ class WorkerActor:
         self.sent += len(data)
         return data
 
-    def start(self) -> tuple[Ready | InitFailed, str, str, str, bytes]:
-        """Import the script and init(); also its node and where its log is (for a read after its death)."""
+    def start(self) -> tuple[Ready | InitFailed, str, bytes]:
+        """Import the script and init(); also its node (for a read of its log after its death)."""
         faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung init()'s stack
         try:
             result = self.runtime.start()
@@ -77,7 +78,7 @@ class WorkerActor:
             faulthandler.cancel_dump_traceback_later()
         if isinstance(result, Ready):
             self.queue = self.runtime.queue()
-        return result, self.runtime.node_id, self.log_path, self.folder, self._new_log()
+        return result, self.runtime.node_id, self._new_log()
 
     @ray.method(num_returns="streaming")
     def serve(self, batches: list[MiniBatch]):
@@ -116,11 +117,13 @@ def running_record(batch_id: int, part: tuple[int, int] | None) -> str:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def salvage_log(log_path: str, offset: int, folder: str) -> tuple[bytes, str]:
-    """On a dead actor's node: what it wrote after ``offset`` (a stack, a crash) and the try it was
-    running (``running_record``, "" when none), then its folder removed."""
+def salvage_log(run: str, name: str, offset: int) -> tuple[bytes, str]:
+    """On a killed or dead actor's node (its folder ``name``): what it wrote after ``offset`` (a stack,
+    a crash, init()'s lines if it never replied) and the try it was running (``running_record``, ""
+    when none), then its folder removed."""
+    folder = os.path.join(node_folder(run), name)
     try:
-        with open(log_path, "rb") as f:
+        with open(os.path.join(folder, LOG), "rb") as f:
             f.seek(offset)
             data = f.read()
     except OSError:
