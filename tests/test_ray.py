@@ -175,6 +175,18 @@ def test_a_killed_actor_or_a_hung_run_loses_no_row(ray_job, ray_cluster, fault):
     assert ray_cluster.wait_no_actors() == []
 
 
+def test_what_an_actor_that_never_replied_wrote_reaches_its_log(ray_job, ray_cluster):
+    job = ray_job("ray_faults.py", n=2, process_count_per_node=1, env={"HANG_IN_INIT": "1"})
+    proc = job.start()
+    job.hanging()  # init() printed its line, then hangs: the actor never replies
+    proc.send_signal(signal.SIGTERM)
+    stopped = job.finish(proc)
+    assert stopped.code == 143, stopped.stderr
+    assert sorted(p.name for p in (job.out / "logs").glob("worker-*.log")) == ["worker-0.log"]
+    assert "init() on node " in stopped.log("worker-0.log")  # read on its node when it was killed
+    assert ray_cluster.wait_no_actors() == []
+
+
 @pytest.mark.parametrize(("how", "own"), [(signal.SIGKILL, False), (signal.SIGKILL, True), (signal.SIGTERM, False)])
 def test_the_coordinator_stopped_leaves_nothing_running_and_a_rerun_completes(ray_job, ray_cluster, run_marker,
                                                                            how, own):
