@@ -61,17 +61,18 @@ def ray_job(tmp_path, text_files, run_marker, ray_cluster):
                 self.env.update(ray_cluster.env)
             self.env.pop("COLUMNS", None)
 
-        def start(self) -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(self.path), "--output",
-                                     str(self.out)], cwd=tmp_path, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+        def start(self, command: str = "run") -> subprocess.Popen:
+            output = ["--output", str(self.out)] if command == "run" else []
+            return subprocess.Popen([sys.executable, "-m", "batchinfer", command, str(self.path), *output],
+                                    cwd=tmp_path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
 
         def finish(self, proc: subprocess.Popen, timeout: float = 120) -> Run:
             stdout, stderr = proc.communicate(timeout=timeout)
             return Run(proc.returncode, stdout, stderr, self.out)
 
-        def run(self) -> Run:
-            return self.finish(self.start())
+        def run(self, command: str = "run") -> Run:
+            return self.finish(self.start(command))
 
         def hanging(self, within_s: float = 60) -> tuple[int, str]:
             """Wait for a first try that hangs (ray_faults.py): its actor's pid and node."""
@@ -132,8 +133,10 @@ def test_inputs_at_a_url_need_no_shared_filesystem_the_scripts_folder_travels_wi
     ({}, "shared_filesystem: true"),
     ({"models": {"m": str(SCRIPTS)}, "shared_filesystem": False}, "model"),
 ])
-def test_several_nodes_refuse_what_only_this_machine_sees(ray_job, keys, hint):
-    run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, **keys).run()
+@pytest.mark.parametrize("command", ["run", "validate", "plan"])
+def test_several_nodes_refuse_what_only_this_machine_sees(ray_job, keys, hint, command):
+    # nothing listens at ray_address: the spec is refused before any cluster is reached
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, ray_address="127.0.0.1:1", **keys).run(command)
     assert_one_line_error(run, "other nodes", hint)
 
 

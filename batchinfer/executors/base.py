@@ -67,6 +67,9 @@ BACKENDS = {
 }
 # backend -> (the package it needs, the extra that installs it)
 NEEDS = {"ray": ("ray", "ray")}
+# backend -> "module:function(spec)" raising what the backend refuses in a spec that needs no cluster
+# to know (the module must not import the backend's package: validate and plan run it too)
+SPEC_CHECKS = {"ray": "batchinfer.executors.ray_paths:check_paths"}
 
 
 class Executor(Protocol):
@@ -99,7 +102,8 @@ class Executor(Protocol):
 
 def check_backend(spec: JobSpec) -> None:
     """Raise :class:`BackendUnavailableError` (one line, exit 2) when the spec's backend needs a
-    package that is not installed; cheap (the package is looked for, not imported)."""
+    package that is not installed (looked for, not imported), then the backend's own spec check
+    (``SPEC_CHECKS``: e.g. local-only paths on several Ray nodes); cheap, for run, validate and plan."""
     need = NEEDS.get(spec.backend)
     if need is not None and not _installed(need[0]):
         package, extra = need
@@ -107,6 +111,9 @@ def check_backend(spec: JobSpec) -> None:
             f"backend '{spec.backend}' needs the {package} package, which is not installed",
             hint=f"pip install 'batchinfer[{extra}]', or use backend: local",
         )
+    if spec.backend in SPEC_CHECKS:
+        module, _, name = SPEC_CHECKS[spec.backend].partition(":")
+        getattr(importlib.import_module(module), name)(spec)
 
 
 def _installed(package: str) -> bool:

@@ -67,8 +67,8 @@ from ray.util.scheduling_strategies import (
 from batchinfer.errors import BackendUnavailableError, JobFailedError
 from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S
 from batchinfer.executors.ray_actor import WorkerActor, node_folder, running_record, salvage_log
+from batchinfer.executors.ray_paths import check_paths
 from batchinfer.executors.ray_session import (
-    check_paths,
     close_session,
     guardian,
     open_session,

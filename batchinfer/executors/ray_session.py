@@ -1,6 +1,6 @@
 """The Ray session of a run (``backend: ray``): connect to ``ray_address`` or start a Ray instance of
 our own on 127.0.0.1 (with a guardian that kills it if the coordinator dies), keep Ray's messages in
-job.log, count the nodes that fit, and the spec's placement and path checks.
+job.log, count the nodes that fit, and what the spec asks of the placement.
 
 Imported through ``executors/ray.py``, which sets Ray's environment before ray is first imported.
 """
@@ -20,8 +20,7 @@ from typing import Any
 
 import ray
 
-from batchinfer.errors import BackendUnavailableError, InputError
-from batchinfer.spec import is_url
+from batchinfer.errors import BackendUnavailableError
 
 CONNECT_CHECK_S = 3.0  # a TCP connection to ray_address first: Ray itself retries for 30 s and more
 
@@ -232,27 +231,6 @@ def fitting_nodes(per_process: dict[str, float]) -> list[int]:
         fits = [int(total.get(name, 0) / need + 1e-9) for name, need in per_process.items() if need > 0]
         counts.append(min(fits) if fits else 0)
     return counts
-
-
-def check_paths(spec: Any) -> None:
-    """On more than one node, every input, model and side input must be a URL, unless the spec says
-    that every node mounts the same paths (``shared_filesystem: true``): an actor reads them itself."""
-    if spec.node_count <= 1 or spec.shared_filesystem:
-        return
-    # models and side inputs at URLs are fetched into this machine's cache (modelcache.py), which
-    # the actors are given: on other nodes, that is a local path too
-    named = [("model", loc.path) for loc in spec.models.values()]
-    named += [("side input", loc.path) for loc in spec.side_inputs.values()]
-    named += [("input", path) for item in spec.inputs for path in item.path if not is_url(path)]
-    if named:
-        what, path = named[0]
-        hint = ("use a URL (s3://, az://, gs://, https://), or a path every node mounts and say so with "
-                "shared_filesystem: true")
-        if what != "input":
-            hint = "put it on a path every node mounts and say so with shared_filesystem: true"
-        raise InputError(f"the {what} {path} is read from this machine, which the other nodes of a Ray cluster "
-                         f"do not see (node_count {spec.node_count})", hint=hint)
-
 
 
 def guardian() -> _Guardian | None:
