@@ -51,6 +51,7 @@ def ray_job(tmp_path, text_files, run_marker, ray_cluster):
             env_vars = keys.pop("env", {})
             spec["environment_variables"].update(env_vars)
             spec.update(keys)
+            spec = {key: value for key, value in spec.items() if value is not None}  # None: the key unset
             self.path = tmp_path / "job.yaml"
             self.path.write_text(yaml.safe_dump(spec, sort_keys=False))
             self.out = tmp_path / "out"
@@ -108,6 +109,17 @@ def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs
     logs = run.log("worker-0.log") + run.log("worker-1.log")
     assert logs.count("stdout line for 1 items") == 12 and logs.count("stderr line on ") == 12
     assert run.summary["workers_started"] == 2
+    assert ray_cluster.wait_no_actors() == []
+
+
+def test_without_process_count_per_node_as_many_actors_as_each_node_holds(ray_job, ray_cluster):
+    # each test node has 1 CPU and an actor takes 0.5: 2 per node, 4 in all
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=None, shared_filesystem=True,
+                  env={"WAIT_FOR_NODES": "2"}).run()
+    assert run.code == 0, run.stderr
+    once(run, 12)
+    assert run.summary["workers"] == 4
+    assert ": 4 workers, output " in run.log("job.log")
     assert ray_cluster.wait_no_actors() == []
 
 

@@ -40,7 +40,9 @@ workers (each wraps a :class:`batchinfer.worker.ScriptRuntime`) and knows nothin
    same code for every backend, so exactly-once output, resume and formats behave identically.
 
 ``start()`` may raise a :class:`~batchinfer.errors.BatchInferError` (exit 2) for what the user must
-fix before anything runs (a cluster with too few nodes). An executor may also set ``notes``: lines
+fix before anything runs (a cluster with too few nodes). After it, ``count`` is the job's worker count
+(the summary's ``workers``): ``spec.worker_count`` locally, but on Ray without ``process_count_per_node``
+what the nodes hold, known only once the cluster is reached. An executor may also set ``notes``: lines
 for the user when the job starts (see :func:`notes_of`).
 
 The registry imports a backend only when a job uses it: the local backend never imports Ray, and a
@@ -76,6 +78,7 @@ class Executor(Protocol):
     """What the scheduler and ``job.py`` use of a backend, nothing more (see the module docstring)."""
 
     started: int  # workers started so far, replacements included
+    count: int  # most workers alive at once: the job's worker count (summary, job.log), final after start()
 
     def start(self) -> None:
         """Before the first submit; may raise a BatchInferError (exit 2), e.g. too few nodes."""
