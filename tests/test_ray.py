@@ -112,14 +112,15 @@ def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs
     assert ray_cluster.wait_no_actors() == []
 
 
-def test_without_process_count_per_node_as_many_actors_as_each_node_holds(ray_job, ray_cluster):
-    # each test node has 1 CPU and an actor takes 0.5: 2 per node, 4 in all
-    run = ray_job("ray_node.py", node_count=2, process_count_per_node=None, shared_filesystem=True,
-                  env={"WAIT_FOR_NODES": "2"}).run()
+# each test node has 1 CPU; the spec's own default (os.cpu_count() per node) is neither of these on every machine
+@pytest.mark.parametrize(("cpus", "workers"), [(0.5, 4), (1, 2)])
+def test_without_process_count_per_node_as_many_actors_as_each_node_holds(ray_job, ray_cluster, cpus, workers):
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=None, num_cpus_per_process=cpus,
+                  shared_filesystem=True, env={"WAIT_FOR_NODES": "2"}).run()
     assert run.code == 0, run.stderr
     once(run, 12)
-    assert run.summary["workers"] == 4
-    assert ": 4 workers, output " in run.log("job.log")
+    assert run.summary["workers"] == workers
+    assert f": {workers} workers, output " in run.log("job.log")
     assert ray_cluster.wait_no_actors() == []
 
 
