@@ -22,7 +22,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import MARKER, SCRIPTS
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="keeper works on Linux only")

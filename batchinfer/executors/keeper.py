@@ -27,7 +27,7 @@ each pid (``pidfd_open``) and checks the mark again before the signal.
 
 Linux only: elsewhere :func:`start` and :func:`kill_marked` do nothing (no ``/proc``), and a
 detached process can outlive its actor. With Ray's ``RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper``
-set, the raylet adopts and kills orphans itself (the watcher among them).
+set, the raylet adopts orphans and kills them itself (the watcher may be one of them).
 
 Stdlib only, and no import of batchinfer: the watcher runs this file as a script.
 """
@@ -77,15 +77,10 @@ def start() -> None:
         log.warning("no watcher for the processes this worker starts (%s): they may outlive it", exc)
     # marked only now: the watcher must not carry the mark (it is exec'ed, so the mapping is not inherited)
     os.environ[ENV_PREFIX + token] = "1"
-    if hasattr(os, "memfd_create"):
-        import mmap
-
-        fd = os.memfd_create(MAPPING_PREFIX + token, 0)
-        try:
-            os.ftruncate(fd, mmap.PAGESIZE)
-            _mapping = mmap.mmap(fd, mmap.PAGESIZE)
-        finally:
-            os.close(fd)  # the mapping stays, the descriptor is not inherited by anything
+    try:
+        _mapping = _marked_mapping(token)
+    except (AttributeError, OSError) as exc:  # no memfd_create: only what is exec'ed is marked
+        log.warning("processes this worker forks without exec are not marked (%s): they may outlive it", exc)
     _token = token
 
 
@@ -115,8 +110,25 @@ def _start_watcher(token: str) -> int:
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         close_fds=True, start_new_session=True, cwd="/",
     )
-    out, _ = proc.communicate(timeout=START_WAIT_S)  # EOF once the watcher let go of the pipe
+    try:
+        out, _ = proc.communicate(timeout=START_WAIT_S)  # EOF once the watcher let go of the pipe
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
     return int(out)
+
+
+def _marked_mapping(token: str):
+    """A one-page shared mapping named after ``token``: every fork of this process inherits it."""
+    import mmap
+
+    fd = os.memfd_create(MAPPING_PREFIX + token, 0)
+    try:
+        os.ftruncate(fd, mmap.PAGESIZE)
+        return mmap.mmap(fd, mmap.PAGESIZE)
+    finally:
+        os.close(fd)  # the mapping stays; no descriptor is left to inherit
 
 
 def _start_time(pid: int) -> int | None:
