@@ -20,6 +20,7 @@ from typing import Any
 import ray
 
 from batchinfer import capture
+from batchinfer.executors import keeper
 from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import InitFailed, Ready, WorkerConfig
 from batchinfer.worker import ScriptRuntime
@@ -42,6 +43,7 @@ class WorkerActor:
         os.makedirs(self.folder, exist_ok=True)
         self.log_path = os.path.join(self.folder, LOG)
         capture.redirect_output(Path(self.log_path), config.logging_level, config.secret_values)
+        keeper.start()  # what the script starts (a double-forked daemon too) dies with this actor
         if config.source_directory == "":  # shipped with runtime_env working_dir: Ray's copy is the cwd
             here = os.getcwd()
             config = replace(config, source_directory=here, entry_path=os.path.join(here, config.entry_path))
@@ -106,6 +108,7 @@ class WorkerActor:
         """shutdown() (unless a try ended this worker), the private folder removed; the last log bytes."""
         self.runtime.close()
         capture._finish()  # with secrets, a capture process copies fds 1/2 into the log: let it finish
+        keeper.kill_marked()  # what the script started and left running goes now, not at the actor's kill
         data = self._new_log()
         shutil.rmtree(self.folder, ignore_errors=True)
         return data
