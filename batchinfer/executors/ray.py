@@ -21,11 +21,13 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
   actor may wait for a node that never comes).
 - **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
   at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
-  replaced, the try is a ``timeout``; a dead actor or node: the running try is ``worker_died``;
-  queued mini-batches go to other actors untried.
-- **Logs**: an actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply
-  and are appended to ``<output>/logs/worker-N.log``; what a killed or dead actor wrote last (its
-  stack) is read by a small task on its node.
+  replaced, the try is a ``timeout``; a dead actor or node: the try it was running (the actor
+  records it in a file on its node, read back after the death: outcomes yielded just before a death
+  can be lost with it) is ``worker_died``; its other mini-batches go to other actors untried.
+- **Logs**: ``worker-N.log`` is made when actor N starts (N: the lowest free index, as locally); the
+  actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply and are appended
+  there; what a killed or dead actor wrote last (its stack, or a hung init()'s lines) is read by a
+  small task on its node (at ``kill_all()`` too).
 
 The session (connect, guardian, node counts, path checks) is ``ray_session.py``; the actor and the
 task that reads a dead actor's log are ``ray_actor.py``; this module sets Ray's environment before
