@@ -354,14 +354,15 @@ def _run(
     in_main_thread = threading.current_thread() is threading.main_thread()
     handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
     handlers_before = {s: signal.signal(s, on_signal) for s in handled}
-    log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
-             spec.name, spec.worker_count, "stdout" if to_stdout else where(folder), len(journal.entries),
-             ", retrying failed items" if options.retry_failed else "")
     try:
         executor.start()  # may refuse (one line, exit 2: a Ray cluster with too few nodes) before any progress line
         for signum in handled:  # a backend's start may put its own handlers in (ray.init's for SIGTERM): ours win
             signal.signal(signum, on_signal)
-        reporter.start(spec.name, spec.worker_count)
+        # executor.count, not spec.worker_count: Ray without process_count_per_node fits what the nodes hold
+        log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
+                 spec.name, executor.count, "stdout" if to_stdout else where(folder), len(journal.entries),
+                 ", retrying failed items" if options.retry_failed else "")
+        reporter.start(spec.name, executor.count)
         for note in notes_of(executor):  # e.g. far more workers than cores
             reporter.note(note)
         progress = scheduler.run()
@@ -424,7 +425,7 @@ def _run(
             "log_dir": where(folder / "logs"),
             "failed_items_file": where(folder / "logs" / "failed_items.txt") if failed_items else None,
             "failed_items_listed": failed_items,
-            "workers": spec.worker_count,
+            "workers": executor.count,
             "workers_started": executor.started,  # on demand: at most one per mini-batch
             "init_s_max": round(max(init_times), 3) if init_times else None,
             "worker_rss_mb_max": round(max(worker_rss) / 2**20, 1) if worker_rss else None,

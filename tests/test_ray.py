@@ -51,6 +51,7 @@ def ray_job(tmp_path, text_files, run_marker, ray_cluster):
             env_vars = keys.pop("env", {})
             spec["environment_variables"].update(env_vars)
             spec.update(keys)
+            spec = {key: value for key, value in spec.items() if value is not None}  # None: the key unset
             self.path = tmp_path / "job.yaml"
             self.path.write_text(yaml.safe_dump(spec, sort_keys=False))
             self.out = tmp_path / "out"
@@ -61,17 +62,18 @@ def ray_job(tmp_path, text_files, run_marker, ray_cluster):
                 self.env.update(ray_cluster.env)
             self.env.pop("COLUMNS", None)
 
-        def start(self) -> subprocess.Popen:
-            return subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(self.path), "--output",
-                                     str(self.out)], cwd=tmp_path, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True)
+        def start(self, command: str = "run") -> subprocess.Popen:
+            output = ["--output", str(self.out)] if command == "run" else []
+            return subprocess.Popen([sys.executable, "-m", "batchinfer", command, str(self.path), *output],
+                                    cwd=tmp_path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True)
 
         def finish(self, proc: subprocess.Popen, timeout: float = 120) -> Run:
             stdout, stderr = proc.communicate(timeout=timeout)
             return Run(proc.returncode, stdout, stderr, self.out)
 
-        def run(self) -> Run:
-            return self.finish(self.start())
+        def run(self, command: str = "run") -> Run:
+            return self.finish(self.start(command))
 
         def hanging(self, within_s: float = 60) -> tuple[int, str]:
             """Wait for a first try that hangs (ray_faults.py): its actor's pid and node."""
@@ -110,6 +112,18 @@ def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs
     assert ray_cluster.wait_no_actors() == []
 
 
+# each test node has 1 CPU; the spec's own default (os.cpu_count() per node) is neither of these on every machine
+@pytest.mark.parametrize(("cpus", "workers"), [(0.5, 4), (1, 2)])
+def test_without_process_count_per_node_as_many_actors_as_each_node_holds(ray_job, ray_cluster, cpus, workers):
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=None, num_cpus_per_process=cpus,
+                  shared_filesystem=True, env={"WAIT_FOR_NODES": "2"}).run()
+    assert run.code == 0, run.stderr
+    once(run, 12)
+    assert run.summary["workers"] == workers
+    assert f": {workers} workers, output " in run.log("job.log")
+    assert ray_cluster.wait_no_actors() == []
+
+
 def test_inputs_at_a_url_need_no_shared_filesystem_the_scripts_folder_travels_with_the_job(
         ray_job, ray_cluster, s3_server, text_files, tmp_path):
     from tests.stores import Store, upload_tree
@@ -132,8 +146,10 @@ def test_inputs_at_a_url_need_no_shared_filesystem_the_scripts_folder_travels_wi
     ({}, "shared_filesystem: true"),
     ({"models": {"m": str(SCRIPTS)}, "shared_filesystem": False}, "model"),
 ])
-def test_several_nodes_refuse_what_only_this_machine_sees(ray_job, keys, hint):
-    run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, **keys).run()
+@pytest.mark.parametrize("command", ["run", "validate", "plan"])
+def test_several_nodes_refuse_what_only_this_machine_sees(ray_job, keys, hint, command):
+    # nothing listens at ray_address: the spec is refused before any cluster is reached
+    run = ray_job("ray_node.py", node_count=2, process_count_per_node=1, ray_address="127.0.0.1:1", **keys).run(command)
     assert_one_line_error(run, "other nodes", hint)
 
 
@@ -172,6 +188,18 @@ def test_a_killed_actor_or_a_hung_run_loses_no_row(ray_job, ray_cluster, fault):
     if hangs:  # faulthandler wrote the stack at the deadline, the coordinator fetched it
         worker = run.errors()[0]["worker"]
         assert "in _hang" in run.log(f"worker-{worker}.log")
+    assert ray_cluster.wait_no_actors() == []
+
+
+def test_what_an_actor_that_never_replied_wrote_reaches_its_log(ray_job, ray_cluster):
+    job = ray_job("ray_faults.py", n=2, process_count_per_node=1, env={"HANG_IN_INIT": "1"})
+    proc = job.start()
+    job.hanging()  # init() printed its line, then hangs: the actor never replies
+    proc.send_signal(signal.SIGTERM)
+    stopped = job.finish(proc)
+    assert stopped.code == 143, stopped.stderr
+    assert sorted(p.name for p in (job.out / "logs").glob("worker-*.log")) == ["worker-0.log"]
+    assert "init() on node " in stopped.log("worker-0.log")  # read on its node when it was killed
     assert ray_cluster.wait_no_actors() == []
 
 

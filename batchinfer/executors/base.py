@@ -40,7 +40,9 @@ workers (each wraps a :class:`batchinfer.worker.ScriptRuntime`) and knows nothin
    same code for every backend, so exactly-once output, resume and formats behave identically.
 
 ``start()`` may raise a :class:`~batchinfer.errors.BatchInferError` (exit 2) for what the user must
-fix before anything runs (a cluster with too few nodes). An executor may also set ``notes``: lines
+fix before anything runs (a cluster with too few nodes). After it, ``count`` is the job's worker count
+(the summary's ``workers``): ``spec.worker_count`` locally, but on Ray without ``process_count_per_node``
+what the nodes hold, known only once the cluster is reached. An executor may also set ``notes``: lines
 for the user when the job starts (see :func:`notes_of`).
 
 The registry imports a backend only when a job uses it: the local backend never imports Ray, and a
@@ -67,12 +69,16 @@ BACKENDS = {
 }
 # backend -> (the package it needs, the extra that installs it)
 NEEDS = {"ray": ("ray", "ray")}
+# backend -> "module:function(spec)" raising what the backend refuses in a spec that needs no cluster
+# to know (the module must not import the backend's package: validate and plan run it too)
+SPEC_CHECKS = {"ray": "batchinfer.executors.ray_paths:check_paths"}
 
 
 class Executor(Protocol):
     """What the scheduler and ``job.py`` use of a backend, nothing more (see the module docstring)."""
 
     started: int  # workers started so far, replacements included
+    count: int  # most workers alive at once: the job's worker count (summary, job.log), final after start()
 
     def start(self) -> None:
         """Before the first submit; may raise a BatchInferError (exit 2), e.g. too few nodes."""
@@ -99,7 +105,8 @@ class Executor(Protocol):
 
 def check_backend(spec: JobSpec) -> None:
     """Raise :class:`BackendUnavailableError` (one line, exit 2) when the spec's backend needs a
-    package that is not installed; cheap (the package is looked for, not imported)."""
+    package that is not installed (looked for, not imported), then the backend's own spec check
+    (``SPEC_CHECKS``: e.g. local-only paths on several Ray nodes); cheap, for run, validate and plan."""
     need = NEEDS.get(spec.backend)
     if need is not None and not _installed(need[0]):
         package, extra = need
@@ -107,6 +114,9 @@ def check_backend(spec: JobSpec) -> None:
             f"backend '{spec.backend}' needs the {package} package, which is not installed",
             hint=f"pip install 'batchinfer[{extra}]', or use backend: local",
         )
+    if spec.backend in SPEC_CHECKS:
+        module, _, name = SPEC_CHECKS[spec.backend].partition(":")
+        getattr(importlib.import_module(module), name)(spec)
 
 
 def _installed(package: str) -> bool:

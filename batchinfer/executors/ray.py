@@ -21,28 +21,25 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
   actor may wait for a node that never comes).
 - **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
   at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
-  replaced, the try is a ``timeout``; a dead actor or node: the running try is ``worker_died``;
-  queued mini-batches go to other actors untried.
-- **Logs**: an actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply
-  and are appended to ``<output>/logs/worker-N.log``; what a killed or dead actor wrote last (its
-  stack) is read by a small task on its node.
+  replaced, the try is a ``timeout``; a dead actor or node: the try it was running (the actor
+  records it in a file on its node, read back after the death: outcomes yielded just before a death
+  can be lost with it) is ``worker_died``; its other mini-batches go to other actors untried.
+- **Logs**: ``worker-N.log`` is made when actor N starts (N: the lowest free index, as locally); the
+  actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply and are appended
+  there; what a killed or dead actor wrote last (its stack, or a hung init()'s lines) is read by a
+  small task on its node (at ``kill_all()`` too).
 
-``run()`` runs in the actor's main thread (a plain actor, no concurrency groups), as locally.
+The session (connect, guardian, node counts, path checks) is ``ray_session.py``; the actor and the
+task that reads a dead actor's log are ``ray_actor.py``; this module sets Ray's environment before
+ray is first imported, and is the one the registry imports.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import faulthandler
 import logging
 import os
 import secrets
 import shutil
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,350 +60,37 @@ if not any(os.environ.get(_name) for _name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"
     os.environ["RAY_AUTH_MODE"] = "token"
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
 from ray.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
 )
 
-from batchinfer import capture
-from batchinfer.errors import BackendUnavailableError, InputError, JobFailedError
+from batchinfer.errors import BackendUnavailableError, JobFailedError
 from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S
+from batchinfer.executors.ray_actor import WorkerActor, node_folder, running_record, salvage_log
+from batchinfer.executors.ray_paths import check_paths
+from batchinfer.executors.ray_session import (
+    close_session,
+    guardian,
+    open_session,
+    processes_per_node,
+    requested_per_node,
+    runtime_env_of,
+    why,
+)
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import open_own_file
 from batchinfer.protocol import TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.redact import register_secrets
-from batchinfer.spec import is_url
 from batchinfer.worker import ScriptRuntime
 
 STOP_WAIT_S = 10.0  # stop(): how long shutdown() may take in the actors
 DUMP_MARGIN_S = 0.5  # after a deadline, before the kill: the actor's faulthandler writes the stack at the deadline
 PLACEMENT_WAIT_S = 30.0  # the placement group must be ready by then (the nodes were counted first)
 SALVAGE_WAIT_S = 3.0  # at the end, how long the last log reads of killed actors may take
-CONNECT_CHECK_S = 3.0  # a TCP connection to ray_address first: Ray itself retries for 30 s and more
 
 log = logging.getLogger("batchinfer.executor")
-
-
-# ------------------------------------------------------------------ the actor
-
-
-def _node_folder(run: str) -> str:
-    return os.path.join(tempfile.gettempdir(), f"batchinfer-ray-{run}")
-
-
-@ray.remote(max_restarts=0, max_task_retries=0)
-class _Worker:
-    """One worker process on a node: :class:`ScriptRuntime` with its fds 1/2 in a node-local log file."""
-
-    def __init__(self, config: WorkerConfig, index: int, run: str, timeout: float) -> None:
-        self.folder = os.path.join(_node_folder(run), f"worker-{index}-{os.getpid()}")
-        os.makedirs(self.folder, exist_ok=True)
-        self.log_path = os.path.join(self.folder, "worker.log")
-        capture.redirect_output(Path(self.log_path), config.logging_level, config.secret_values)
-        if config.source_directory == "":  # shipped with runtime_env working_dir: Ray's copy is the cwd
-            here = os.getcwd()
-            config = replace(config, source_directory=here, entry_path=os.path.join(here, config.entry_path))
-        config = replace(config, scratch_dir=self.folder)
-        self.runtime = ScriptRuntime(config, index, ray.get_runtime_context().get_node_id())
-        self.timeout = timeout
-        self.queue: Any = None
-        self.ended = False
-        self.sent = 0
-
-    def _new_log(self) -> bytes:
-        """The log's bytes not sent yet."""
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self.sent)
-                data = f.read()
-        except OSError:
-            return b""
-        self.sent += len(data)
-        return data
-
-    def start(self) -> tuple[Ready | InitFailed, str, str, str, bytes]:
-        """Import the script and init(); also its node and where its log is (for a read after its death)."""
-        faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung init()'s stack
-        try:
-            result = self.runtime.start()
-        finally:
-            faulthandler.cancel_dump_traceback_later()
-        if isinstance(result, Ready):
-            self.queue = self.runtime.queue()
-        return result, self.runtime.node_id, self.log_path, self.folder, self._new_log()
-
-    @ray.method(num_returns="streaming")
-    def serve(self, batches: list[MiniBatch]):
-        """Run ``batches`` in order; one (Outcome, new log bytes) as each try ends."""
-        if self.queue is None or self.ended:
-            return
-        self.queue.add(batches)
-        while (got := self.queue.next(block=False)) is not None:
-            batch, fetch = got
-            faulthandler.dump_traceback_later(self.timeout, file=sys.stderr)  # a hung run()'s stack
-            try:
-                outcome = self.runtime.run(batch, fetch)
-            finally:
-                faulthandler.cancel_dump_traceback_later()
-            if ScriptRuntime.ends_worker(outcome):
-                self.ended = True
-                self.queue.take_back()  # the coordinator hands them to other actors, untried
-            yield outcome, self._new_log()
-            if self.ended:
-                return
-
-    def close(self) -> bytes:
-        """shutdown() (unless a try ended this worker), the private folder removed; the last log bytes."""
-        self.runtime.close()
-        capture._finish()  # with secrets, a capture process copies fds 1/2 into the log: let it finish
-        data = self._new_log()
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return data
-
-
-@ray.remote(num_cpus=0, max_retries=0)
-def _salvage(log_path: str, offset: int, folder: str) -> bytes:
-    """On a dead actor's node: what it wrote after ``offset`` (a stack, a crash), then its folder removed."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(offset)
-            data = f.read()
-    except OSError:
-        data = b""
-    shutil.rmtree(folder, ignore_errors=True)
-    return data
-
-
-# ------------------------------------------------------------------ the session
-
-
-GUARDIAN = r"""
-import os, signal, sys
-pids = set()
-for line in sys.stdin:
-    if line.strip() == "done":
-        sys.exit(0)
-    pids.update(int(p) for p in line.split())
-# the coordinator died: its Ray instance goes too (raylet and GCS die with it, their agents would not)
-for pid in pids:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
-
-
-class _Guardian:
-    """A process that kills our own Ray instance's processes when the coordinator dies (pipe EOF)."""
-
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", GUARDIAN], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, close_fds=True, text=True, start_new_session=True,
-        )
-        self.known: set[int] = set()
-
-    def watch(self, pids: set[int]) -> None:
-        new = pids - self.known
-        if new and self.proc.poll() is None:
-            self.known |= new
-            try:
-                self.proc.stdin.write(" ".join(map(str, sorted(new))) + "\n")
-                self.proc.stdin.flush()
-            except OSError:
-                pass
-
-    def dismiss(self) -> None:
-        try:
-            self.proc.stdin.write("done\n")
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def _instance_pids() -> set[int]:
-    """Our own Ray instance's processes (GCS, raylet, their agents and workers)."""
-    import psutil
-
-    node = ray._private.worker._global_node
-    pids = {info.process.pid for infos in node.all_processes.values() for info in infos if info.process}
-    for pid in list(pids):
-        try:
-            pids |= {p.pid for p in psutil.Process(pid).children(recursive=True)}
-        except psutil.Error:
-            pass
-    return pids
-
-
-def _quiet_ray() -> None:
-    """Ray's messages to the driver (a worker died, ...) go to job.log: never to stdout or the terminal."""
-    import ray._private.worker as ray_worker
-
-    def to_log(data: dict, ignore_prefix: bool = False) -> None:
-        for line in data.get("lines", []):
-            log.warning("ray: %s", line)
-
-    ray_worker.print_to_stdstream = to_log
-    logging.getLogger("ray").setLevel(logging.ERROR)
-
-
-def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> bool:
-    """Connect to ``address``, or start a Ray instance of our own (True) on 127.0.0.1; ``runtime_env``:
-    the job's (a local ``working_dir`` is uploaded to the cluster by ``ray.init``)."""
-    _quiet_ray()
-    common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": False,
-              "runtime_env": runtime_env}
-    if address is None:
-        shown = "a local Ray instance"
-        kwargs = {"address": "local", "num_cpus": os.cpu_count(), "include_dashboard": False,
-                  "_node_ip_address": "127.0.0.1"}
-    else:
-        shown = f"the Ray cluster at {address}"
-        kwargs = {"address": address}
-    hint = "check ray_address (auto, host:port of the head's GCS, or ray://host:10001) and RAY_AUTH_TOKEN"
-    if address not in (None, "auto"):
-        _check_listening(address, shown, hint)
-    try:
-        with _stderr_to_log():
-            ray.init(**kwargs, **common)
-    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
-        raise BackendUnavailableError(f"cannot connect to {shown}: {_why(exc)}", hint=hint) from None
-    return address is None
-
-
-def _check_listening(address: str, shown: str, hint: str) -> None:
-    """Fail at once when nothing listens at ``address`` (Ray itself retries for more than 30 s)."""
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_CHECK_S).close()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise BackendUnavailableError(f"cannot connect to {shown}: nothing answers there ({reason})",
-                                      hint=hint) from None
-
-
-@contextlib.contextmanager
-def _stderr_to_log() -> Any:
-    """Ray's C++ core writes its warnings on fd 2 while it connects: into job.log instead."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            for line in held.read().decode("utf-8", "replace").splitlines():
-                log.warning("ray: %s", line)
-
-
-class _Session:
-    """This process's Ray session: connected (or our own instance started) once per run."""
-
-    def __init__(self, address: str | None, runtime_env: dict[str, Any] | None) -> None:
-        began = time.monotonic()
-        self.address = address
-        self.runtime_env = runtime_env
-        self.guardian = _Guardian() if address is None else None
-        try:
-            self.owned = connect(address, runtime_env)
-        except BaseException:
-            self.close()
-            raise
-        if self.guardian is not None:
-            self.guardian.watch(_instance_pids())
-        self.seconds = time.monotonic() - began
-        atexit.register(self.close)  # a run that never made its executor (a job already complete)
-
-    def close(self) -> None:
-        """Leave the cluster; our own instance stops, and its guardian goes."""
-        try:
-            ray.shutdown()
-        except Exception:  # noqa: BLE001 - the session may be half made
-            pass
-        if self.guardian is not None:
-            self.guardian.dismiss()
-            self.guardian = None
-        atexit.unregister(self.close)
-
-
-_session: _Session | None = None
-
-
-def open_session(address: str | None, runtime_env: dict[str, Any] | None = None) -> _Session:
-    """The run's session, made on first use (by :meth:`RayExecutor.prepare`, else by ``start()``)."""
-    global _session
-    if (_session is None or (_session.address, _session.runtime_env) != (address, runtime_env)
-            or not ray.is_initialized()):
-        close_session()
-        _session = _Session(address, runtime_env)
-    return _session
-
-
-def close_session() -> None:
-    global _session
-    if _session is not None:
-        _session.close()
-        _session = None
-
-
-def processes_per_node(node_count: int, per_node: int | None, cpus: float, gpus: float) -> int:
-    """How many actors go on each node: ``per_node``, or (None) as many as the smallest of the
-    ``node_count`` roomiest nodes holds; too few nodes that fit: one line, exit 2."""
-    counts = sorted(fitting_nodes({"CPU": cpus, "GPU": gpus}), reverse=True)
-    fitting = [c for c in counts if c >= (per_node or 1)]
-    if len(fitting) < node_count:
-        each = f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if gpus else "")
-        wanted = per_node or 1
-        raise BackendUnavailableError(
-            f"node_count is {node_count} but the Ray cluster has {len(counts)} node"
-            f"{'s' if len(counts) != 1 else ''}, {len(fitting)} of them with room for {wanted} process"
-            f"{'es' if wanted > 1 else ''} of {each} each",
-            hint="lower node_count, process_count_per_node or num_cpus_per_process/num_gpus_per_process, "
-                 "or add nodes",
-        )
-    return per_node or max(1, fitting[node_count - 1])
-
-
-def fitting_nodes(per_process: dict[str, float]) -> list[int]:
-    """For each alive node: how many processes of ``per_process`` resources it holds (0: none)."""
-    counts = []
-    for node in ray.nodes():
-        if not node.get("Alive"):
-            continue
-        total = node.get("Resources", {})
-        fits = [int(total.get(name, 0) / need + 1e-9) for name, need in per_process.items() if need > 0]
-        counts.append(min(fits) if fits else 0)
-    return counts
-
-
-def check_paths(spec: Any) -> None:
-    """On more than one node, every input, model and side input must be a URL, unless the spec says
-    that every node mounts the same paths (``shared_filesystem: true``): an actor reads them itself."""
-    if spec.node_count <= 1 or spec.shared_filesystem:
-        return
-    # models and side inputs at URLs are fetched into this machine's cache (modelcache.py), which
-    # the actors are given: on other nodes, that is a local path too
-    named = [("model", loc.path) for loc in spec.models.values()]
-    named += [("side input", loc.path) for loc in spec.side_inputs.values()]
-    named += [("input", path) for item in spec.inputs for path in item.path if not is_url(path)]
-    if named:
-        what, path = named[0]
-        hint = ("use a URL (s3://, az://, gs://, https://), or a path every node mounts and say so with "
-                "shared_filesystem: true")
-        if what != "input":
-            hint = "put it on a path every node mounts and say so with shared_filesystem: true"
-        raise InputError(f"the {what} {path} is read from this machine, which the other nodes of a Ray cluster "
-                         f"do not see (node_count {spec.node_count})", hint=hint)
 
 
 # ------------------------------------------------------------------ the executor
@@ -421,9 +105,9 @@ class _Slot:
     started_at: float
     start_ref: Any = None
     ready_at: float | None = None
-    node: str = ""
-    log_path: str = ""
-    folder: str = ""
+    name: str = ""  # its folder on its node (ray_actor.node_folder): its log, its scratch folder
+    node: str = ""  # known once it replied, else looked up (its placement bundle's node)
+    closed: bool = False  # close() returned: its last log lines are in, its folder gone
     assigned: deque = field(default_factory=deque)  # MiniBatch, in the order given
     head_started: float | None = None
     outbox: list = field(default_factory=list)
@@ -449,9 +133,9 @@ class RayExecutor:
         """First thing in a run (registry's ``prepare``): refuse what other nodes cannot see, connect
         (or start our own Ray, while the coordinator checks the inputs), and count the nodes."""
         check_paths(spec)
-        open_session(spec.ray_address, _runtime_env(spec))
+        open_session(spec.ray_address, runtime_env_of(spec))
         try:
-            processes_per_node(spec.node_count, _per_node(spec), spec.num_cpus_per_process, spec.num_gpus_per_process)
+            processes_per_node(spec.node_count, requested_per_node(spec), spec.num_cpus_per_process, spec.num_gpus_per_process)
         except BaseException:
             close_session()
             raise
@@ -460,10 +144,10 @@ class RayExecutor:
     def from_spec(cls, spec: Any, config: WorkerConfig, on_ready: Callable[[Ready], None] | None) -> RayExecutor:
         """The executor of ``spec`` (``backend: ray``); local-only paths on several nodes are refused here."""
         check_paths(spec)
-        per_node = _per_node(spec)
+        per_node = requested_per_node(spec)
         return cls(config, spec.node_count, per_node, spec.num_cpus_per_process, spec.num_gpus_per_process,
                    spec.run_invocation_timeout, spec.ray_address, on_ready,
-                   runtime_env=_runtime_env(spec))
+                   runtime_env=runtime_env_of(spec))
 
     def __init__(self, config: WorkerConfig, node_count: int, per_node: int | None, cpus: float, gpus: float,
                  timeout: float, address: str | None = None, on_ready: Callable[[Ready], None] | None = None,
@@ -488,7 +172,8 @@ class RayExecutor:
         self._connected = False
         self._pg: Any = None
         self._run = f"{os.getpid()}-{secrets.token_hex(4)}"
-        self._salvages: dict[Any, int] = {}  # log reads of dead actors -> worker index
+        self._salvages: dict[Any, tuple[_Slot, str | None]] = {}  # log reads of killed actors -> (slot, how it died)
+        self._settled: list[Outcome] = []  # outcomes settled outside poll(), given by the next poll()
         self._runtime_env = runtime_env
         self.startup_s: float | None = None
 
@@ -536,8 +221,10 @@ class RayExecutor:
             "scheduling_strategy": PlacementGroupSchedulingStrategy(
                 self._pg, placement_group_bundle_index=index // self.per_node),
         }
-        actor = _Worker.options(**options).remote(self.config, index, self._run, self.timeout)
-        slot = self.slots[index] = _Slot(index, actor, time.monotonic())
+        name = f"worker-{index}-{self.started}"
+        actor = WorkerActor.options(**options).remote(self.config, index, self._run, name, self.timeout)
+        slot = self.slots[index] = _Slot(index, actor, time.monotonic(), name=name)
+        self._append_log(index, b"")  # every worker started has its log, as locally, even if it never writes
         slot.start_ref = actor.start.remote()
         self.started += 1
         self.peak = max(self.peak, len(self.slots))
@@ -552,6 +239,7 @@ class RayExecutor:
             for ref in done:
                 try:
                     self._log(closing[ref], ray.get(ref))
+                    closing[ref].closed = True
                 except ray.exceptions.RayError:
                     pass
         self.kill_all()
@@ -562,10 +250,10 @@ class RayExecutor:
             close_session()  # opened by prepare(), for a run that stopped before start()
             return
         for slot in list(self.slots.values()):
-            self._retire(slot, salvage=False)
+            self._retire(slot, salvage=not slot.closed)  # what an actor that never replied wrote, too
         if self._salvages:
             done, _ = ray.wait(list(self._salvages), num_returns=len(self._salvages), timeout=SALVAGE_WAIT_S)
-            self._take_salvages(done)
+            self._take_salvages(done, None)
         if self._pg is not None:
             try:
                 remove_placement_group(self._pg)
@@ -575,7 +263,7 @@ class RayExecutor:
         close_session()  # our own instance stops with it
         self._connected = False
         if self._owned:
-            shutil.rmtree(_node_folder(self._run), ignore_errors=True)  # one node: this machine
+            shutil.rmtree(node_folder(self._run), ignore_errors=True)  # one node: this machine
 
     @property
     def busy(self) -> int:
@@ -632,7 +320,7 @@ class RayExecutor:
     def poll(self, timeout: float) -> list[Outcome]:
         """Wait up to ``timeout`` seconds for outcomes; handle deaths and timeouts on the way."""
         self._flush()
-        outcomes: list[Outcome] = []
+        outcomes, self._settled = self._settled, []
         now = time.monotonic()
         deadline = min((s.run_deadline(self.timeout) for s in self.slots.values()), default=now + timeout)
         targets: dict[Any, Any] = {}
@@ -646,7 +334,7 @@ class RayExecutor:
             ready, _ = ray.wait(list(targets), num_returns=1, timeout=max(0.0, min(timeout, deadline - now)))
             if ready:
                 ready, _ = ray.wait(list(targets), num_returns=len(targets), timeout=0)
-            self._take_salvages([r for r in ready if r in self._salvages])
+            self._take_salvages([r for r in ready if r in self._salvages], outcomes)
             for ref in ready:
                 slot = targets[ref]
                 if slot is not None and self.slots.get(slot.index) is slot:
@@ -673,9 +361,9 @@ class RayExecutor:
 
     def _started(self, slot: _Slot) -> None:
         try:
-            result, slot.node, slot.log_path, slot.folder, data = ray.get(slot.start_ref)
+            result, slot.node, data = ray.get(slot.start_ref)
         except ray.exceptions.RayError as exc:
-            self._init_failed(slot, f"the worker died during init(): {_why(exc)}")
+            self._init_failed(slot, f"the worker died during init(): {why(exc)}")
             return
         self._log(slot, data)
         if isinstance(result, InitFailed):
@@ -684,23 +372,28 @@ class RayExecutor:
         slot.ready_at = time.monotonic()
         slot.head_started = slot.ready_at if slot.assigned else None
         self.init_failures_in_a_row = 0
-        if _session is not None and _session.guardian is not None:
-            _session.guardian.watch({result.pid})
+        if (watcher := guardian()) is not None:
+            watcher.watch({result.pid})
         if self.on_ready:
             self.on_ready(result)
 
     def _drain(self, slot: _Slot, call: Any, outcomes: list[Outcome]) -> None:
         """Every outcome of ``call`` that has arrived; a failed call means the actor died."""
+        failure = self._receive(slot, call, outcomes)
+        if failure is not None and self.slots.get(slot.index) is slot:
+            self._on_death(slot, failure, outcomes)
+
+    def _receive(self, slot: _Slot, call: Any, outcomes: list[Outcome]) -> str | None:
+        """Every outcome of ``call`` that has arrived; what went wrong if the call failed (the actor died)."""
         while True:
             try:
                 ref = next(call)
                 outcome, data = ray.get(ref)
             except StopIteration:
                 slot.calls.remove(call)
-                return
+                return None
             except ray.exceptions.RayError as exc:
-                self._on_death(slot, _why(exc), outcomes)
-                return
+                return why(exc)
             self._log(slot, data)
             for i, batch in enumerate(slot.assigned):
                 if batch.id == outcome.batch_id and batch.part == outcome.part:
@@ -713,9 +406,9 @@ class RayExecutor:
                 log.error("worker %d stopped after mini-batch %s: %s", slot.index, outcome.batch_id, outcome.message)
                 self._retire(slot)
                 self.orphans.extendleft(reversed(slot.assigned))
-                return
+                return None
             if not ray.wait([call], timeout=0)[0]:
-                return
+                return None
 
     def _init_failed(self, slot: _Slot, message: str, details: str = "") -> None:
         """init() failed in ``slot``: requeue its mini-batches untried, replace it, maybe give up."""
@@ -730,37 +423,67 @@ class RayExecutor:
                 hint=f"see {self.config.log_dir}/worker-*.log",
             )
 
-    def _retire(self, slot: _Slot, salvage: bool = True) -> None:
-        """Kill the actor; read what it wrote last on its node (its stack), then its folder goes."""
+    def _retire(self, slot: _Slot, salvage: bool = True, died: str | None = None) -> None:
+        """Kill the actor; read what it wrote last on its node (its stack), then its folder goes. ``died``:
+        it died (how): its mini-batches are settled when the read says which one was running."""
         del self.slots[slot.index]
         try:
             ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - dead already
             pass
-        if salvage and slot.log_path and slot.node:
-            strategy = NodeAffinitySchedulingStrategy(slot.node, soft=False)
-            ref = _salvage.options(scheduling_strategy=strategy).remote(slot.log_path, slot.received, slot.folder)
-            self._salvages[ref] = slot.index
+        node = (slot.node or self._bundle_node(slot.index // self.per_node)) if salvage else ""
+        if node:
+            strategy = NodeAffinitySchedulingStrategy(node, soft=False)
+            ref = salvage_log.options(scheduling_strategy=strategy).remote(self._run, slot.name, slot.received)
+            self._salvages[ref] = (slot, died)
+        elif died is not None:
+            self._settle(slot, died, None, self._settled)
 
-    def _take_salvages(self, done: list[Any]) -> None:
+    def _bundle_node(self, bundle: int) -> str:
+        """The node of a bundle of the placement group ("" if none now: its node was lost)."""
+        try:
+            return placement_group_table(self._pg)["bundles_to_node_id"].get(bundle, "")
+        except Exception:  # noqa: BLE001 - the session may be gone already
+            return ""
+
+    def _take_salvages(self, done: list[Any], outcomes: list[Outcome] | None) -> None:
+        """The salvage reads in ``done``: their log bytes, and a dead actor's mini-batches settled
+        (``outcomes`` None: at the end, when nothing is reported any more)."""
         for ref in done:
-            index = self._salvages.pop(ref)
+            slot, died = self._salvages.pop(ref)
             try:
-                self._append_log(index, ray.get(ref))
+                data, running = ray.get(ref)
             except ray.exceptions.RayError:
-                pass  # the node is gone, with the log
+                data, running = b"", None  # the node is gone, with the log
+            self._append_log(slot.index, data)
+            if died is not None and outcomes is not None:
+                self._settle(slot, died, running, outcomes)
 
     def _on_death(self, slot: _Slot, how: str, outcomes: list[Outcome]) -> None:
+        """``slot``'s actor died: take what its other calls delivered, then read on its node which try ran."""
         if slot.ready_at is None:
             self._init_failed(slot, f"the worker died during init(): {how}")
             return
-        self._retire(slot)
-        if slot.assigned:
-            batch = slot.assigned.popleft()
-            message = f"worker {slot.index} died ({how}) while running mini-batch {batch.id}"
+        for call in list(slot.calls):
+            if ray.wait([call], timeout=0)[0]:
+                self._receive(slot, call, outcomes)
+        if self.slots.get(slot.index) is slot:  # not retired by a try that ended it
+            self._retire(slot, died=how)
+
+    def _settle(self, slot: _Slot, how: str, running: str | None, outcomes: list[Outcome]) -> None:
+        """A dead actor's mini-batches: the one it was running (``running``: its ``running_record``, ""
+        none, None unknown: the first not reported) is a ``worker_died`` try; the others never ran, or
+        ran and their outcomes were lost with the actor before they were committed: untried, elsewhere."""
+        if running is None:
+            blamed = slot.assigned[0] if slot.assigned else None
+        else:
+            blamed = next((b for b in slot.assigned if running_record(b.id, b.part) == running), None)
+        if blamed is not None:
+            message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
             log.error(message)
-            outcomes.append(self._lost(batch, slot, WORKER_DIED, message))
-            self.orphans.extendleft(reversed(slot.assigned))
+            outcomes.append(self._lost(blamed, slot, WORKER_DIED, message))
+        self.orphans.extendleft(reversed([b for b in slot.assigned if b is not blamed]))
+        slot.assigned.clear()
 
     def _lost(self, batch: MiniBatch, slot: _Slot, kind: str, message: str) -> Outcome:
         started = slot.head_started or time.monotonic()
@@ -789,13 +512,12 @@ class RayExecutor:
     # ------------------------------------------------------------- logs
 
     def _log(self, slot: _Slot, data: bytes) -> None:
-        slot.received += len(data)
-        self._append_log(slot.index, data)
+        if data:  # most replies bring none: no open() per outcome
+            slot.received += len(data)
+            self._append_log(slot.index, data)
 
     def _append_log(self, index: int, data: bytes) -> None:
-        """Append an actor's log bytes to ``<output>/logs/worker-N.log``."""
-        if not data:
-            return
+        """Append an actor's log bytes to ``<output>/logs/worker-N.log`` (made if missing)."""
         fd = open_own_file(Path(self.config.log_dir) / f"worker-{index}.log",
                            os.O_WRONLY | os.O_CREAT | os.O_APPEND, private=False)
         try:
@@ -804,22 +526,3 @@ class RayExecutor:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-
-
-def _runtime_env(spec: Any) -> dict[str, Any] | None:
-    """On several nodes without a shared filesystem, the script's folder goes with the job to every
-    node (Ray's ``working_dir``: uploaded once, at most 500 MiB, unpacked as each actor's first cwd)."""
-    if spec.node_count > 1 and not spec.shared_filesystem:
-        return {"working_dir": str(spec.source_directory)}
-    return None
-
-
-def _per_node(spec: Any) -> int | None:
-    """``process_count_per_node`` if the user set it; None: as many as fit."""
-    return spec.process_count_per_node if "process_count_per_node" in spec.model_fields_set else None
-
-
-def _why(exc: BaseException) -> str:
-    """A Ray error in a few words (its first line)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

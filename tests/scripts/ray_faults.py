@@ -5,7 +5,7 @@ HANG_ON writes ``hanging.<pid>`` there and sleeps for an hour: the test then kil
 coordinator), or run_invocation_timeout does. With HANG_ON_NODE (a Ray node id), every first try on
 that node hangs the same way (the test removes the node), and tries on other nodes wait until one
 hangs there (so that node gets work). GO_FILE: run() waits until the test creates it (to look at the
-processes of a running job).
+processes of a running job). HANG_IN_INIT: init() hangs the same way, after a line on stdout.
 """
 
 import os
@@ -20,6 +20,12 @@ FOLDER = Path(os.environ["FAULTS_DIR"])
 def _hang() -> None:
     (FOLDER / f"hanging.{os.getpid()}").write_text(batchinfer.node_id())
     time.sleep(3600)
+
+
+def init():
+    print(f"init() on node {batchinfer.node_id()}", flush=True)
+    if os.environ.get("HANG_IN_INIT"):
+        _hang()
 
 
 def run(mini_batch):
