@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,8 @@ def connect(address: str | None, runtime_env: dict[str, Any] | None, held: list[
     except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError...
         if runtime_env and _is_package_error(exc):
             raise BackendUnavailableError(
-                f"Ray could not ship the script's folder {runtime_env['working_dir']} to the nodes: {why(exc)}",
+                f"Ray could not ship the script's folder {runtime_env['working_dir']} to the nodes: "
+                f"{_package_why(exc)}",
                 hint="move data, models and outputs out of source_directory (Ray takes at most 500 MiB), "
                      "or use shared_filesystem: true if every node mounts it") from None
         raise BackendUnavailableError(f"cannot connect to {shown}: {why(exc)}", hint=hint) from None
@@ -195,9 +197,17 @@ def connect(address: str | None, runtime_env: dict[str, Any] | None, held: list[
 
 
 def _is_package_error(exc: BaseException) -> bool:
-    """The failure is Ray packing or uploading the ``working_dir`` (too large, unreadable)."""
-    text = str(exc)
-    return "Package size" in text or "working_dir" in text or "runtime_env" in text.lower()
+    """The failure is Ray packing or uploading the ``working_dir`` (over 500 MiB, a file it cannot read)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return type(exc).__name__ == "RuntimeEnvSetupError" or "Package size" in str(exc) or any(f"{os.sep}runtime_env{os.sep}" in frame.filename for frame in frames)
+
+
+def _package_why(exc: BaseException) -> str:
+    """Ray's reason in a few words: its last line ("Failed to upload working_dir ...: [Errno 13] ..."),
+    the size without Ray's advice."""
+    text = str(exc).strip()
+    last = text.splitlines()[-1] if text else type(exc).__name__
+    return last.split(". To exclude")[0]
 
 
 def _check_listening(address: str, shown: str, hint: str) -> None:
