@@ -329,7 +329,7 @@ class JobSpec(StrictModel):
     node_count: int = Field(default=1, ge=1, le=MAX_PROCESSES)
     process_count_per_node: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=MAX_PROCESSES)
     backend: Literal["local", "ray"] = "local"
-    ray_address: str | None = None  # auto, host:port or ray://host:port; none: a Ray of batchinfer's own
+    ray_address: str | None = None  # auto or host:port (ray:// refused for now); none: a Ray of batchinfer's own
     num_cpus_per_process: float = Field(default=1, gt=0, le=MAX_PROCESSES)  # backend ray: CPUs each actor reserves
     num_gpus_per_process: float = Field(default=0, ge=0, le=MAX_PROCESSES)  # backend ray: GPUs each actor reserves
     shared_filesystem: bool = False  # backend ray: every node sees the job's local paths (an NFS mount, ...)
@@ -343,10 +343,14 @@ class JobSpec(StrictModel):
     @field_validator("ray_address")
     @classmethod
     def _ray_address(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("ray://"):
+            # Ray Client cannot iterate the streaming calls the executor makes (a ClientObjectRef)
+            raise ValueError("Ray Client addresses are not supported yet: run batchinfer on a machine of the "
+                             "cluster with ray_address: auto or host:6379")
         if value is None or value == "auto" or RAY_ADDRESS.match(value):
             return value
-        raise ValueError(f"{shown(value)} is not a Ray cluster address: use auto, host:port (the head's GCS "
-                         "port, 6379 by default) or ray://host:10001 (Ray Client)")
+        raise ValueError(f"{shown(value)} is not a Ray cluster address: use auto or host:port (the head's GCS "
+                         "port, 6379 by default)")
 
     @field_validator("name")
     @classmethod

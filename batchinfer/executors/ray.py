@@ -30,8 +30,7 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
   small task on its node (at ``kill_all()`` too).
 
 The session (connect, guardian, node counts, path checks) is ``ray_session.py``; the actor and the
-task that reads a dead actor's log are ``ray_actor.py``; this module sets Ray's environment before
-ray is first imported, and is the one the registry imports.
+task that reads a dead actor's log are ``ray_actor.py``; this module is the one the registry imports.
 """
 
 from __future__ import annotations
@@ -46,18 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-# Before ray is imported (Ray reads them then); the user's own settings win. Telemetry off, no
-# probe of an outside address. Token authentication with a random token, unless the user has a token
-# or chose a mode: else Ray would write one under ~/.ray (a token-mode client still connects to a
-# cluster without authentication; one with it needs the user's token, which is then left alone).
-for _name in ("RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
-    os.environ.setdefault(_name, "0")
-GENERATED_TOKEN: str | None = None
-if not any(os.environ.get(_name) for _name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")) and not (
-        Path.home() / ".ray" / "auth_token").exists():
-    GENERATED_TOKEN = os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
-    os.environ["RAY_AUTH_MODE"] = "token"
 
 import ray
 from ray.util.placement_group import placement_group, placement_group_table, remove_placement_group
@@ -192,9 +179,9 @@ class RayExecutor:
             raise
         self.count = self.node_count * per_node
         self.config = replace(self.config, processes_per_node=per_node, scratch_dir="")
-        if GENERATED_TOKEN:  # the actors' environment holds it: masked in their logs, as the user's secrets
-            register_secrets((GENERATED_TOKEN,))
-            self.config = replace(self.config, secret_values=(*self.config.secret_values, GENERATED_TOKEN))
+        if session.token:  # the actors' environment holds it: masked in their logs, as the user's secrets
+            register_secrets((session.token,))
+            self.config = replace(self.config, secret_values=(*self.config.secret_values, session.token))
         if self._runtime_env:  # the actors' working directory is Ray's copy of the script's folder
             rel = os.path.relpath(self.config.entry_path, self.config.source_directory)
             self.config = replace(self.config, source_directory="", entry_path=rel)
