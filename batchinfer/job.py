@@ -239,10 +239,15 @@ class _Signals:
         return ExitCode.TERMINATED if self.received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
 
     def check(self, spec: JobSpec) -> None:
-        """Stop here (nothing written yet) when a signal came while the backend prepared."""
-        if self.received:
-            raise JobInterruptedError(f"job {spec.name} interrupted while the {spec.backend} backend started; "
-                                      "nothing was run", self.code)
+        """Stop here (nothing written yet) when a signal came while the backend prepared: Ctrl-C is a
+        KeyboardInterrupt, as anywhere before a job runs (``batchinfer: interrupted``, 130), SIGTERM
+        a :class:`JobInterruptedError` (one line, 143)."""
+        if not self.received:
+            return
+        if self.code == ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt
+        raise JobInterruptedError(f"job {spec.name} stopped by SIGTERM while the {spec.backend} backend "
+                                  "started, before anything ran", self.code)
 
     def __exit__(self, *exc: object) -> None:
         for signum, before in self.before.items():
