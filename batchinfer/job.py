@@ -219,7 +219,7 @@ class _Signals:
         self.handled = (signal.SIGINT, signal.SIGTERM) if main else ()
         self.before: dict[int, Any] = {}
 
-    def __enter__(self) -> _Signals:
+    def __enter__(self) -> _Signals:  # noqa: PYI034 - typing.Self needs Python 3.11
         self.before = {s: signal.getsignal(s) for s in self.handled}  # the caller's, before any backend's
         self.install()
         return self
