@@ -207,13 +207,18 @@ class _Signals:
     """Ctrl-C and SIGTERM for a whole run, from before the backend prepares (starting our own Ray
     instance takes seconds) to the end; the caller's handlers (a notebook's, Airflow's) are put back.
 
-    A signal is recorded, and ``hook`` (the scheduler's, once it exists) told; one that came before the
-    scheduler stops the run as soon as it can (see :meth:`check` and :func:`_run`). Only the main thread
-    may set handlers: from another thread (batchinfer.run() there), Ctrl-C is its caller's business.
+    Every signal is recorded. While the backend prepares, that is all (:meth:`check` stops the run
+    right after: an exception inside ``ray.init`` could leave its processes half started); from then
+    until the scheduler runs, a signal stops the run at once (:meth:`check`, from the handler), as
+    Ctrl-C always did there (listing a large store can take minutes); once the scheduler runs, ``hook``
+    (the scheduler's) is told: a graceful stop, a resumable folder. Only the main thread may set
+    handlers: from another thread (batchinfer.run() there), Ctrl-C is its caller's business.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
         self.received: list[int] = []
+        self.at_once = False  # between the backend's prepare and the scheduler
         self.hook: Any = None  # called with the number of signals so far
         main = threading.current_thread() is threading.main_thread()
         self.handled = (signal.SIGINT, signal.SIGTERM) if main else ()
@@ -233,21 +238,22 @@ class _Signals:
         self.received.append(signum)
         if self.hook is not None:
             self.hook(len(self.received))
+        elif self.at_once:
+            self.check()
 
     @property
     def code(self) -> ExitCode:
         return ExitCode.TERMINATED if self.received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
 
-    def check(self, spec: JobSpec) -> None:
-        """Stop here (nothing written yet) when a signal came while the backend prepared: Ctrl-C is a
-        KeyboardInterrupt, as anywhere before a job runs (``batchinfer: interrupted``, 130), SIGTERM
-        a :class:`JobInterruptedError` (one line, 143)."""
+    def check(self) -> None:
+        """Stop now (nothing ran yet) if a signal came: Ctrl-C is a KeyboardInterrupt, as anywhere
+        before a job runs (``batchinfer: interrupted``, 130), SIGTERM a :class:`JobInterruptedError`
+        (one line, 143)."""
         if not self.received:
             return
         if self.code == ExitCode.INTERRUPTED:
             raise KeyboardInterrupt
-        raise JobInterruptedError(f"job {spec.name} stopped by SIGTERM while the {spec.backend} backend "
-                                  "started, before anything ran", self.code)
+        raise JobInterruptedError(f"job {self.spec.name} stopped by SIGTERM before it ran", self.code)
 
     def __exit__(self, *exc: object) -> None:
         for signum, before in self.before.items():
@@ -265,7 +271,12 @@ def _prepare(spec: JobSpec, signals: _Signals) -> None:
             raise
         signals.received.append(signal.SIGTERM)
     signals.install()
-    signals.check(spec)
+    signals.check()
+    signals.at_once = True
+
+
+def _ignore(_count: int) -> None:
+    pass
 
 
 def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None) -> JobResult:
@@ -276,7 +287,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
     options = options or RunOptions()
     started = time.monotonic()
     register_secrets(spec.secret_values())  # a spec made in Python (not read by load_spec) too
-    with _Signals() as signals, released(spec):
+    with _Signals(spec) as signals, released(spec):
         # the backend's package is there (one line, exit 2, if not); local: the fork server starts
         # now; Ray: connected, or our own instance started, while the checks below run
         _prepare(spec, signals)
@@ -422,7 +433,7 @@ def _run(
         if count == 1:
             reporter.note("stopping: letting running mini-batches finish (press Ctrl-C again to stop at once)")
 
-    scheduler.stop_requested = len(received)  # a signal while the inputs were checked: stop at once
+    scheduler.stop_requested = len(received)
     signals.hook = on_signal
     try:
         executor.start()  # may refuse (one line, exit 2: a Ray cluster with too few nodes) before any progress line
@@ -451,7 +462,7 @@ def _run(
             executor.kill_all()  # nothing they would still return may be committed
         else:
             executor.stop()
-        signals.hook = None
+        signals.hook = _ignore  # the run is ending: a signal now changes nothing
         try_log.close()
         if sys.exc_info()[0] is not None:
             sink.close()
