@@ -151,7 +151,10 @@ def run(
     lines on stderr (the command line passes its own ``reporter`` instead). Raises
     :class:`~batchinfer.errors.JobFailedError` (exit 1) or :class:`~batchinfer.errors.JobInterruptedError`
     (130, 143) with ``.summary`` set, and any other :class:`~batchinfer.errors.BatchInferError` for a mistake.
-    Signal handlers it installs while the job runs (main thread only) are put back before it returns.
+    Ctrl-C and SIGTERM are handled from the start (main thread only), and the caller's own handlers
+    (not a backend's, such as ray.init's) are put back before it returns; a Ctrl-C before the job ran
+    raises KeyboardInterrupt. Whatever the backend started in this process (a Ray instance of
+    batchinfer's own) is stopped before it returns or raises.
 
     An Azure ML file runs as ``batchinfer run`` runs it: a ``type: pipeline`` YAML returns a
     :class:`PipelineSummary` (``inputs`` binds ``{"[STEP.]NAME": path}`` as ``--input`` does, ``step`` runs

@@ -22,9 +22,8 @@ from typing import Any
 
 from batchinfer import __version__
 from batchinfer.entry import EntryScript, check_entry_script
-from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, UsageError
-from batchinfer.executors.base import make_executor, notes_of
-from batchinfer.executors.base import prepare as prepare_backend
+from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, JobInterruptedError, UsageError
+from batchinfer.executors.base import make_executor, notes_of, prepare, released
 from batchinfer.inputs import InputPlan
 from batchinfer.layout import SUMMARY_FILE
 from batchinfer.output import (
@@ -204,19 +203,105 @@ def _failure_hint(summary: dict[str, Any], logs: str) -> str | None:
     return f"see {logs}/worker-0.log and {logs}/job.log; once fixed, run again to continue"
 
 
+class _Signals:
+    """Ctrl-C and SIGTERM for a whole run, from before the backend prepares (starting our own Ray
+    instance takes seconds) to the end; the caller's handlers (a notebook's, Airflow's) are put back.
+
+    Every signal is recorded. While the backend prepares, that is all (:meth:`check` stops the run
+    right after: an exception inside ``ray.init`` could leave its processes half started); from then
+    until the scheduler runs, a signal stops the run at once (:meth:`check`, from the handler), as
+    Ctrl-C always did there (listing a large store can take minutes); once the scheduler runs, ``hook``
+    (the scheduler's) is told: a graceful stop, a resumable folder. Only the main thread may set
+    handlers: from another thread (batchinfer.run() there), Ctrl-C is its caller's business.
+    """
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.received: list[int] = []
+        self.at_once = False  # between the backend's prepare and the scheduler
+        self.hook: Any = None  # called with the number of signals so far
+        main = threading.current_thread() is threading.main_thread()
+        self.handled = (signal.SIGINT, signal.SIGTERM) if main else ()
+        self.before: dict[int, Any] = {}
+
+    def __enter__(self) -> _Signals:  # noqa: PYI034 - typing.Self needs Python 3.11
+        self.before = {s: signal.getsignal(s) for s in self.handled}  # the caller's, before any backend's
+        self.install()
+        return self
+
+    def install(self) -> None:
+        """Ours, again: a backend may put its own in (ray.init's SIGTERM handler calls sys.exit)."""
+        for signum in self.handled:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.received.append(signum)
+        if self.hook is not None:
+            self.hook(len(self.received))
+        elif self.at_once:
+            self.check()
+
+    @property
+    def code(self) -> ExitCode:
+        return ExitCode.TERMINATED if self.received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
+
+    def check(self) -> None:
+        """Stop now (nothing ran yet) if a signal came: Ctrl-C is a KeyboardInterrupt, as anywhere
+        before a job runs (``batchinfer: interrupted``, 130), SIGTERM a :class:`JobInterruptedError`
+        (one line, 143)."""
+        if not self.received:
+            return
+        if self.code == ExitCode.INTERRUPTED:
+            raise KeyboardInterrupt
+        raise JobInterruptedError(f"job {self.spec.name} stopped by SIGTERM before it ran", self.code)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, before in self.before.items():
+            # None: a handler not set from Python; the default is the nearest we can put back
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+def _prepare(spec: JobSpec, signals: _Signals) -> None:
+    """The backend's ``prepare`` with our handlers around it: a signal meanwhile is recorded, and
+    one that reached the handler a backend put in (ray.init's: ``sys.exit(SIGTERM)``) is one of ours."""
+    try:
+        prepare(spec)
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM or not signals.handled:
+            raise
+        signals.received.append(signal.SIGTERM)
+    signals.install()
+    signals.check()
+    signals.at_once = True
+
+
+def _ignore(_count: int) -> None:
+    pass
+
+
 def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None) -> JobResult:
-    """Run ``spec`` to the end (or resume it, or retry its failed items); see the README."""
+    """Run ``spec`` to the end (or resume it, or retry its failed items); see the README.
+
+    Ctrl-C and SIGTERM are handled from the start (see :class:`_Signals`), and what the backend
+    prepared (our own Ray instance) is released however the run ends."""
     options = options or RunOptions()
     started = time.monotonic()
     register_secrets(spec.secret_values())  # a spec made in Python (not read by load_spec) too
-    prepare_backend(spec)  # the backend's package is there (one line, exit 2, if not); local: the fork server starts now
+    with _Signals(spec) as signals, released(spec):
+        # the backend's package is there (one line, exit 2, if not); local: the fork server starts
+        # now; Ray: connected, or our own instance started, while the checks below run
+        _prepare(spec, signals)
+        return _run_job(spec, reporter, options, started, signals)
+
+
+def _run_job(spec: JobSpec, reporter: Reporter, options: RunOptions, started: float, signals: _Signals) -> JobResult:
     entry = check_entry_script(spec)
     plan = InputPlan(spec, exclude=excluded_folders(spec, options))
     plan.check()  # models and side inputs at URLs too: their versions (plan.remotes), before anything runs
     remotes = plan.remotes
     raw = options.output or (spec.output.path if spec.output else None)
     if is_remote(raw):
-        return _run_remote(spec, reporter, options, entry, plan, str(raw), started, remotes)
+        return _run_remote(spec, reporter, options, entry, plan, str(raw), started, remotes, signals)
     to_stdout = raw == "-"
     if to_stdout:
         with output_errors(Path(options.logs or tempfile.gettempdir())):
@@ -228,10 +313,10 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
             raise UsageError("--output - cannot be used for a pipeline step, whose rows go to its output port")
         options.data_dir = options.data_dir.absolute()
     if not to_stdout or options.logs:
-        return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes)
+        return _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes, signals)
     # --output - without --logs: a temporary folder, kept only when something in it is worth a look
     try:
-        result = _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes)
+        result = _run_locked(spec, reporter, options, entry, plan, folder, to_stdout, started, remotes, signals)
     except BatchInferError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -246,7 +331,7 @@ def run_job(spec: JobSpec, reporter: Reporter, options: RunOptions | None = None
 
 def _run_remote(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, url: str,
-    started: float, remotes: list[Remote],
+    started: float, remotes: list[Remote], signals: _Signals,
 ) -> JobResult:
     """An output folder on a store: the job runs in a local staging folder that :class:`RemoteFolder`
     restores from the store and mirrors to it (see :mod:`batchinfer.remote_output`)."""
@@ -260,7 +345,7 @@ def _run_remote(
         with remote.translated():
             restored = remote.restore_state(options.restart)
             result = _run_locked(spec, reporter, options, entry, plan, remote.staging, False, started,
-                                 remotes, remote, restored)
+                                 remotes, signals, remote, restored)
             if not result.reused:
                 remote.finish()
     finally:
@@ -271,8 +356,8 @@ def _run_remote(
 
 def _run_locked(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float, remotes: list[Remote], remote: RemoteFolder | None = None,
-    restored: set[str] = frozenset(),
+    to_stdout: bool, started: float, remotes: list[Remote], signals: _Signals,
+    remote: RemoteFolder | None = None, restored: set[str] = frozenset(),
 ) -> JobResult:
     """Lock the output folder, prepare it, and run (or reuse) the job; the lock is held until the summary is written."""
     lock = open_output(folder)
@@ -289,14 +374,14 @@ def _run_locked(
         # remote models and side inputs into the machine's cache, before any worker starts (so before
         # any init()); the entries are held until the job ends, so no other run removes them meanwhile
         with ModelCache().fetch(spec, remotes) as local:
-            return _run(spec, reporter, options, entry, plan, folder, to_stdout, started, local, remote)
+            return _run(spec, reporter, options, entry, plan, folder, to_stdout, started, local, signals, remote)
     finally:
         lock.release()
 
 
 def _run(
     spec: JobSpec, reporter: Reporter, options: RunOptions, entry: EntryScript, plan: InputPlan, folder: Path,
-    to_stdout: bool, started: float, local: Fetched, remote: RemoteFolder | None = None,
+    to_stdout: bool, started: float, local: Fetched, signals: _Signals, remote: RemoteFolder | None = None,
 ) -> JobResult:
     """The run itself, in a prepared and locked output folder (a remote folder's staging folder)."""
     where = remote.shown if remote is not None else str  # what summaries and messages name
@@ -340,27 +425,25 @@ def _run(
     executor = make_executor(spec, _worker_config(spec, entry, folder, data_dir, local), on_ready)
     listing = DigestingStream(plan.mini_batches())
     scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
-    received: list[int] = []
     pipe_closed = False
+    received = signals.received
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        received.append(signum)
-        scheduler.stop_requested = len(received)
-        if len(received) == 1:
+    def on_signal(count: int) -> None:
+        scheduler.stop_requested = count
+        if count == 1:
             reporter.note("stopping: letting running mini-batches finish (press Ctrl-C again to stop at once)")
 
-    # only the main thread may set handlers (batchinfer.run() may be called from another one: then
-    # Ctrl-C is its caller's business); they are put back below, for the caller (a notebook, Airflow)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    handled = (signal.SIGINT, signal.SIGTERM) if in_main_thread else ()
-    handlers_before = {s: signal.signal(s, on_signal) for s in handled}
+    scheduler.stop_requested = len(received)
+    signals.hook = on_signal
     try:
         executor.start()  # may refuse (one line, exit 2: a Ray cluster with too few nodes) before any progress line
-        for signum in handled:  # a backend's start may put its own handlers in (ray.init's for SIGTERM): ours win
-            signal.signal(signum, on_signal)
+        signals.install()  # a backend's start may put its own handlers in (ray.init's for SIGTERM): ours win
+        status_file.set_workers(executor.count)
         # executor.count, not spec.worker_count: Ray without process_count_per_node fits what the nodes hold
+        # journal.done: the plain successes read back; journal.entries: failed ones and parts
         log.info("job %s: %d workers, output %s, %d mini-batches (or parts) already in the journal%s",
-                 spec.name, executor.count, "stdout" if to_stdout else where(folder), len(journal.entries),
+                 spec.name, executor.count, "stdout" if to_stdout else where(folder),
+                 len(journal.done) + len(journal.entries),
                  ", retrying failed items" if options.retry_failed else "")
         reporter.start(spec.name, executor.count)
         for note in notes_of(executor):  # e.g. far more workers than cores
@@ -379,8 +462,7 @@ def _run(
             executor.kill_all()  # nothing they would still return may be committed
         else:
             executor.stop()
-        for signum, before in handlers_before.items():
-            signal.signal(signum, before)
+        signals.hook = _ignore  # the run is ending: a signal now changes nothing
         try_log.close()
         if sys.exc_info()[0] is not None:
             sink.close()
@@ -396,7 +478,7 @@ def _run(
         status, reason = scheduler.final_status()
         code = ExitCode.OK if status == "succeeded" else ExitCode.JOB_FAILED
         if status == "interrupted":
-            code = ExitCode.TERMINATED if received[0] == signal.SIGTERM else ExitCode.INTERRUPTED
+            code = signals.code
     if status == "interrupted":
         sink.close()
     else:

@@ -42,6 +42,10 @@ class StatusFile:
         self._last = now
         write_private_json(self.path, _status_doc(self.base, self.started, p, state))
 
+    def set_workers(self, count: int) -> None:
+        """The job's worker count, once the executor started (Ray fits it to the nodes)."""
+        self.base["workers"] = count
+
 
 def _status_base(name: str, workers: int) -> dict[str, Any]:
     return {"job": name, "pid": os.getpid(), "workers": workers,
@@ -67,6 +71,10 @@ class LeaseStatus:
         """Give the lease the newest status (no I/O here: the lease's next renewal writes it;
         ``force`` changes nothing, since the final state lives in summary.json)."""
         self.lease.set_status(_status_doc(self.base, self.started, p, state))
+
+    def set_workers(self, count: int) -> None:
+        """As :meth:`StatusFile.set_workers`."""
+        self.base["workers"] = count
 
 
 def read_status(folder: Path) -> dict[str, Any]:

@@ -37,6 +37,29 @@ def test_missing_ray_is_one_line_with_the_install_hint(tmp_path, text_files, run
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["run", "validate", "plan"])
+def test_a_ray_that_fails_to_import_is_one_line_with_the_error_and_the_install_hint(
+        tmp_path, text_files, run_marker, command):
+    """Ray installed but broken (a library of its own missing): the error's first line, exit 2, no traceback."""
+    fake = tmp_path / "site" / "ray"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        'raise ImportError("libray_core.so: cannot open shared object file: No such file or directory\\n'
+        'second line")\n')
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"entry_script": "echo_names.py", "source_directory": str(SCRIPTS),
+                                    "inputs": str(text_files(2)), "backend": "ray"}))
+    args = [str(spec), "--output", str(tmp_path / "out")] if command == "run" else [str(spec)]
+    proc = subprocess.run([sys.executable, "-m", "batchinfer", command, *args], cwd=tmp_path, check=False,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}:{REPO}", MARKER: run_marker},
+                          capture_output=True, text=True, timeout=120)
+    assert_one_line_error(Run(proc.returncode, proc.stdout, proc.stderr, None),
+                          "backend 'ray': import ray failed: ImportError: libray_core.so: cannot open shared object",
+                          "pip install 'batchinfer[ray]'")
+    assert "second line" not in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_local_backend_never_imports_ray(tmp_path, text_files, run_marker):
     """Ray is installed here, and neither the coordinator nor a worker of a local job imports it."""
     spec = tmp_path / "job.yaml"

@@ -46,14 +46,19 @@ what the nodes hold, known only once the cluster is reached. An executor may als
 for the user when the job starts (see :func:`notes_of`).
 
 The registry imports a backend only when a job uses it: the local backend never imports Ray, and a
-missing Ray is one line, exit 2, naming ``pip install 'batchinfer[ray]'`` (:func:`check_backend`).
+missing Ray, or one that fails to import, is one line, exit 2, naming ``pip install 'batchinfer[ray]'``
+(:func:`check_backend`, :func:`executor_class`). What a backend's ``prepare`` holds (Ray: our own
+instance and its guardian) is given back by :func:`release` however the run ends (:func:`released`):
+a run that fails before an executor takes over must not leave a Ray instance in the caller's process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from batchinfer.errors import BackendUnavailableError
@@ -72,6 +77,9 @@ NEEDS = {"ray": ("ray", "ray")}
 # backend -> "module:function(spec)" raising what the backend refuses in a spec that needs no cluster
 # to know (the module must not import the backend's package: validate and plan run it too)
 SPEC_CHECKS = {"ray": "batchinfer.executors.ray_paths:check_paths"}
+# backend -> "module:function()" giving back what ``prepare`` (or an executor) holds in this process;
+# called only when that module was imported (else nothing was prepared), and harmless when called twice
+RELEASES = {"ray": "batchinfer.executors.ray_session:close_session"}
 
 
 class Executor(Protocol):
@@ -105,15 +113,17 @@ class Executor(Protocol):
 
 def check_backend(spec: JobSpec) -> None:
     """Raise :class:`BackendUnavailableError` (one line, exit 2) when the spec's backend needs a
-    package that is not installed (looked for, not imported), then the backend's own spec check
-    (``SPEC_CHECKS``: e.g. local-only paths on several Ray nodes); cheap, for run, validate and plan."""
+    package that is not installed or fails to import, then the backend's own spec check
+    (``SPEC_CHECKS``: e.g. local-only paths on several Ray nodes); for run, validate and plan alike."""
     need = NEEDS.get(spec.backend)
-    if need is not None and not _installed(need[0]):
+    if need is not None:
         package, extra = need
-        raise BackendUnavailableError(
-            f"backend '{spec.backend}' needs the {package} package, which is not installed",
-            hint=f"pip install 'batchinfer[{extra}]', or use backend: local",
-        )
+        if not _installed(package):
+            raise BackendUnavailableError(
+                f"backend '{spec.backend}' needs the {package} package, which is not installed",
+                hint=f"pip install 'batchinfer[{extra}]', or use backend: local",
+            )
+        _import_or_explain(spec.backend, package, extra)  # through the backend's module: it sets Ray's env first
     if spec.backend in SPEC_CHECKS:
         module, _, name = SPEC_CHECKS[spec.backend].partition(":")
         getattr(importlib.import_module(module), name)(spec)
@@ -129,6 +139,24 @@ def _installed(package: str) -> bool:
     return found is not None and found.origin is not None
 
 
+def _import_or_explain(backend: str, package: str, extra: str) -> None:
+    """Import the backend's module, and with it ``package`` (once per process; Ray: ~0.6 s): a package
+    installed but broken (a library missing, a version that does not fit) is one line naming the
+    error's first line, not a traceback."""
+    module = BACKENDS[backend].partition(":")[0]
+    if module in sys.modules:
+        return
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - ImportError mostly, but a broken package may raise anything
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        shown = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        raise BackendUnavailableError(
+            f"backend '{backend}': import {package} failed: {shown}",
+            hint=f"reinstall it with pip install 'batchinfer[{extra}]', or use backend: local",
+        ) from None
+
+
 def executor_class(spec: JobSpec) -> Any:
     """The executor class of the spec's backend, imported now (after :func:`check_backend`)."""
     check_backend(spec)
@@ -142,6 +170,27 @@ def prepare(spec: JobSpec) -> None:
     cls = executor_class(spec)
     if hasattr(cls, "prepare"):
         cls.prepare(spec)
+
+
+def release(spec: JobSpec) -> None:
+    """Give back what the backend's ``prepare`` (or its executor) holds in this process (Ray: leave
+    the cluster, stop our own instance and its guardian); nothing if the backend was never imported."""
+    target = RELEASES.get(spec.backend)
+    if target is None:
+        return
+    module, _, name = target.partition(":")
+    if module in sys.modules:  # not imported: nothing was prepared (and importing it may fail)
+        getattr(sys.modules[module], name)()
+
+
+@contextlib.contextmanager
+def released(spec: JobSpec) -> Iterator[None]:
+    """:func:`release` when the block (which calls :func:`prepare`) ends, however it ends: an error,
+    a signal, a job already complete; after an executor's own ``stop()``/``kill_all()`` it does nothing."""
+    try:
+        yield
+    finally:
+        release(spec)
 
 
 def make_executor(spec: JobSpec, config: WorkerConfig, on_ready: Callable[[Ready], None]) -> Executor:
