@@ -3,7 +3,7 @@
 Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors and rows travel):
 
     scheduler --submit(MiniBatch)--> RayExecutor --actor.serve([MiniBatch, ...])--> actor i (ScriptRuntime)
-    scheduler <--poll(): [Outcome]-- RayExecutor <--one (Outcome, log bytes) per try-- (a streaming generator)
+    scheduler <--poll(): [Outcome]-- RayExecutor <--([Outcome, ...], log bytes) per reply-- (a streaming generator)
 
 - **Session**: ``ray_address`` (``auto``, ``host:port``, ``ray://host:10001``) is connected to; with
   none, a Ray instance of our own starts on 127.0.0.1 (usage stats off, a random auth token) and
@@ -15,15 +15,17 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
   replacement in the same bundle (Ray re-places a lost node's bundle where it can).
 - **Dispatch**: as the local executor (``local.py``): actors start on demand; each holds the
   mini-batch it runs plus about ``QUEUE_S`` seconds of queued ones; the mini-batches given to an
-  actor in one round go in one call, whose outcomes stream back one per try as each try ends, so
-  the running mini-batch is always the first one not reported. An actor's mini-batches are sent
+  actor in one round go in one call, whose outcomes stream back in replies: each holds the tries
+  that ended within about ``QUEUE_S`` (a Ray object costs the driver ~0.5 ms, so a reply per try
+  capped size-1 mini-batches at a few hundred a second), and a try starts within ``QUEUE_S`` of the
+  last reply, so the coordinator's deadline for it counts from that reply plus ``QUEUE_S``. An actor's mini-batches are sent
   once its init() is done; until then an idle ready actor takes them (after a lost node, a new
   actor may wait for a node that never comes).
 - **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
   at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
-  replaced, the try is a ``timeout``; a dead actor or node: the try it was running (the actor
-  records it in a file on its node, read back after the death: outcomes yielded just before a death
-  can be lost with it) is ``worker_died``; its other mini-batches go to other actors untried.
+  replaced; a dead actor or node likewise. The try it was running (the actor records it in a file on
+  its node, read back after the kill or death: tries that ended may not have been reported yet) is a
+  ``timeout`` or ``worker_died``; its other mini-batches go to other actors untried.
 - **Logs**: ``worker-N.log`` is made when actor N starts (N: the lowest free index, as locally); the
   actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply and are appended
   there; what a killed or dead actor wrote last (its stack, or a hung init()'s lines) is read by a
@@ -121,7 +123,8 @@ class _Slot:
         if self.ready_at is None:
             return self.started_at + timeout + DUMP_MARGIN_S
         if self.assigned and self.head_started is not None:
-            return self.head_started + timeout + DUMP_MARGIN_S
+            # the running try started within QUEUE_S of the last reply (WorkerActor.serve)
+            return self.head_started + QUEUE_S + timeout + DUMP_MARGIN_S
         return float("inf")
 
 
@@ -388,21 +391,22 @@ class RayExecutor:
         while True:
             try:
                 ref = next(call)
-                outcome, data = ray.get(ref)
+                reply, data = ray.get(ref)
             except StopIteration:
                 slot.calls.remove(call)
                 return None
             except ray.exceptions.RayError as exc:
                 return why(exc)
             self._log(slot, data)
-            for i, batch in enumerate(slot.assigned):
-                if batch.id == outcome.batch_id and batch.part == outcome.part:
-                    del slot.assigned[i]
-                    break
+            for outcome in reply:
+                for i, batch in enumerate(slot.assigned):
+                    if batch.id == outcome.batch_id and batch.part == outcome.part:
+                        del slot.assigned[i]
+                        break
+                outcomes.append(outcome)
             slot.head_started = time.monotonic() if slot.assigned else None
             self.init_failures_in_a_row = 0
-            outcomes.append(outcome)
-            if ScriptRuntime.ends_worker(outcome):
+            if reply and ScriptRuntime.ends_worker(outcome := reply[-1]):
                 log.error("worker %d stopped after mini-batch %s: %s", slot.index, outcome.batch_id, outcome.message)
                 self._retire(slot)
                 self.orphans.extendleft(reversed(slot.assigned))
@@ -425,7 +429,8 @@ class RayExecutor:
 
     def _retire(self, slot: _Slot, salvage: bool = True, died: str | None = None) -> None:
         """Kill the actor; read what it wrote last on its node (its stack), then its folder goes. ``died``:
-        it died (how): its mini-batches are settled when the read says which one was running."""
+        it died (how), or ``TIMEOUT`` (its try hung): its mini-batches are settled when the read says
+        which one was running."""
         del self.slots[slot.index]
         try:
             ray.kill(slot.actor, no_restart=True)
@@ -479,9 +484,14 @@ class RayExecutor:
         else:
             blamed = next((b for b in slot.assigned if running_record(b.id, b.part) == running), None)
         if blamed is not None:
-            message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
+            if how == TIMEOUT:
+                message = (f"run() on mini-batch {blamed.id} took longer than run_invocation_timeout "
+                           f"({self.timeout:g}s); worker {slot.index} was killed "
+                           f"(its stack is in worker-{slot.index}.log)")
+            else:
+                message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
             log.error(message)
-            outcomes.append(self._lost(blamed, slot, WORKER_DIED, message))
+            outcomes.append(self._lost(blamed, slot, TIMEOUT if how == TIMEOUT else WORKER_DIED, message))
         self.orphans.extendleft(reversed([b for b in slot.assigned if b is not blamed]))
         slot.assigned.clear()
 
@@ -501,13 +511,8 @@ class RayExecutor:
                 self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout), "
                                         "or no node of the Ray cluster could take the worker (a node was lost?)")
                 continue
-            batch = slot.assigned.popleft()
-            message = (f"run() on mini-batch {batch.id} took longer than run_invocation_timeout "
-                       f"({self.timeout:g}s); worker {slot.index} was killed (its stack is in worker-{slot.index}.log)")
-            log.error(message)
-            outcomes.append(self._lost(batch, slot, TIMEOUT, message))
-            self._retire(slot)
-            self.orphans.extendleft(reversed(slot.assigned))
+            # which try hung: the one its node's record names (outcomes of tries it ended may not be sent yet)
+            self._retire(slot, died=TIMEOUT)
 
     # ------------------------------------------------------------- logs
 
