@@ -90,7 +90,9 @@ from batchinfer.worker import ScriptRuntime
 STOP_WAIT_S = 10.0  # stop(): how long shutdown() may take in the actors
 DUMP_MARGIN_S = 0.5  # after a deadline, before the kill: the actor's faulthandler writes the stack at the deadline
 PLACEMENT_WAIT_S = 30.0  # the placement group must be ready by then (the nodes were counted first)
-SALVAGE_WAIT_S = 3.0  # at the end, how long the last log reads of killed actors may take
+SALVAGE_WAIT_S = 5.0  # at the end, how long the last log reads of killed actors may take (a task needs a
+# worker process: seconds on a busy machine), and before them, the deaths of actors still starting
+PLACED_REFRESH_S = 1.0  # how long a look at which bundles are placed is trusted
 
 log = logging.getLogger("batchinfer.executor")
 
@@ -179,6 +181,8 @@ class RayExecutor:
         self._settled: list[Outcome] = []  # outcomes settled outside poll(), given by the next poll()
         self._runtime_env = runtime_env
         self.startup_s: float | None = None
+        self._placed: tuple[float, set[int]] | None = None  # (when looked up, bundles placed on a live node)
+        self._unplaceable_since: float | None = None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -216,8 +220,46 @@ class RayExecutor:
                  "started a local instance" if self._owned else f"connected to {self.address}",
                  session.seconds, time.monotonic() - began, self.node_count, per_node, self.cpus, self.gpus)
 
+    def _free_indexes(self) -> list[int]:
+        """Indexes an actor can start at now: not taken, and their bundle placed on a live node (after a
+        lost node, STRICT_SPREAD with no spare node: its bundle is never placed again)."""
+        free = sorted(set(range(self.count)) - set(self.slots))
+        if not free:
+            return []
+        now = time.monotonic()
+        if self._placed is None or now - self._placed[0] > PLACED_REFRESH_S:
+            self._placed = (now, self._placed_bundles())
+        placed = self._placed[1]
+        return [i for i in free if i // self.per_node in placed]
+
+    def _placed_bundles(self) -> set[int]:
+        """Bundles of the placement group on a node that is alive."""
+        try:
+            placed = placement_group_table(self._pg)["bundles_to_node_id"]
+            alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        except Exception:  # noqa: BLE001 - the session may be gone: spawning fails visibly then
+            return set(range(self.node_count))
+        return {bundle for bundle, node in placed.items() if node in alive}
+
+    def _check_placeable(self) -> None:
+        """No actor left and none can start (every bundle's node lost, none to replace it): fail,
+        after PLACEMENT_WAIT_S for Ray to re-place a bundle on a spare node."""
+        if self.slots or self._free_indexes() or not self.orphans:
+            self._unplaceable_since = None
+            return
+        now = time.monotonic()
+        if self._unplaceable_since is None:
+            self._unplaceable_since = now
+            log.warning("ray: no node of the placement group is left; waiting %gs for Ray to re-place one",
+                        PLACEMENT_WAIT_S)
+        elif now - self._unplaceable_since > PLACEMENT_WAIT_S:
+            self.kill_all()
+            raise JobFailedError(
+                f"every node that held this job's workers was lost and the Ray cluster placed none in their "
+                f"stead within {PLACEMENT_WAIT_S:g}s", hint="add nodes to the cluster and run the job again to resume")
+
     def _spawn(self) -> _Slot:
-        index = min(set(range(len(self.slots) + 1)) - set(self.slots))
+        index = self._free_indexes()[0]
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "num_gpus": self.gpus,
@@ -252,6 +294,16 @@ class RayExecutor:
         if not self._connected:
             close_session()  # opened by prepare(), for a run that stopped before start()
             return
+        starting = []
+        for slot in self.slots.values():
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - dead already
+                pass
+            if slot.ready_at is None:
+                starting.append(slot.start_ref)
+        if starting:  # dead once they fail: only then is a folder one of them was making there to remove
+            ray.wait(starting, num_returns=len(starting), timeout=SALVAGE_WAIT_S)
         for slot in list(self.slots.values()):
             self._retire(slot, salvage=not slot.closed)  # what an actor that never replied wrote, too
         if self._salvages:
@@ -278,14 +330,14 @@ class RayExecutor:
     def free_slots(self) -> int:
         """How many more mini-batches the actors take now, counting those not started yet (orphans go first)."""
         room = sum(s.room(self.prefetch) for s in self.slots.values())
-        room += (self.count - len(self.slots)) * (1 + self.prefetch)
+        room += len(self._free_indexes()) * (1 + self.prefetch)
         return max(0, room - len(self.orphans))
 
     def submit(self, batch: MiniBatch) -> None:
         """Give ``batch`` to the least loaded actor (call only when ``free_slots()`` > 0)."""
         open_slots = [s for s in self.slots.values() if s.room(self.prefetch) > 0]
         idle = any(not s.assigned for s in self.slots.values())
-        if not idle and len(self.slots) < self.count:
+        if not idle and self._free_indexes():
             slot = self._spawn()
         elif not open_slots:
             self.orphans.appendleft(batch)
@@ -299,7 +351,7 @@ class RayExecutor:
 
     def _flush(self) -> None:
         """Orphans first, then one call per actor for all it was given this round."""
-        while self.orphans and (len(self.slots) < self.count
+        while self.orphans and (self._free_indexes()
                                 or any(s.room(self.prefetch) > 0 for s in self.slots.values())):
             self.submit(self.orphans.popleft())
         for slot in self.slots.values():
@@ -348,6 +400,7 @@ class RayExecutor:
         elif timeout > 0:
             time.sleep(min(timeout, max(0.0, deadline - now)))
         self._watchdog(outcomes)
+        self._check_placeable()
         self._rebalance()
         self._flush()
         self._adapt_prefetch(outcomes)
@@ -432,6 +485,7 @@ class RayExecutor:
         it died (how), or ``TIMEOUT`` (its try hung): its mini-batches are settled when the read says
         which one was running."""
         del self.slots[slot.index]
+        self._placed = None  # its node may be gone: look again before placing another
         try:
             ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - dead already

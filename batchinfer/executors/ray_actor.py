@@ -24,8 +24,8 @@ import ray
 
 from batchinfer import capture
 from batchinfer.executors import keeper
-from batchinfer.inputs import MiniBatch
 from batchinfer.executors.local import QUEUE_S
+from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.worker import ScriptRuntime
 
