@@ -8,12 +8,14 @@ script writes (tests/scripts/ray_faults.py), never for time to pass.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import ipaddress
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -64,9 +66,10 @@ def ray_job(tmp_path, text_files, run_marker, ray_cluster):
 
         def start(self, command: str = "run") -> subprocess.Popen:
             output = ["--output", str(self.out)] if command == "run" else []
-            return subprocess.Popen([sys.executable, "-m", "batchinfer", command, str(self.path), *output],
+            self.proc = subprocess.Popen([sys.executable, "-m", "batchinfer", command, str(self.path), *output],
                                     cwd=tmp_path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                     text=True)
+            return self.proc
 
         def finish(self, proc: subprocess.Popen, timeout: float = 120) -> Run:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -98,6 +101,17 @@ def kinds(run: Run) -> list[str]:
     return [error["kind"] for error in run.errors()]
 
 
+def node_folders(coordinator: int, within_s: float = 10.0) -> list[str]:
+    """The node-local folders of the run whose coordinator had pid ``coordinator`` (every test node is
+    on this machine) still there after ``within_s``: the job's last reads on the nodes may outlive the
+    coordinator by the few seconds it waits for them on a busy machine."""
+    pattern = os.path.join(tempfile.gettempdir(), f"batchinfer-ray-{coordinator}-*")
+    deadline = time.monotonic() + within_s
+    while (left := glob.glob(pattern)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs(ray_job, ray_cluster):
     job = ray_job("ray_node.py", node_count=2, process_count_per_node=1, shared_filesystem=True,
                   env={"WAIT_FOR_NODES": "2"})
@@ -110,6 +124,7 @@ def test_two_nodes_share_the_work_and_the_scripts_output_goes_to_the_worker_logs
     assert logs.count("stdout line for 1 items") == 12 and logs.count("stderr line on ") == 12
     assert run.summary["workers_started"] == 2
     assert ray_cluster.wait_no_actors() == []
+    assert node_folders(job.proc.pid) == []
 
 
 # each test node has 1 CPU; the spec's own default (os.cpu_count() per node) is neither of these on every machine
@@ -189,6 +204,7 @@ def test_a_killed_actor_or_a_hung_run_loses_no_row(ray_job, ray_cluster, fault):
         worker = run.errors()[0]["worker"]
         assert "in _hang" in run.log(f"worker-{worker}.log")
     assert ray_cluster.wait_no_actors() == []
+    assert node_folders(proc.pid) == []  # the killed actor's too (the task that read its log)
 
 
 def test_what_an_actor_that_never_replied_wrote_reaches_its_log(ray_job, ray_cluster):

@@ -3,7 +3,7 @@
 Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors and rows travel):
 
     scheduler --submit(MiniBatch)--> RayExecutor --actor.serve([MiniBatch, ...])--> actor i (ScriptRuntime)
-    scheduler <--poll(): [Outcome]-- RayExecutor <--one (Outcome, log bytes) per try-- (a streaming generator)
+    scheduler <--poll(): [Outcome]-- RayExecutor <--([Outcome, ...], log bytes) per reply-- (a streaming generator)
 
 - **Session**: ``ray_address`` (``auto``, ``host:port``, ``ray://host:10001``) is connected to; with
   none, a Ray instance of our own starts on 127.0.0.1 (usage stats off, a random auth token) and
@@ -15,15 +15,17 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
   replacement in the same bundle (Ray re-places a lost node's bundle where it can).
 - **Dispatch**: as the local executor (``local.py``): actors start on demand; each holds the
   mini-batch it runs plus about ``QUEUE_S`` seconds of queued ones; the mini-batches given to an
-  actor in one round go in one call, whose outcomes stream back one per try as each try ends, so
-  the running mini-batch is always the first one not reported. An actor's mini-batches are sent
+  actor in one round go in one call, whose outcomes stream back in replies: each holds the tries
+  that ended within about ``QUEUE_S`` (a Ray object costs the driver ~0.5 ms, so a reply per try
+  capped size-1 mini-batches at a few hundred a second), and a try starts within ``QUEUE_S`` of the
+  last reply, so the coordinator's deadline for it counts from that reply plus ``QUEUE_S``. An actor's mini-batches are sent
   once its init() is done; until then an idle ready actor takes them (after a lost node, a new
   actor may wait for a node that never comes).
 - **Faults**: ``run()`` past ``run_invocation_timeout``: faulthandler in the actor writes its stack
   at the deadline (a C thread: even while ``run()`` holds the GIL), the actor is killed and
-  replaced, the try is a ``timeout``; a dead actor or node: the try it was running (the actor
-  records it in a file on its node, read back after the death: outcomes yielded just before a death
-  can be lost with it) is ``worker_died``; its other mini-batches go to other actors untried.
+  replaced; a dead actor or node likewise. The try it was running (the actor records it in a file on
+  its node, read back after the kill or death: tries that ended may not have been reported yet) is a
+  ``timeout`` or ``worker_died``; its other mini-batches go to other actors untried.
 - **Logs**: ``worker-N.log`` is made when actor N starts (N: the lowest free index, as locally); the
   actor's fds 1 and 2 go to a file on its node; new bytes come back with each reply and are appended
   there; what a killed or dead actor wrote last (its stack, or a hung init()'s lines) is read by a
@@ -75,7 +77,9 @@ from batchinfer.worker import ScriptRuntime
 STOP_WAIT_S = 10.0  # stop(): how long shutdown() may take in the actors
 DUMP_MARGIN_S = 0.5  # after a deadline, before the kill: the actor's faulthandler writes the stack at the deadline
 PLACEMENT_WAIT_S = 30.0  # the placement group must be ready by then (the nodes were counted first)
-SALVAGE_WAIT_S = 3.0  # at the end, how long the last log reads of killed actors may take
+SALVAGE_WAIT_S = 5.0  # at the end, how long the last log reads of killed actors may take (a task needs a
+# worker process: seconds on a busy machine), and before them, the deaths of actors still starting
+PLACED_REFRESH_S = 1.0  # how long a look at which bundles are placed is trusted
 
 log = logging.getLogger("batchinfer.executor")
 
@@ -108,7 +112,8 @@ class _Slot:
         if self.ready_at is None:
             return self.started_at + timeout + DUMP_MARGIN_S
         if self.assigned and self.head_started is not None:
-            return self.head_started + timeout + DUMP_MARGIN_S
+            # the running try started within QUEUE_S of the last reply (WorkerActor.serve)
+            return self.head_started + QUEUE_S + timeout + DUMP_MARGIN_S
         return float("inf")
 
 
@@ -163,6 +168,8 @@ class RayExecutor:
         self._settled: list[Outcome] = []  # outcomes settled outside poll(), given by the next poll()
         self._runtime_env = runtime_env
         self.startup_s: float | None = None
+        self._placed: tuple[float, set[int]] | None = None  # (when looked up, bundles placed on a live node)
+        self._unplaceable_since: float | None = None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -200,8 +207,46 @@ class RayExecutor:
                  "started a local instance" if self._owned else f"connected to {self.address}",
                  session.seconds, time.monotonic() - began, self.node_count, per_node, self.cpus, self.gpus)
 
+    def _free_indexes(self) -> list[int]:
+        """Indexes an actor can start at now: not taken, and their bundle placed on a live node (after a
+        lost node, STRICT_SPREAD with no spare node: its bundle is never placed again)."""
+        free = sorted(set(range(self.count)) - set(self.slots))
+        if not free:
+            return []
+        now = time.monotonic()
+        if self._placed is None or now - self._placed[0] > PLACED_REFRESH_S:
+            self._placed = (now, self._placed_bundles())
+        placed = self._placed[1]
+        return [i for i in free if i // self.per_node in placed]
+
+    def _placed_bundles(self) -> set[int]:
+        """Bundles of the placement group on a node that is alive."""
+        try:
+            placed = placement_group_table(self._pg)["bundles_to_node_id"]
+            alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        except Exception:  # noqa: BLE001 - the session may be gone: spawning fails visibly then
+            return set(range(self.node_count))
+        return {bundle for bundle, node in placed.items() if node in alive}
+
+    def _check_placeable(self) -> None:
+        """No actor left and none can start (every bundle's node lost, none to replace it): fail,
+        after PLACEMENT_WAIT_S for Ray to re-place a bundle on a spare node."""
+        if self.slots or self._free_indexes() or not self.orphans:
+            self._unplaceable_since = None
+            return
+        now = time.monotonic()
+        if self._unplaceable_since is None:
+            self._unplaceable_since = now
+            log.warning("ray: no node of the placement group is left; waiting %gs for Ray to re-place one",
+                        PLACEMENT_WAIT_S)
+        elif now - self._unplaceable_since > PLACEMENT_WAIT_S:
+            self.kill_all()
+            raise JobFailedError(
+                f"every node that held this job's workers was lost and the Ray cluster placed none in their "
+                f"stead within {PLACEMENT_WAIT_S:g}s", hint="add nodes to the cluster and run the job again to resume")
+
     def _spawn(self) -> _Slot:
-        index = min(set(range(len(self.slots) + 1)) - set(self.slots))
+        index = self._free_indexes()[0]
         options: dict[str, Any] = {
             "num_cpus": self.cpus,
             "num_gpus": self.gpus,
@@ -236,6 +281,16 @@ class RayExecutor:
         if not self._connected:
             close_session()  # opened by prepare(), for a run that stopped before start()
             return
+        starting = []
+        for slot in self.slots.values():
+            try:
+                ray.kill(slot.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - dead already
+                pass
+            if slot.ready_at is None:
+                starting.append(slot.start_ref)
+        if starting:  # dead once they fail: only then is a folder one of them was making there to remove
+            ray.wait(starting, num_returns=len(starting), timeout=SALVAGE_WAIT_S)
         for slot in list(self.slots.values()):
             self._retire(slot, salvage=not slot.closed)  # what an actor that never replied wrote, too
         if self._salvages:
@@ -262,14 +317,14 @@ class RayExecutor:
     def free_slots(self) -> int:
         """How many more mini-batches the actors take now, counting those not started yet (orphans go first)."""
         room = sum(s.room(self.prefetch) for s in self.slots.values())
-        room += (self.count - len(self.slots)) * (1 + self.prefetch)
+        room += len(self._free_indexes()) * (1 + self.prefetch)
         return max(0, room - len(self.orphans))
 
     def submit(self, batch: MiniBatch) -> None:
         """Give ``batch`` to the least loaded actor (call only when ``free_slots()`` > 0)."""
         open_slots = [s for s in self.slots.values() if s.room(self.prefetch) > 0]
         idle = any(not s.assigned for s in self.slots.values())
-        if not idle and len(self.slots) < self.count:
+        if not idle and self._free_indexes():
             slot = self._spawn()
         elif not open_slots:
             self.orphans.appendleft(batch)
@@ -283,7 +338,7 @@ class RayExecutor:
 
     def _flush(self) -> None:
         """Orphans first, then one call per actor for all it was given this round."""
-        while self.orphans and (len(self.slots) < self.count
+        while self.orphans and (self._free_indexes()
                                 or any(s.room(self.prefetch) > 0 for s in self.slots.values())):
             self.submit(self.orphans.popleft())
         for slot in self.slots.values():
@@ -332,6 +387,7 @@ class RayExecutor:
         elif timeout > 0:
             time.sleep(min(timeout, max(0.0, deadline - now)))
         self._watchdog(outcomes)
+        self._check_placeable()
         self._rebalance()
         self._flush()
         self._adapt_prefetch(outcomes)
@@ -375,21 +431,22 @@ class RayExecutor:
         while True:
             try:
                 ref = next(call)
-                outcome, data = ray.get(ref)
+                reply, data = ray.get(ref)
             except StopIteration:
                 slot.calls.remove(call)
                 return None
             except ray.exceptions.RayError as exc:
                 return why(exc)
             self._log(slot, data)
-            for i, batch in enumerate(slot.assigned):
-                if batch.id == outcome.batch_id and batch.part == outcome.part:
-                    del slot.assigned[i]
-                    break
+            for outcome in reply:
+                for i, batch in enumerate(slot.assigned):
+                    if batch.id == outcome.batch_id and batch.part == outcome.part:
+                        del slot.assigned[i]
+                        break
+                outcomes.append(outcome)
             slot.head_started = time.monotonic() if slot.assigned else None
             self.init_failures_in_a_row = 0
-            outcomes.append(outcome)
-            if ScriptRuntime.ends_worker(outcome):
+            if reply and ScriptRuntime.ends_worker(outcome := reply[-1]):
                 log.error("worker %d stopped after mini-batch %s: %s", slot.index, outcome.batch_id, outcome.message)
                 self._retire(slot)
                 self.orphans.extendleft(reversed(slot.assigned))
@@ -412,8 +469,10 @@ class RayExecutor:
 
     def _retire(self, slot: _Slot, salvage: bool = True, died: str | None = None) -> None:
         """Kill the actor; read what it wrote last on its node (its stack), then its folder goes. ``died``:
-        it died (how): its mini-batches are settled when the read says which one was running."""
+        it died (how), or ``TIMEOUT`` (its try hung): its mini-batches are settled when the read says
+        which one was running."""
         del self.slots[slot.index]
+        self._placed = None  # its node may be gone: look again before placing another
         try:
             ray.kill(slot.actor, no_restart=True)
         except Exception:  # noqa: BLE001 - dead already
@@ -466,9 +525,14 @@ class RayExecutor:
         else:
             blamed = next((b for b in slot.assigned if running_record(b.id, b.part) == running), None)
         if blamed is not None:
-            message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
+            if how == TIMEOUT:
+                message = (f"run() on mini-batch {blamed.id} took longer than run_invocation_timeout "
+                           f"({self.timeout:g}s); worker {slot.index} was killed "
+                           f"(its stack is in worker-{slot.index}.log)")
+            else:
+                message = f"worker {slot.index} died ({how}) while running mini-batch {blamed.id}"
             log.error(message)
-            outcomes.append(self._lost(blamed, slot, WORKER_DIED, message))
+            outcomes.append(self._lost(blamed, slot, TIMEOUT if how == TIMEOUT else WORKER_DIED, message))
         self.orphans.extendleft(reversed([b for b in slot.assigned if b is not blamed]))
         slot.assigned.clear()
 
@@ -488,13 +552,8 @@ class RayExecutor:
                 self._init_failed(slot, f"init() did not finish within {self.timeout:g}s (run_invocation_timeout), "
                                         "or no node of the Ray cluster could take the worker (a node was lost?)")
                 continue
-            batch = slot.assigned.popleft()
-            message = (f"run() on mini-batch {batch.id} took longer than run_invocation_timeout "
-                       f"({self.timeout:g}s); worker {slot.index} was killed (its stack is in worker-{slot.index}.log)")
-            log.error(message)
-            outcomes.append(self._lost(batch, slot, TIMEOUT, message))
-            self._retire(slot)
-            self.orphans.extendleft(reversed(slot.assigned))
+            # which try hung: the one its node's record names (outcomes of tries it ended may not be sent yet)
+            self._retire(slot, died=TIMEOUT)
 
     # ------------------------------------------------------------- logs
 
