@@ -21,8 +21,6 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,8 @@ import psutil
 import pytest
 import yaml
 
-from conftest import MARKER, SCRIPTS, _processes_with
+from background import alive, all_gone, start, wait_for_files
+from conftest import SCRIPTS, _processes_with
 
 # the ray cases join tests/test_ray.py's xdist group: `pytest -n 2 --dist loadgroup` starts one test cluster
 BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))]
@@ -245,38 +244,12 @@ def write_spec(tmp_path: Path, backend: Backend, script: str, data: Path, **keys
     return path
 
 
-def start(spec: Path, backend: Backend, marker: str, *args: str) -> subprocess.Popen:
-    """``batchinfer run`` in the background, in a session of its own."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchinfer", "run", str(spec), *args],
-        env={**os.environ, MARKER: marker, **backend.env}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
 
 
-def wait_for_files(folder: Path, count: int, proc: subprocess.Popen) -> list[Path]:
-    """The marker files the script's workers write, once ``count`` of them exist."""
-    deadline = time.monotonic() + 60
-    while len(found := sorted(p for p in folder.iterdir() if not p.name.endswith(".tmp"))) < count:
-        assert proc.poll() is None, f"the job ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"only {len(found)} of {count} markers"
-        time.sleep(0.05)
-    return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
-def all_gone(pids: list[int], within: float = GONE_WITHIN_S) -> list[int]:
-    """The pids still alive after ``within`` seconds (polling: an empty list comes as soon as it can)."""
-    deadline = time.monotonic() + within
-    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def holders_of(targets: set[str], pids: list[int]) -> list[tuple[int, str]]:
@@ -300,7 +273,7 @@ def test_nothing_outlives_a_sigkilled_coordinator_even_a_worker_holding_the_gil(
     markers.mkdir()
     spec = write_spec(tmp_path, backend, "holds_gil.py", text_files(2),
                       arguments=["--marker", str(markers), "--where", where, "--how", how])
-    proc = start(spec, backend, run_marker, "--output", str(tmp_path / "out"))
+    proc = start(spec, run_marker, "--output", str(tmp_path / "out"), env=backend.env)
     workers = [int(p.name) for p in wait_for_files(markers, 2, proc)]
     running = [p.pid for p in backend.processes(run_marker) if p.pid != proc.pid]  # helpers, workers, actors
     assert set(workers) <= set(running)
@@ -322,7 +295,7 @@ def test_what_the_script_starts_is_gone_after_the_job_and_never_holds_its_output
     state.mkdir()
     spec = write_spec(tmp_path, backend, "spawns.py", text_files(4),
                       arguments=["--state", str(state), "--gate", str(gate), "--where", where, "--end", end])
-    proc = start(spec, backend, run_marker, "--output", str(tmp_path / "out"), "--json")
+    proc = start(spec, run_marker, "--output", str(tmp_path / "out"), "--json", env=backend.env)
     spawned = [int(pid) for f in wait_for_files(state, 2, proc) for pid in f.read_text().split()]
     assert len(spawned) == 4 and all(alive(pid) for pid in spawned)
 

@@ -14,7 +14,8 @@ from conftest import SCRIPTS, assert_one_line_error
 
 from batchinfer import inputs as inputs_module
 from batchinfer.entry import check_entry_script
-from batchinfer.executors.local import MAX_PREFETCH, LocalExecutor
+from batchinfer.executors.base import MAX_PREFETCH
+from batchinfer.executors.local import LocalExecutor
 from batchinfer.inputs import InputPlan, _glob_regex
 from batchinfer.job import _worker_config
 from batchinfer.output import Journal, RowSink

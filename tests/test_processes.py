@@ -22,13 +22,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 
+from background import alive, all_gone, start, wait_for_files
 from conftest import MARKER, SCRIPTS, _processes_with
 
 DEADLINE_S = 10.0  # generous: every wait below ends as soon as what it waits for is seen
@@ -42,37 +42,12 @@ def write_spec(tmp_path: Path, script: str, data: Path, **keys) -> Path:
     return path
 
 
-def start(spec: Path, marker: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchinfer", "run", str(spec), *args],
-        env={**os.environ, MARKER: marker}, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
 
 
-def wait_for_files(folder: Path, count: int, proc: subprocess.Popen) -> list[Path]:
-    """The marker files the script's workers write, once ``count`` of them exist."""
-    deadline = time.monotonic() + 60
-    while len(found := sorted(p for p in folder.iterdir() if not p.name.endswith(".tmp"))) < count:
-        assert proc.poll() is None, f"the job ended early: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"only {len(found)} of {count} markers"
-        time.sleep(0.05)
-    return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
-def all_gone(pids: list[int], within: float = DEADLINE_S) -> list[int]:
-    """The pids still alive after ``within`` seconds (polling, so an empty list comes as soon as it can)."""
-    deadline = time.monotonic() + within
-    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 # ------------------------------------------------------------------ item 10: a SIGKILLed coordinator

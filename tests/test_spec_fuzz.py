@@ -90,7 +90,7 @@ EXTREMES: dict[str, list[Any]] = {
     "node_count": [1, MAX_PROCESSES],
     "process_count_per_node": [1, MAX_PROCESSES],
     "backend": ["local"],
-    "ray_address": [None, "auto", "ray://host:10001"],
+    "ray_address": [None, "auto", "head.example:6379"],
     "num_cpus_per_process": [0.01, 1, MAX_PROCESSES],
     "num_gpus_per_process": [0, 0.5, MAX_PROCESSES],
     "shared_filesystem": [True, False],

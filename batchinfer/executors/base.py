@@ -67,6 +67,13 @@ from batchinfer.protocol import MiniBatch, Outcome, Ready, WorkerConfig
 if TYPE_CHECKING:
     from batchinfer.spec import JobSpec
 
+# Queued mini-batches per worker behind the running one: enough to hide the round trip to the
+# coordinator (about QUEUE_S seconds of work), at most MAX_PREFETCH so that little is stranded on a
+# dead worker and the last mini-batches still spread over all workers (both executors)
+MIN_PREFETCH = 1
+MAX_PREFETCH = 32
+QUEUE_S = 0.01
+
 # backend -> "module:class", imported when a job uses it
 BACKENDS = {
     "local": "batchinfer.executors.local:LocalExecutor",
@@ -109,6 +116,28 @@ class Executor(Protocol):
 
     def kill_all(self) -> None:
         """At once, everything the workers started included; nothing is reported afterwards."""
+
+
+class PrefetchDepth:
+    """How many mini-batches a worker holds queued behind the one it runs: about ``QUEUE_S`` seconds
+    of work, judged from a running mean of recent ``run()`` times, between ``MIN_PREFETCH`` and
+    ``MAX_PREFETCH``. One queued mini-batch when they are slow; many when they take microseconds, so
+    the round trip to the coordinator (a pipe, a Ray call) is paid once per several of them."""
+
+    def __init__(self) -> None:
+        self.depth = MIN_PREFETCH
+        self._mean_s: float | None = None
+
+    def update(self, outcomes: list[Outcome]) -> int:
+        """The depth after these outcomes (only successful tries count: a failure's time says little)."""
+        for outcome in outcomes:
+            if outcome.ok:
+                mean = self._mean_s
+                self._mean_s = outcome.seconds if mean is None else 0.9 * mean + 0.1 * outcome.seconds
+        if self._mean_s is not None:
+            wanted = int(QUEUE_S / max(self._mean_s, 1e-6))
+            self.depth = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
+        return self.depth
 
 
 def check_backend(spec: JobSpec) -> None:

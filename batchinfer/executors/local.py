@@ -57,16 +57,11 @@ import psutil
 
 from batchinfer.errors import JobFailedError
 from batchinfer.executors import owns_process
+from batchinfer.executors.base import PrefetchDepth
 from batchinfer.executors.local_worker import worker_main
 from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import OUT_OF_MEMORY, TIMEOUT, WORKER_DIED, InitFailed, Outcome, Ready, WorkerConfig
 
-# Queued mini-batches per worker behind the running one: enough to hide the round trip to
-# the coordinator (about QUEUE_S seconds of work), at most MAX_PREFETCH so that little is
-# stranded on a dead worker and the last mini-batches still spread over all workers.
-MIN_PREFETCH = 1
-MAX_PREFETCH = 32
-QUEUE_S = 0.01
 STACK_DUMP_WAIT_S = 0.3
 STOP_WAIT_S = 10.0
 OVERSUBSCRIBED = 4  # workers per core above which the count is worth a warning
@@ -315,8 +310,8 @@ class LocalExecutor:
         self.peak = 0  # most workers alive at once
         self.orphans: deque[MiniBatch] = deque()  # queued on a dead worker, never started
         self.init_failures_in_a_row = 0
-        self.prefetch = MIN_PREFETCH
-        self._mean_s: float | None = None  # running mean of run() times, for the prefetch depth
+        self._depth = PrefetchDepth()
+        self.prefetch = self._depth.depth
         self._selector = selectors.DefaultSelector()
         self._ctx = _context()
         self.notes: list[str] = []  # for the user when the job starts (see executors/base.py)
@@ -465,18 +460,8 @@ class LocalExecutor:
         reap_adopted()
         self._flush_orphans()
         self._flush_outboxes()
-        self._adapt_prefetch(outcomes)
+        self.prefetch = self._depth.update(outcomes)  # about QUEUE_S seconds of work queued per worker
         return outcomes
-
-    def _adapt_prefetch(self, outcomes: list[Outcome]) -> None:
-        """Queue about QUEUE_S seconds of work per worker, judged from recent run() times."""
-        for outcome in outcomes:
-            if outcome.ok:
-                mean = self._mean_s
-                self._mean_s = outcome.seconds if mean is None else 0.9 * mean + 0.1 * outcome.seconds
-        if self._mean_s is not None:
-            wanted = int(QUEUE_S / max(self._mean_s, 1e-6))
-            self.prefetch = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
 
     def _drain(self, slot: _Slot, outcomes: list[Outcome]) -> None:
         # Connection.poll() builds a new selector per call; a poll object kept per worker does not

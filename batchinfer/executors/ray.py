@@ -5,7 +5,8 @@ Data flow (the coordinator stays in the ``batchinfer`` process; only descriptors
     scheduler --submit(MiniBatch)--> RayExecutor --actor.serve([MiniBatch, ...])--> actor i (ScriptRuntime)
     scheduler <--poll(): [Outcome]-- RayExecutor <--([Outcome, ...], log bytes) per reply-- (a streaming generator)
 
-- **Session**: ``ray_address`` (``auto``, ``host:port``, ``ray://host:10001``) is connected to; with
+- **Session**: ``ray_address`` (``auto``, ``host:port``; Ray Client's ``ray://`` is refused for now:
+  its calls cannot stream) is connected to; with
   none, a Ray instance of our own starts on 127.0.0.1 (usage stats off, a random auth token) and
   stops at the end. A guardian process kills that instance's processes if the coordinator dies
   (Ray's raylet dies with its driver, but its agents would outlive it).
@@ -56,7 +57,7 @@ from ray.util.scheduling_strategies import (
 )
 
 from batchinfer.errors import BackendUnavailableError, JobFailedError
-from batchinfer.executors.local import MAX_PREFETCH, MIN_PREFETCH, QUEUE_S
+from batchinfer.executors.base import QUEUE_S, PrefetchDepth
 from batchinfer.executors.ray_actor import WorkerActor, node_folder, running_record, salvage_log
 from batchinfer.executors.ray_paths import check_paths
 from batchinfer.executors.ray_session import (
@@ -158,8 +159,8 @@ class RayExecutor:
         self.peak = 0
         self.orphans: deque[MiniBatch] = deque()
         self.init_failures_in_a_row = 0
-        self.prefetch = MIN_PREFETCH
-        self._mean_s: float | None = None
+        self._depth = PrefetchDepth()
+        self.prefetch = self._depth.depth
         self._owned = False
         self._connected = False
         self._pg: Any = None
@@ -390,17 +391,8 @@ class RayExecutor:
         self._check_placeable()
         self._rebalance()
         self._flush()
-        self._adapt_prefetch(outcomes)
+        self.prefetch = self._depth.update(outcomes)  # as locally: about QUEUE_S seconds of work per actor
         return outcomes
-
-    def _adapt_prefetch(self, outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            if outcome.ok:
-                mean = self._mean_s
-                self._mean_s = outcome.seconds if mean is None else 0.9 * mean + 0.1 * outcome.seconds
-        if self._mean_s is not None:
-            wanted = int(QUEUE_S / max(self._mean_s, 1e-6))
-            self.prefetch = max(MIN_PREFETCH, min(MAX_PREFETCH, wanted))
 
     def _started(self, slot: _Slot) -> None:
         try:

@@ -24,7 +24,7 @@ import ray
 
 from batchinfer import capture
 from batchinfer.executors import keeper
-from batchinfer.executors.local import QUEUE_S
+from batchinfer.executors.base import QUEUE_S
 from batchinfer.inputs import MiniBatch
 from batchinfer.protocol import InitFailed, Outcome, Ready, WorkerConfig
 from batchinfer.worker import ScriptRuntime

@@ -1,0 +1,54 @@
+"""A ``batchinfer run`` in the background, and waiting on what its workers do (for the process tests).
+
+Every wait polls and ends as soon as what it waits for is seen; the deadlines are generous bounds for
+a loaded machine, never a measure of speed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from conftest import MARKER
+
+GONE_WITHIN_S = 10.0
+
+
+def start(spec: Path, marker: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``batchinfer run SPEC ARGS`` in the background, in a session of its own, tagged with ``marker``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchinfer", "run", str(spec), *args],
+        env={**os.environ, MARKER: marker, **(env or {})}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def wait_for_files(folder: Path, count: int, proc: subprocess.Popen) -> list[Path]:
+    """The marker files the script's workers write, once ``count`` of them exist."""
+    deadline = time.monotonic() + 60
+    while len(found := sorted(p for p in folder.iterdir() if not p.name.endswith(".tmp"))) < count:
+        assert proc.poll() is None, f"the job ended early: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"only {len(found)} of {count} markers"
+        time.sleep(0.05)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def all_gone(pids: list[int], within: float = GONE_WITHIN_S) -> list[int]:
+    """The pids still alive after ``within`` seconds (polling: an empty list comes as soon as it can)."""
+    deadline = time.monotonic() + within
+    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
