@@ -52,3 +52,21 @@ def all_gone(pids: list[int], within: float = GONE_WITHIN_S) -> list[int]:
     while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
+
+
+def pipe_inode(pid: int, fd: int) -> str:
+    """What descriptor ``fd`` of ``pid`` points at (``pipe:[inode]`` for a pipe)."""
+    return os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def holders_of(targets: set[str], pids: list[int]) -> list[tuple[int, str]]:
+    """(pid, command) of the processes among ``pids`` with a descriptor on one of ``targets``."""
+    found = []
+    for pid in pids:
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+            if links & targets:
+                found.append((pid, " ".join(psutil.Process(pid).cmdline())[:120]))
+        except (OSError, psutil.Error):
+            continue
+    return found

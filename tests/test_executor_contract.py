@@ -29,7 +29,7 @@ import psutil
 import pytest
 import yaml
 
-from background import alive, all_gone, start, wait_for_files
+from background import alive, all_gone, holders_of, start, wait_for_files
 from conftest import SCRIPTS, _processes_with
 
 # the ray cases join tests/test_ray.py's xdist group: `pytest -n 2 --dist loadgroup` starts one test cluster
@@ -242,27 +242,6 @@ def write_spec(tmp_path: Path, backend: Backend, script: str, data: Path, **keys
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-
-
-
-
-
-
-
-
-def holders_of(targets: set[str], pids: list[int]) -> list[tuple[int, str]]:
-    """(pid, command) of the processes among ``pids`` with a descriptor on one of ``targets``."""
-    found = []
-    for pid in pids:
-        try:
-            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-            if links & targets:
-                found.append((pid, " ".join(psutil.Process(pid).cmdline())[:120]))
-        except (OSError, psutil.Error):
-            continue
-    return found
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)

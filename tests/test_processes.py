@@ -24,11 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
-from background import alive, all_gone, start, wait_for_files
+from background import alive, all_gone, holders_of, pipe_inode, start, wait_for_files
 from conftest import MARKER, SCRIPTS, _processes_with
 
 DEADLINE_S = 10.0  # generous: every wait below ends as soon as what it waits for is seen
@@ -40,14 +39,6 @@ def write_spec(tmp_path: Path, script: str, data: Path, **keys) -> Path:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-
-
-
-
-
-
 
 
 # ------------------------------------------------------------------ item 10: a SIGKILLed coordinator
@@ -81,23 +72,6 @@ def test_what_the_script_started_dies_with_a_sigkilled_coordinator(tmp_path, tex
 
 
 # ------------------------------------------------------------------ item 11: what the script starts
-
-
-def pipe_inode(pid: int, fd: int) -> str:
-    return os.readlink(f"/proc/{pid}/fd/{fd}")
-
-
-def holders_of(targets: set[str], pids: list[int]) -> list[tuple[int, str]]:
-    """(pid, command) of the processes among ``pids`` with a descriptor on one of ``targets``."""
-    found = []
-    for pid in pids:
-        try:
-            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-            if links & targets:
-                found.append((pid, " ".join(psutil.Process(pid).cmdline())[:120]))
-        except (OSError, psutil.Error):
-            continue
-    return found
 
 
 ENDINGS = [
@@ -225,7 +199,6 @@ def test_rows_to_a_closed_stdout_is_a_mistake_not_a_silent_loss(tmp_path, text_f
                           env={**os.environ, MARKER: run_marker}, timeout=120, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("batchinfer: error: stdout is closed") and proc.stderr.count("\n") == 1
-
 
 
 def test_a_job_runs_under_a_long_tmpdir(batchinfer, text_files, tmp_path):
