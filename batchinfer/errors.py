@@ -74,6 +74,11 @@ class BackendUnavailableError(BatchInferError):
     """The requested backend is not available in this installation."""
 
 
+class MissingExtraError(BatchInferError):
+    """A feature needs a package of one of batchinfer's extras that is not installed (the hint names
+    the ``pip install 'batchinfer[extra]'`` that brings it)."""
+
+
 class JobFailedError(BatchInferError):
     """The job ran but failed: a threshold was exceeded, no item succeeded, or init() kept failing.
 
