@@ -259,3 +259,25 @@ def ray_cluster():
     cluster = RayCluster.start(nodes=2)
     yield cluster
     cluster.stop()
+
+
+# ---------------------------------------------------------------- a real Chromium (tests/browser.py)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through playwright, one per session (per xdist worker): ``browser.open_report(path)``.
+
+    Skipped, with the reason, only where no Chromium could be installed; with ``BATCHINFER_REQUIRE_BROWSER=1``
+    or ``CI=true`` (.ci/run sets both) a missing browser fails instead.
+    """
+    from tests.browser import browser_required, launch, why_not_available
+
+    reason = why_not_available()
+    if reason is not None:
+        if browser_required():
+            pytest.fail(f"the report's browser tests need a browser and CI requires them: {reason}")
+        pytest.skip(reason)
+    chromium = launch()
+    yield chromium
+    chromium.close()
