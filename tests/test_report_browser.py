@@ -1,0 +1,207 @@
+"""``batchinfer report`` seen in a real Chromium, offline: what a person sees matches the job's own files.
+
+A failed job with a killed worker, a timeout and a bad file runs once for the module; its page must
+load with the network off without a console error or a request, draw every chart, and show the numbers
+of summary.json and processed_mini_batches.csv. The MNIST sample's page, and a running job's snapshot,
+are opened too. Screenshots go to the repository's docs/ with BATCHINFER_WRITE_SCREENSHOTS=1 (for the
+README), else to a temporary folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import MARKER, REPO, SCRIPTS
+
+CHARTS = ("chart-throughput", "chart-timeline", "chart-durations", "chart-workers")
+# the headline's numbers and the summary.json key each one shows
+HEADLINE = [("items-succeeded", "items_succeeded"), ("items-failed", "items_failed"),
+            ("mini-batches", "mini_batches_total"), ("tries", "tries")]
+# file name -> what tests/scripts/misbehaves.py does with it; the bad file's name is HTML, shown as text
+BAD = "<b>bad_one.txt"
+MISBEHAVING = {"kill_me.txt": "worker_died", "hang_here.txt": "timeout", BAD: "exception"}
+
+
+@dataclass
+class Finished:
+    """A job's output folder and its report."""
+
+    out: Path
+    html: Path
+    summary: dict[str, Any]
+    tries: list[dict[str, str]]  # processed_mini_batches.csv
+    errors: list[dict[str, Any]]  # errors.jsonl
+
+
+def batchinfer(*args: str, marker: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The real command line, tagged for the leak guard of tests/conftest.py."""
+    env = {**os.environ, MARKER: marker}
+    return subprocess.run([sys.executable, "-m", "batchinfer", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def report(out: Path, html: Path, marker: str) -> Path:
+    """``batchinfer report OUT -o HTML``, checked."""
+    made = batchinfer("report", str(out), "-o", str(html), marker=marker, cwd=out.parent)
+    assert made.returncode == 0, made.stderr
+    assert html.stat().st_size > 0
+    return html
+
+
+def finished(out: Path, html: Path) -> Finished:
+    """Read what the job left for the assertions."""
+    logs = out / "logs"
+    with open(logs / "processed_mini_batches.csv", newline="") as f:
+        tries = list(csv.DictReader(f))
+    errors = [json.loads(line) for line in (logs / "errors.jsonl").read_text().splitlines() if line]
+    return Finished(out, html, json.loads((out / "summary.json").read_text()), tries, errors)
+
+
+def screenshot_to(name: str, tmp: Path) -> Path:
+    """Where a screenshot goes: docs/ of the repository when asked (BATCHINFER_WRITE_SCREENSHOTS=1), else tmp."""
+    return (REPO / "docs" if os.environ.get("BATCHINFER_WRITE_SCREENSHOTS") == "1" else tmp) / name
+
+
+def assert_clean(page, charts=CHARTS) -> None:
+    """Offline, nothing requested, nothing logged as an error, every chart drawn."""
+    assert page.problems == []
+    assert set(charts) <= set(page.chart_ids())
+
+
+@pytest.fixture(scope="module")
+def failed_job(tmp_path_factory) -> Finished:
+    """A job that fails: a worker SIGKILLed (its retry succeeds), a try that hangs past the timeout twice,
+    a file whose run() raises; 1 failed item is tolerated, 2 are not."""
+    root = tmp_path_factory.mktemp("failed")
+    data, state = root / "data", root / "state"
+    data.mkdir()
+    state.mkdir()
+    for name in [f"f{i:02d}.txt" for i in range(8)] + list(MISBEHAVING):
+        (data / name).write_text(name + "\n")
+    spec = {"entry_script": "misbehaves.py", "source_directory": str(SCRIPTS),
+            "inputs": {"type": "file", "path": str(data)}, "arguments": ["--state", str(state)],
+            "mini_batch_size": 1, "process_count_per_node": 2, "run_invocation_timeout": 2, "run_max_try": 2,
+            "error_threshold": 1}
+    (root / "job.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    marker = f"report-browser-{os.getpid()}"
+    out = root / "out"
+    run = batchinfer("run", str(root / "job.yaml"), "--output", str(out), "--quiet", marker=marker, cwd=root)
+    assert run.returncode == 1, run.stderr
+    return finished(out, report(out, root / "report.html", marker))
+
+
+@pytest.fixture(scope="module")
+def failed_page(browser, failed_job):
+    """The failed job's report, opened once for the module's assertions."""
+    with browser.open_report(failed_job.html) as page:
+        yield page
+
+
+def test_the_failed_jobs_page_loads_offline_without_errors_and_draws_every_chart(failed_page, tmp_path):
+    assert_clean(failed_page)
+    assert "failed" in failed_page.text("status").lower()
+    failed_page.screenshot(screenshot_to("report-failed.png", tmp_path))
+
+
+def test_the_failed_job_misbehaved_as_planned(failed_job):
+    """The page's tests below mean something only if the job had each kind of failure."""
+    kinds = {e["kind"] for e in failed_job.errors}
+    assert set(MISBEHAVING.values()) <= kinds
+    assert failed_job.summary["status"] == "failed"
+
+
+@pytest.mark.parametrize(("element", "key"), HEADLINE)
+def test_the_headline_shows_the_numbers_of_summary_json(failed_page, failed_job, element, key):
+    assert failed_page.number(element) == failed_job.summary[key]
+
+
+@pytest.mark.parametrize("kind", sorted(set(MISBEHAVING.values())))
+def test_the_timeline_shows_each_failed_try_on_the_worker_that_ran_it(failed_page, failed_job, kind):
+    expected = sorted(row["worker"] for row in failed_job.tries if row["status"] == kind)
+    assert expected, f"no {kind} try in processed_mini_batches.csv"
+    bars = [trace for trace in failed_page.traces("chart-timeline") if kind in str(trace.get("name", ""))]
+    assert bars, f"no {kind} trace in the timeline: {[t.get('name') for t in failed_page.traces('chart-timeline')]}"
+    shown = sorted(worker_of(y) for trace in bars for y in trace["y"])
+    assert shown == expected
+
+
+def worker_of(label: Any) -> str:
+    """The worker a timeline row names (the page may label row 0 'worker 0')."""
+    return str(label).split()[-1]
+
+
+def test_the_failures_section_names_the_bad_file_as_text_and_shows_its_traceback(failed_page):
+    text = failed_page.body_text()
+    assert BAD in text  # escaped: the browser shows the name, it does not read it as a <b> tag
+    assert "ValueError: cannot score <b>bad_one.txt" in text
+    assert "Traceback (most recent call last)" in text
+    assert failed_page.page.locator("b", has_text="bad_one.txt").count() == 0
+
+
+def test_the_durations_chart_holds_every_try(failed_page, failed_job):
+    traces = failed_page.traces("chart-durations")
+    histograms = [t for t in traces if t["type"] == "histogram"]
+    if histograms:
+        shown = sum(len(t["x"]) for t in histograms)
+    else:  # binned by the page: bars of counts
+        shown = sum(sum(t["y"]) for t in traces if t["type"] == "bar")
+    assert shown == len(failed_job.tries)
+
+
+@pytest.mark.tensorflow
+def test_the_mnist_samples_page_shows_1000_of_1000(browser, tmp_path, run_marker):
+    pytest.importorskip("keras", reason="the sample needs the 'tensorflow' extra")
+    out = tmp_path / "mnist-digits"
+    run = batchinfer("run", str(REPO / "sample_data" / "mnist_job.yaml"), "--output", str(out), "--quiet",
+                     marker=run_marker, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr
+    html = report(out, tmp_path / "report.html", run_marker)
+    with browser.open_report(html) as page:
+        assert_clean(page)
+        assert page.number("items-succeeded") == 1000
+        assert page.number("items-total") == 1000
+        assert "succeeded" in page.text("status").lower()
+        page.screenshot(screenshot_to("report-mnist.png", tmp_path))
+
+
+def test_a_running_jobs_snapshot_renders_and_says_running(browser, tmp_path, run_marker):
+    data = tmp_path / "data"
+    data.mkdir()
+    names = [f"f{i:02d}.txt" for i in range(6)] + ["held.txt"]
+    for name in names:
+        (data / name).write_text(name + "\n")
+    gate = tmp_path / "gate"
+    spec = {"entry_script": "gated_echo.py", "source_directory": str(SCRIPTS),
+            "inputs": {"type": "file", "path": str(data)}, "arguments": ["--gate", str(gate), "--held", "held"],
+            "mini_batch_size": 1, "process_count_per_node": 2}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    out = tmp_path / "out"
+    job = subprocess.Popen([sys.executable, "-m", "batchinfer", "run", str(tmp_path / "job.yaml"), "--output",
+                            str(out), "--quiet"], cwd=tmp_path, env={**os.environ, MARKER: run_marker},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        rows = out / "parallel_run_step.txt"
+        deadline = time.monotonic() + 120  # a safety net: the rows of every file but the held one commit first
+        while not (rows.exists() and len(rows.read_text().splitlines()) == len(names) - 1):
+            assert job.poll() is None, job.stderr.read()
+            assert time.monotonic() < deadline, "the job's unheld files were not committed"
+            time.sleep(0.05)
+        html = report(out, tmp_path / "report.html", run_marker)
+        with browser.open_report(html) as page:
+            assert_clean(page)
+            assert "running" in page.text("status").lower()
+            assert page.number("items-succeeded") == len(names) - 1
+    finally:
+        gate.touch()
+        assert job.wait(timeout=120) == 0, job.stderr.read()
