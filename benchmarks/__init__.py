@@ -11,7 +11,7 @@ on the same data in the same run, repeats every measurement (median of at
 least 3, tools interleaved) and adds rows to one table (see ``_harness``).
 
 Benchmarks (one module each): ``dispatch``, ``cpu``, ``mnist``, ``tabular``,
-``listing``, ``storage``.
+``listing``, ``storage``, ``report``.
 """
 
-NAMES = ("dispatch", "cpu", "mnist", "tabular", "listing", "storage")
+NAMES = ("dispatch", "cpu", "mnist", "tabular", "listing", "storage", "report")
