@@ -1,0 +1,258 @@
+"""A report as one self-contained HTML page: :func:`render` draws a ``JobReport`` or a
+``PipelineReport`` (``report/model.py``) with the figures of ``report/charts.py``.
+
+The page fetches nothing: plotly.js is inlined once in the head, every figure is a div and its JSON
+(plotly escapes ``<``, ``>`` and ``/`` in it, so no ``</script>`` can close the script early), there
+is no MathJax, no font and no image. Every string that comes from a user (file names, messages,
+tracebacks) goes through ``html.escape``.
+
+Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
+the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
+headline values ``state``, ``items-succeeded``, ``items-failed``, ``items-total``,
+``mini-batches-done``, ``mini-batches-total``, ``tries``, ``elapsed``, ``items-per-s``,
+``workers``, ``first-error``, ``reason``, ``snapshot``, each with its raw value in ``data-value``;
+the notes ``timeline-aggregated``, ``timeline-sampled``, ``time-cut`` when they apply.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from html import escape
+from typing import Any
+
+from batchinfer.errors import MissingExtraError
+from batchinfer.report.model import JobReport, PipelineReport, StepReport
+
+_CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
+           "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
+_STATE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "interrupted": "#bf8700", "running": "#0969da",
+                  "stopped": "#bf8700"}
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1200px;padding:16px 24px;color:#1f2328}
+h1{font-size:22px;margin:8px 0}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
+h3{font-size:15px}.muted{color:#656d76;font-size:13px}
+.state{display:inline-block;color:white;border-radius:6px;padding:4px 12px;font-weight:600;font-size:18px}
+.stats{display:flex;flex-wrap:wrap;gap:8px 28px;margin:12px 0}.stat b{display:block;font-size:20px}
+.stat{font-size:12px;color:#656d76}.stat b{color:#1f2328}
+.why{border-left:4px solid #cf222e;background:#fff5f5;padding:8px 12px;margin:8px 0;white-space:pre-wrap}
+.note{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:6px 10px;margin:6px 0;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #d0d7de;padding:3px 8px;
+text-align:left;vertical-align:top}th{background:#f6f8fa}td.n{text-align:right}
+pre{background:#f6f8fa;padding:8px;overflow:auto;font-size:12px;max-height:400px}
+details{margin:4px 0}summary{cursor:pointer}
+"""
+
+
+def render(report: JobReport | PipelineReport) -> str:
+    """The whole HTML document of ``report``, everything inline."""
+    try:
+        import plotly.io as pio
+        from plotly.offline import get_plotlyjs
+    except ImportError as e:
+        raise MissingExtraError("the report needs plotly, which is not installed",
+                                hint="pip install 'batchinfer[report]'") from e
+    if isinstance(report, PipelineReport):
+        title, body = f"{report.name}: {report.status}", _pipeline(report, pio)
+    else:
+        title, body = f"{report.headline.job}: {report.headline.state}", _job(report, pio, "")
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>batchinfer report: {escape(title)}</title><style>{_CSS}</style>"
+            # plotly's own page sets this before plotly.js: MathJax, were it ever asked for, stays local
+            "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
+            f"<script>{get_plotlyjs()}</script></head>\n<body>\n{body}\n"
+            f"<p class='muted'>Written by batchinfer report at {_now()}.</p></body></html>\n")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _chart(pio: Any, fig: Any, div_id: str) -> str:
+    return pio.to_html(fig, full_html=False, include_plotlyjs=False, include_mathjax=False, div_id=div_id,
+                       config=_CONFIG, default_height=fig.layout.height or 360, default_width="100%")
+
+
+def duration(seconds: float | None) -> str:
+    """``seconds`` as a person reads it: 0.42 s, 12.3 s, 4 min 05 s, 2 h 03 min, 1 d 4 h."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    d, h = divmod(h, 24)
+    return f"{d} d {h} h" if d else f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
+
+
+def _num(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
+
+
+def _stat(p: str, key: str, label: str, value: Any, shown: str) -> str:
+    raw = "" if value is None else str(value)
+    return (f"<div class='stat'>{escape(label)}<b id='{p}{key}' data-value='{escape(raw)}'>{escape(shown)}"
+            "</b></div>")
+
+
+def _headline(r: JobReport, p: str) -> str:
+    h = r.headline
+    colour = _STATE_COLOURS.get(h.state, "#57606a")
+    out = [f"<h1>{escape(h.job)}</h1>" if not p else "",
+           f"<div><span class='state' id='{p}state' data-value='{escape(h.state)}' style='background:{colour}'>"
+           f"{escape(h.state)}</span> <span class='muted'>{escape(h.output_dir)}</span></div>"]
+    if h.state == "running":
+        out.append(f"<p class='note' id='{p}snapshot' data-value='{escape(h.snapshot_at or '')}'>A snapshot of a "
+                   f"running job taken at {escape(h.snapshot_at or '?')}: run the report again for more.</p>")
+    elif h.state == "stopped":
+        out.append(f"<p class='note' id='{p}snapshot' data-value=''>The job stopped without finishing (no "
+                   "summary.json): it was killed, or its machine went down. Run it again to resume.</p>")
+    items = (f"{_num(h.items_succeeded)} of {_num(h.items_total)}" if h.items_total is not None
+             else _num(h.items_succeeded))
+    batches = (f"{_num(h.mini_batches_done)} of {_num(h.mini_batches_total)}" if h.mini_batches_total is not None
+               else _num(h.mini_batches_done))
+    out.append("<div class='stats'>" + "".join([
+        _stat(p, "items-succeeded", "items succeeded", h.items_succeeded, items),
+        _stat(p, "items-failed", "items failed", h.items_failed, _num(h.items_failed)),
+        _stat(p, "mini-batches-done", "mini-batches done", h.mini_batches_done, batches),
+        _stat(p, "tries", "tries", h.tries, _num(h.tries)),
+        _stat(p, "elapsed", "elapsed", h.elapsed_s, duration(h.elapsed_s)),
+        _stat(p, "items-per-s", "items/s", h.items_per_s, _num(h.items_per_s)),
+        _stat(p, "workers", "workers", h.workers,
+              _num(h.workers) + (f" ({h.backend})" if h.backend else "")),
+    ]) + f"<span hidden id='{p}items-total' data-value='{'' if h.items_total is None else h.items_total}'></span>"
+        f"<span hidden id='{p}mini-batches-total' data-value='{'' if h.mini_batches_total is None else h.mini_batches_total}'>"
+        "</span></div>")
+    when = " → ".join(escape(x) for x in (h.started_at, h.finished_at) if x)
+    if when:
+        out.append(f"<p class='muted'>{when}</p>")
+    if h.reason:
+        out.append(f"<div class='why' id='{p}reason' data-value='{escape(h.reason)}'>{escape(h.reason)}</div>")
+    if h.first_error:
+        out.append(f"<div class='why' id='{p}first-error' data-value='{escape(h.first_error)}'>first error: "
+                   f"{escape(h.first_error)}</div>")
+    return "\n".join(out)
+
+
+def _table(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
+    th = "".join(f"<th>{escape(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{escape(str(c))}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _items(items: list[str] | None, keep: int = 3) -> str:
+    if items is None:
+        return "(not recorded)"
+    shown = ", ".join(items[:keep])
+    return shown + (f" +{len(items) - keep} more" if len(items) > keep else "")
+
+
+def _job(r: JobReport, pio: Any, p: str) -> str:
+    """The sections of one job's report; ``p`` prefixes every id (a pipeline's steps)."""
+    from batchinfer.report import charts
+
+    axis = charts.TimeAxis.of(r)
+    out = [_headline(r, p)]
+    if r.notes:
+        out.append("<ul class='muted'>" + "".join(f"<li>{escape(n)}</li>" for n in r.notes) + "</ul>")
+    cut = axis.removed()
+    cut_note = ""
+    if cut:
+        said = "; ".join(f"{duration(s)} before {x:.0f} s" for x, s in cut)
+        cut_note = (f"<p class='note' id='{p}time-cut'>The time axes show seconds of running: the pauses "
+                    f"between runs are cut out ({escape(said)}).</p>")
+    out += ["<h2>Throughput</h2>", cut_note, _chart(pio, charts.throughput(r, axis), f"{p}chart-throughput")]
+    tl = charts.timeline(r, axis)
+    out += ["<h2>Workers over time</h2>",
+            "<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
+            "kind; empty space is an idle worker.</p>"]
+    if tl.aggregated:
+        out.append(f"<p class='note' id='{p}timeline-aggregated'>{tl.aggregated:,} ok tries are aggregated: the "
+                   f"grey rows show the fraction of each time bin a worker was busy (the job has "
+                   f"{len(r.tries):,} tries; above {charts.TIMELINE_MAX_BARS:,} the page draws no bar per ok try).</p>")
+    if tl.sampled:
+        out.append(f"<p class='note' id='{p}timeline-sampled'>{tl.sampled[0]:,} of the {tl.sampled[1]:,} failed "
+                   "tries are drawn (sampled evenly in time, per kind); the failures table below counts all.</p>")
+    out += [_chart(pio, tl.figure, f"{p}chart-timeline")]
+    out += ["<h2>Durations of tries</h2>", _chart(pio, charts.durations(r), f"{p}chart-durations")]
+    if r.slowest:
+        out += ["<h3>The slowest tries</h3>", _table(
+            ["mini-batch", "part", "try", "worker", "seconds", "status", "items"],
+            [[s.mini_batch, s.part, s.try_number, s.worker, f"{s.seconds:.3f}", s.status, _items(s.items)]
+             for s in r.slowest], {0, 2, 3, 4})]
+    out += ["<h2>Failures</h2>", _failures(r, p)]
+    out += ["<h2>Workers</h2>", _chart(pio, charts.workers(r), f"{p}chart-workers"), _workers(r)]
+    return "\n".join(x for x in out if x)
+
+
+def _failures(r: JobReport, p: str) -> str:
+    from batchinfer.report.charts import kind_colour
+
+    out = []
+    if r.final_failed_items is not None:
+        where = f"{r.headline.output_dir}/logs/failed_items.txt" if r.headline.output_dir else "logs/failed_items.txt"
+        out.append(f"<p id='{p}final-failed-items' data-value='{r.final_failed_items}'>{r.final_failed_items:,} "
+                   f"items finally failed" + (f": they are listed in {escape(where)}" if r.final_failed_items else "")
+                   + ".</p>")
+    if not r.failures:
+        out.append("<p>No failed try recorded.</p>")
+        return "\n".join(out)
+    rows = [[g.kind, g.first_line, g.tries, g.items,
+             ", ".join([*g.example_items[:3], *(f"mini-batch {m}" for m in g.example_mini_batches[:3])])]
+            for g in r.failures]
+    out.append(f"<div id='{p}failures'>" + _table(["kind", "first line", "tries", "items", "examples"], rows, {2, 3})
+               + "</div>")
+    for g in r.failures:
+        colour = kind_colour(g.kind)
+        out.append(f"<details><summary><b style='color:{colour}'>{escape(g.kind)}</b>: {escape(g.first_line)} "
+                   f"({g.tries:,} tries)</summary><pre>{escape(g.message)}</pre>"
+                   + (f"<pre>{escape(g.traceback)}</pre>" if g.traceback else "<p class='muted'>no traceback</p>")
+                   + "</details>")
+    return "\n".join(out)
+
+
+def _workers(r: JobReport) -> str:
+    if not r.workers:
+        return ""
+    starts: dict[tuple[int, int], int] = {}
+    for w in r.workers:
+        starts[(w.run, w.worker)] = starts.get((w.run, w.worker), 0) + 1
+    replaced = [f"worker {w} started {n} times" + (f" in run {run}" if len({x.run for x in r.workers}) > 1 else "")
+                for (run, w), n in sorted(starts.items()) if n > 1]
+    note = f"<p class='note'>Replaced workers: {escape('; '.join(replaced))}.</p>" if replaced else ""
+    return note + _table(["run", "worker", "pid", "node", "ready at (s)", "init() s", "MB after init()"],
+                         [[w.run, w.worker, w.pid if w.pid is not None else "?", w.node or "?", f"{w.ready:.1f}",
+                           f"{w.init_s:.2f}", "?" if w.rss_mb is None else f"{w.rss_mb:.0f}"] for w in r.workers],
+                         {0, 1, 2, 4, 5, 6})
+
+
+def _pipeline(r: PipelineReport, pio: Any) -> str:
+    colour = _STATE_COLOURS.get(r.status, "#57606a")
+    out = [f"<h1>{escape(r.name)}</h1>",
+           f"<div><span class='state' id='state' data-value='{escape(r.status)}' style='background:{colour}'>"
+           f"{escape(r.status)}</span> <span class='muted'>exit code {escape(str(r.exit_code))}</span></div>",
+           "<h2>Steps</h2>",
+           _table(["#", "step", "kind", "status", "exit code", "folder"],
+                  [[n, s.name, s.kind, s.status, "" if s.exit_code is None else s.exit_code, s.folder]
+                   for n, s in enumerate(r.steps, 1)], {0, 4})]
+    for n, step in enumerate(r.steps, 1):
+        out.append(_step(step, n, pio))
+    return "\n".join(out)
+
+
+def _step(s: StepReport, n: int, pio: Any) -> str:
+    p = f"step-{n}-"
+    head = (f"<section id='step-{n}'><h2 style='font-size:20px'>Step {n}: {escape(s.name)} "
+            f"<span class='muted'>({escape(s.kind)}, {escape(s.status)})</span></h2>")
+    body = []
+    if s.error:
+        body.append(f"<div class='why' id='{p}error'>{escape(s.error)}</div>")
+    if s.log:
+        body.append(f"<p class='muted'>log: {escape(s.log)}</p>")
+    if s.report is not None:
+        body.append(_job(s.report, pio, p))
+    elif s.kind != "command":
+        body.append("<p class='muted'>This step did not run.</p>")
+    return head + "\n".join(body) + "</section>"
