@@ -101,6 +101,14 @@ class ReportPage:
         assert locator.count() == 1, f"no element #{element_id} on the page"
         return locator.inner_text().strip()
 
+    def value(self, element_id: str) -> str:
+        """The raw value the page keeps in an element's ``data-value`` (the headline's numbers and state)."""
+        locator = self.page.locator(f"#{element_id}")
+        assert locator.count() == 1, f"no element #{element_id} on the page"
+        value = locator.get_attribute("data-value")
+        assert value is not None, f"#{element_id} has no data-value"
+        return value
+
     def number(self, element_id: str) -> float:
         """A number shown in the element with this id (thousands separators and units ignored)."""
         text = self.text(element_id)

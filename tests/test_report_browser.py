@@ -26,8 +26,8 @@ from conftest import MARKER, REPO, SCRIPTS
 
 CHARTS = ("chart-throughput", "chart-timeline", "chart-durations", "chart-workers")
 # the headline's numbers and the summary.json key each one shows
-HEADLINE = [("items-succeeded", "items_succeeded"), ("items-failed", "items_failed"),
-            ("mini-batches", "mini_batches_total"), ("tries", "tries")]
+HEADLINE = [("items-succeeded", "items_succeeded"), ("items-failed", "items_failed"), ("items-total", "items_total"),
+            ("mini-batches-total", "mini_batches_total"), ("tries", "tries")]
 # file name -> what tests/scripts/misbehaves.py does with it; the bad file's name is HTML, shown as text
 BAD = "<b>bad_one.txt"
 MISBEHAVING = {"kill_me.txt": "worker_died", "hang_here.txt": "timeout", BAD: "exception"}
@@ -110,7 +110,8 @@ def failed_page(browser, failed_job):
 
 def test_the_failed_jobs_page_loads_offline_without_errors_and_draws_every_chart(failed_page, tmp_path):
     assert_clean(failed_page)
-    assert "failed" in failed_page.text("status").lower()
+    assert failed_page.value("state") == "failed"
+    assert failed_page.text("state") == "failed"
     failed_page.screenshot(screenshot_to("report-failed.png", tmp_path))
 
 
@@ -123,7 +124,9 @@ def test_the_failed_job_misbehaved_as_planned(failed_job):
 
 @pytest.mark.parametrize(("element", "key"), HEADLINE)
 def test_the_headline_shows_the_numbers_of_summary_json(failed_page, failed_job, element, key):
-    assert failed_page.number(element) == failed_job.summary[key]
+    assert int(failed_page.value(element)) == failed_job.summary[key]
+    if failed_page.page.locator(f"#{element}").is_visible():  # shown as text too, not only kept in data-value
+        assert f"{failed_job.summary[key]:,}" in failed_page.text(element)
 
 
 @pytest.mark.parametrize("kind", sorted(set(MISBEHAVING.values())))
@@ -142,21 +145,22 @@ def worker_of(label: Any) -> str:
 
 
 def test_the_failures_section_names_the_bad_file_as_text_and_shows_its_traceback(failed_page):
-    text = failed_page.body_text()
-    assert BAD in text  # escaped: the browser shows the name, it does not read it as a <b> tag
-    assert "ValueError: cannot score <b>bad_one.txt" in text
-    assert "Traceback (most recent call last)" in text
-    assert failed_page.page.locator("b", has_text="bad_one.txt").count() == 0
+    page = failed_page.page
+    assert BAD in failed_page.text("failures")  # escaped: the browser shows the name, it does not read a <b> tag
+    assert page.locator("b", has_text="bad_one.txt").count() == 0
+    group = page.locator("details", has=page.locator("summary", has_text="cannot score"))
+    assert group.count() == 1
+    group.locator("summary").click()  # as a person would, to read the traceback
+    shown = group.inner_text()
+    assert "ValueError: cannot score <b>bad_one.txt" in shown
+    assert "Traceback (most recent call last)" in shown and "misbehaves.py" in shown
 
 
 def test_the_durations_chart_holds_every_try(failed_page, failed_job):
-    traces = failed_page.traces("chart-durations")
-    histograms = [t for t in traces if t["type"] == "histogram"]
-    if histograms:
-        shown = sum(len(t["x"]) for t in histograms)
-    else:  # binned by the page: bars of counts
-        shown = sum(sum(t["y"]) for t in traces if t["type"] == "bar")
-    assert shown == len(failed_job.tries)
+    (histogram,) = failed_page.traces("chart-durations")
+    # binned by the page: a step line over the bins' edges, whose last point repeats the last bin's count
+    assert histogram["type"] == "scatter" and len(histogram["y"]) == len(histogram["x"])
+    assert sum(histogram["y"][:-1]) == len(failed_job.tries)
 
 
 @pytest.mark.tensorflow
@@ -169,9 +173,9 @@ def test_the_mnist_samples_page_shows_1000_of_1000(browser, tmp_path, run_marker
     html = report(out, tmp_path / "report.html", run_marker)
     with browser.open_report(html) as page:
         assert_clean(page)
-        assert page.number("items-succeeded") == 1000
-        assert page.number("items-total") == 1000
-        assert "succeeded" in page.text("status").lower()
+        assert (page.value("items-succeeded"), page.value("items-total")) == ("1000", "1000")
+        assert "1,000 of 1,000" in page.text("items-succeeded")
+        assert page.value("state") == "succeeded"
         page.screenshot(screenshot_to("report-mnist.png", tmp_path))
 
 
@@ -191,17 +195,40 @@ def test_a_running_jobs_snapshot_renders_and_says_running(browser, tmp_path, run
                             str(out), "--quiet"], cwd=tmp_path, env={**os.environ, MARKER: run_marker},
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        rows = out / "parallel_run_step.txt"
-        deadline = time.monotonic() + 120  # a safety net: the rows of every file but the held one commit first
-        while not (rows.exists() and len(rows.read_text().splitlines()) == len(names) - 1):
+        done = len(names) - 1
+        deadline = time.monotonic() + 120  # a safety net: every file but the held one commits first
+        while not (committed(out) == done and tried(out) == done and live_succeeded(out) == done):
             assert job.poll() is None, job.stderr.read()
             assert time.monotonic() < deadline, "the job's unheld files were not committed"
             time.sleep(0.05)
         html = report(out, tmp_path / "report.html", run_marker)
         with browser.open_report(html) as page:
             assert_clean(page)
-            assert "running" in page.text("status").lower()
-            assert page.number("items-succeeded") == len(names) - 1
+            assert page.value("state") == "running"
+            assert "snapshot of a running job" in page.text("snapshot")
+            assert int(page.value("items-succeeded")) == done
+            (ok,) = [t for t in page.traces("chart-timeline") if t["name"] == "ok"]
+            assert len(ok["x"]) == done
     finally:
         gate.touch()
         assert job.wait(timeout=120) == 0, job.stderr.read()
+
+
+def committed(out: Path) -> int:
+    """Rows in the job's output file so far."""
+    rows = out / "parallel_run_step.txt"
+    return len(rows.read_text().splitlines()) if rows.exists() else 0
+
+
+def tried(out: Path) -> int:
+    """Tries in processed_mini_batches.csv so far (whole lines only)."""
+    path = out / "logs" / "processed_mini_batches.csv"
+    return max(0, path.read_text().count("\n") - 1) if path.exists() else 0
+
+
+def live_succeeded(out: Path) -> int | None:
+    """Items succeeded in the running job's live status (.batchinfer/status.json, rewritten about once a second)."""
+    try:
+        return json.loads((out / ".batchinfer" / "status.json").read_text()).get("items_succeeded")
+    except (OSError, ValueError):
+        return None
