@@ -22,10 +22,12 @@ CHART_SELECTOR = '[id^="chart-"]'
 WIDTH = 1200
 SCREENSHOT_LIMIT = 400 * 1024  # bytes: the README's screenshots stay small
 
-# true when every chart div is a drawn plotly plot (plotly marks the div .js-plotly-plot, draws into .main-svg)
+# once every chart div is a drawn plotly plot (plotly marks the div .js-plotly-plot, draws into .main-svg):
+# the time since navigation started, in ms (performance.now() in the page, so no round trip is counted)
 _CHARTS_DRAWN = f"""() => {{
     const charts = [...document.querySelectorAll('{CHART_SELECTOR}')];
-    return charts.length > 0 && charts.every(c => c.classList.contains('js-plotly-plot') && c.querySelector('.main-svg'));
+    const drawn = charts.length > 0 && charts.every(c => c.classList.contains('js-plotly-plot') && c.querySelector('.main-svg'));
+    return drawn ? performance.now() : false;
 }}"""
 
 # a chart's traces as plain JSON: plotly keeps decoded arrays (typed arrays, too) in gd._fullData
@@ -78,6 +80,7 @@ class ReportPage:
     console: list[str] = field(default_factory=list)  # console messages of type error or warning
     page_errors: list[str] = field(default_factory=list)  # uncaught exceptions
     blocked: list[str] = field(default_factory=list)  # requests for anything but the file itself
+    drawn_s: float = 0.0  # seconds from navigation start until every chart was drawn (seen at the next frame)
 
     @property
     def problems(self) -> list[str]:
@@ -175,7 +178,8 @@ class Browser:
             page.on("console", lambda m: m.type in ("error", "warning") and opened.console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: opened.page_errors.append(str(e)))
             page.goto(url, wait_until="load", timeout=timeout_s * 1000)
-            page.wait_for_function(_CHARTS_DRAWN, timeout=timeout_s * 1000, polling="raf")
+            drawn = page.wait_for_function(_CHARTS_DRAWN, timeout=timeout_s * 1000, polling="raf")
+            opened.drawn_s = drawn.json_value() / 1000
             yield opened
         finally:
             context.close()

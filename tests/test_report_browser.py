@@ -47,7 +47,7 @@ class Finished:
 def batchinfer(*args: str, marker: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     """The real command line, tagged for the leak guard of tests/conftest.py."""
     env = {**os.environ, MARKER: marker}
-    return subprocess.run([sys.executable, "-m", "batchinfer", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "batchinfer", *args], cwd=cwd, env=env, capture_output=True, check=False,
                           text=True, timeout=timeout)
 
 
