@@ -66,6 +66,9 @@ def why_not_available() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install -e '.[dev]')"
     if chromium_path() is None:
+        named = os.environ.get("BATCHINFER_CHROMIUM")
+        if named:
+            return f"BATCHINFER_CHROMIUM names {named}, which is not an executable file"
         return ("no Chromium: /usr/bin/chromium is missing and BATCHINFER_CHROMIUM is not set "
                 "(tests/install.sh installs Debian's chromium when it may use apt-get)")
     return None
