@@ -195,6 +195,19 @@ def run(
     raise JobInterruptedError(f"job {spec.name} interrupted: {summary.reason}", code, summary=summary)
 
 
+def report(output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> str:
+    """Write the HTML report of a job's or a pipeline's output folder (default ``<output_dir>/report.html``,
+    ``"-"``: stdout) and return where it went; needs the ``report`` extra (plotly).
+
+    Raises :class:`~batchinfer.errors.OutputError` for a folder batchinfer did not write and
+    :class:`~batchinfer.errors.MissingExtraError` when plotly is missing.
+    """
+    from batchinfer.report import write_report
+
+    return write_report(output_dir if isinstance(output_dir, str) else Path(output_dir),
+                        None if out is None else os.fspath(out))
+
+
 def plan(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None, first: int = 10) -> Plan | dict[str, Any]:
     """How the job's inputs are cut into mini-batches (the first ``first`` listed); lists inputs, runs nothing.
 

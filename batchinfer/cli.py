@@ -130,6 +130,9 @@ def run(
         Optional[str], typer.Option("--step", metavar="STEP", help="Azure ML pipeline: run this step alone.")
     ] = None,
     input_: InputOpt = None,
+    with_report: Annotated[
+        bool, typer.Option("--report", help="Write OUTPUT/report.html (see batchinfer report) when the run ends, whatever its status.")
+    ] = False,
 ) -> None:
     """Run a job or an Azure ML pipeline: score every input with the entry script and write the rows to the output folder."""
     from batchinfer import api
@@ -149,12 +152,14 @@ def run(
                              hint="give --output a folder, or run without '>&-'")
         if as_json and output == "-":
             raise UsageError("--json and --output - both write to stdout", hint="use --logs DIR and read DIR/summary.json")
+        if with_report:
+            _check_report(output, logs)
         pipeline = _pipeline(job, output, list(input_ or []), step)
         if pipeline is not None:
             if logs:
                 raise UsageError("--logs goes with --output -, which an Azure ML pipeline cannot use",
                                  hint="give an output folder; each step's logs are in <output>/<step>/logs")
-            _run_pipeline(pipeline, overrides, restart, retry_failed, quiet, progress_interval, as_json)
+            _run_pipeline(pipeline, overrides, restart, retry_failed, quiet, progress_interval, as_json, with_report)
             return
         if step:
             raise UsageError(f"--step goes with an Azure ML pipeline; {job} is one job", hint="run it without --step")
@@ -174,6 +179,8 @@ def run(
         reporter.final(result.raw, reused=result.reused)
         if as_json:
             _print_json(result.raw)
+    if with_report and not result.reused:
+        _report_at_end(result.kept_logs or (logs if output == "-" else result.output_dir))
     if result.kept_logs:  # even with --quiet: it is left on disk for the user to look at, then remove
         sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "
                          "something failed; remove it when done\n")
@@ -198,12 +205,26 @@ def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None
     return load_pipeline(job, output, inputs, step)
 
 
+def _check_report(output: str | None, logs: Path | None) -> None:
+    """``run --report``: refused before anything runs when it cannot be written (no plotly, nowhere to put it)."""
+    from batchinfer.report import check_extra
+
+    if output == "-" and not logs:
+        raise UsageError("--report with --output - needs --logs DIR (the report is written there)",
+                         hint="add --logs DIR")
+    check_extra()
+
+
 def _run_pipeline(pipeline, overrides: list[str], restart: bool, retry_failed: bool, quiet: bool,
-                  interval: float, as_json: bool) -> None:
+                  interval: float, as_json: bool, with_report: bool = False) -> None:
     from batchinfer.steps import PipelineOptions, run_pipeline
 
     options = PipelineOptions(overrides, restart, retry_failed, quiet, interval, failures_when_quiet=True)
-    result = run_pipeline(pipeline, options)  # a BatchInferError goes to the caller's handler
+    try:
+        result = run_pipeline(pipeline, options)  # a BatchInferError goes to the caller's handler
+    finally:
+        if with_report and (pipeline.root / "pipeline.json").is_file():
+            _report_at_end(pipeline.root)
     if as_json:
         _print_json(result.doc if not pipeline.standalone else _standalone_summary(pipeline))
     elif not pipeline.standalone and not quiet and result.exit_code == ExitCode.OK:
@@ -376,6 +397,47 @@ def status(
             time.sleep(interval)
     except BatchInferError as error:
         fail(error)
+
+
+@app.command(epilog=(
+    "Examples:\n\n"
+    "  batchinfer report out/   # writes out/report.html\n\n"
+    "  batchinfer report out/ -o - > run.html"
+))
+def report(
+    output_dir: Annotated[
+        str, typer.Argument(metavar="OUTPUT", show_default=False,
+                            help="The output folder of a job or an Azure ML pipeline (finished, failed, or still running)."),
+    ],
+    out: Annotated[
+        Optional[str],
+        typer.Option("--out", "-o", metavar="FILE", help="Where to write the page (default OUTPUT/report.html); '-' for stdout."),
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page of a run: throughput, workers' timelines, slowest tries, failures."""
+    from batchinfer.report import write_report
+
+    try:
+        written = write_report(output_dir, out)
+    except BatchInferError as error:
+        fail(error)
+        return
+    if written != "-":
+        sys.stderr.write(f"batchinfer: report: {one_line(written)}\n")
+
+
+def _report_at_end(folder: Path | str | None) -> None:
+    """``run --report``: the page of the run that just ended, whatever its status; named on stderr."""
+    from batchinfer.report import write_report
+
+    if folder is None:
+        return
+    try:
+        written = write_report(folder)
+    except BatchInferError as error:  # the run's exit code stands: the report is an extra
+        sys.stderr.write(f"batchinfer: report not written: {for_log(str(error))}\n")
+        return
+    sys.stderr.write(f"batchinfer: report: {one_line(written)}\n")
 
 
 def _ran_locally(folder: Path) -> bool:

@@ -55,7 +55,9 @@ from batchinfer.resume import (
 )
 from batchinfer.manifest import seal_state
 from batchinfer.modelcache import Fetched, ModelCache, Remote, versions
-from batchinfer.scheduler import Progress, Scheduler, TryLog, summary_of
+from batchinfer.scheduler import Progress, Scheduler, summary_of
+from batchinfer.trylog import TryLog
+from batchinfer.eventlog import EventLog
 from batchinfer.spec import JobSpec, is_url
 from batchinfer.statefiles import private_umask
 
@@ -151,6 +153,9 @@ errors.jsonl                one JSON object per failed try: mini_batch, part, it
                             message, traceback
 processed_mini_batches.csv  one row per try: id, part, try, worker, start, seconds, items, succeeded, failed, status
 failed_items.txt            every item that finally failed (fix them, then: batchinfer run JOB --retry-failed)
+events.jsonl                one JSON object per event: run_started, worker_ready (init() time, memory), run_ended
+slowest_tries.json          the ten slowest tries, with their items
+../report.html              the page of the run (batchinfer report OUTPUT, or batchinfer run JOB --report)
 """
 
 
@@ -405,6 +410,7 @@ def _run(
         if remote is not None:
             sink = remote.wrap(sink)
         try_log = TryLog(folder / "logs")
+        events = EventLog(folder / "logs")
         # a remote folder's live status goes into its lease (for `batchinfer status URL` from anywhere)
         status_file: Any = (LeaseStatus(remote.lease, spec.name, spec.worker_count) if remote is not None
                             else StatusFile(folder / STATE_DIR, spec.name, spec.worker_count))
@@ -417,6 +423,7 @@ def _run(
         init_times.append(ready.init_seconds)
         worker_rss.append(ready.rss_bytes)
         log.info("worker %d ready (pid %d) after init() of %.2fs", ready.worker, ready.pid, ready.init_seconds)
+        events.worker_ready(ready.worker, ready.pid, ready.init_seconds, ready.rss_bytes / 2**20)
 
     def on_progress(p: Progress) -> None:
         reporter.update(p)
@@ -445,6 +452,7 @@ def _run(
                  spec.name, executor.count, "stdout" if to_stdout else where(folder),
                  len(journal.done) + len(journal.entries),
                  ", retrying failed items" if options.retry_failed else "")
+        events.run_started(executor.count, spec.backend, len(journal.done) + len(journal.entries))
         reporter.start(spec.name, executor.count)
         for note in notes_of(executor):  # e.g. far more workers than cores
             reporter.note(note)
@@ -465,6 +473,7 @@ def _run(
         signals.hook = _ignore  # the run is ending: a signal now changes nothing
         try_log.close()
         if sys.exc_info()[0] is not None:
+            events.close()
             sink.close()
             journal.close()
             log.removeHandler(handler)
@@ -520,6 +529,7 @@ def _run(
         summary["store_writes"] = {"segments": remote.segments_written, "objects": remote.objects_written}
     summary["look_at"] = _failure_hint(summary, where(folder / "logs"))
     write_json_atomic(folder / SUMMARY_FILE, summary)
+    events.run_ended(status, reason, elapsed)
     status_file.update(progress, state=status, force=True)
     seal_state(folder)
     log.info("job %s %s%s", spec.name, status, f": {reason}" if reason else "")

@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 SUMMARY = SUMMARY_FILE
 LOG_FILES = ("job.log", "errors.jsonl", "processed_mini_batches.csv", "failed_items.txt", "readme.txt",
-             "metrics.jsonl")  # metrics.jsonl: what scripts give azureml.core.Run.log* (batchinfer/_compat)
+             "metrics.jsonl", "events.jsonl", "slowest_tries.json")  # metrics.jsonl: what scripts give azureml.core.Run.log* (batchinfer/_compat)
 STATE_FILES = (JOB_FILE, "journal.jsonl", "status.json", "lock", MANIFEST)
 TREES = (f"{STATE_DIR}/parts", f"{STATE_DIR}/tmp")
 # created before the manifest can name them (the lock comes first of all), and kept when clearing:

@@ -5,7 +5,7 @@
                                           |   +--<--poll(): [Outcome]
                                           |   |
                    journal (resume) ------+   +--> sink.commit(rows + journal line)
-                                              +--> logs/errors.jsonl, processed_mini_batches.csv
+                                              +--> TryLog: logs/errors.jsonl, processed_mini_batches.csv
                                               +--> progress snapshots
 
 The scheduler never touches processes: it asks the executor how many
@@ -15,25 +15,21 @@ mini-batches it takes now (backpressure), and receives one Outcome per try
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Protocol
 
 from batchinfer.errors import InputError
 from batchinfer.executors.base import Executor
 from batchinfer.inputs import MiniBatch
-from batchinfer.output import Journal, JournalEntry, open_own_file
+from batchinfer.output import Journal, JournalEntry
 from batchinfer.protocol import EXCEPTION, OUT_OF_MEMORY, SHORT_RETURN, WORKER_DIED, Outcome
-from batchinfer.redact import for_log, json_safe, redact_text
+from batchinfer.redact import for_log, redact_text
 from batchinfer.spec import JobSpec
+from batchinfer.trylog import TryLog
 
 POLL_S = 0.2
 ORDERED_WINDOW_PER_WORKER = 64  # ordered: at most this many uncommitted mini-batches per worker
@@ -121,75 +117,6 @@ def uncovered(entries: list[JournalEntry], items: int | None) -> list[tuple[int,
     if position < items:
         gaps.append((position, items))
     return gaps
-
-
-def _append(path: Path) -> Any:
-    """A log file opened to append text, refused if something other than a file stands at its name."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-    return os.fdopen(open_own_file(path, flags, private=False), "a", newline="", encoding="utf-8")
-
-
-class TryLog:
-    """``logs/errors.jsonl`` (one record per failed try) and ``logs/processed_mini_batches.csv`` (one row per try)."""
-
-    COLUMNS = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
-
-    def __init__(self, log_dir: Path) -> None:
-        self.errors = _append(log_dir / "errors.jsonl")
-        new = not (log_dir / "processed_mini_batches.csv").exists()
-        self._tries_file = _append(log_dir / "processed_mini_batches.csv")
-        self.tries = csv.writer(self._tries_file)
-        self._flushed = time.monotonic()
-        self._second = -1
-        self._prefix = ""
-        if new:
-            self.tries.writerow(self.COLUMNS)
-
-    def record(self, outcome: Outcome, try_number: int, batch: MiniBatch) -> None:
-        """Log one try; failed (and short) tries also go to errors.jsonl."""
-        items = outcome.items if outcome.items is not None else batch.known_items
-        failed = (items or 0) - outcome.succeeded if outcome.ok else items
-        status = "ok" if outcome.ok and not outcome.kind else (outcome.kind or "failed")
-        start = self._iso(outcome.started)
-        part = f"{batch.part[0]}-{batch.part[1]}" if batch.part else ""
-        self.tries.writerow(
-            [outcome.batch_id, part, try_number, outcome.worker, start, f"{outcome.seconds:.3f}", items,
-             outcome.succeeded, failed, status]
-        )
-        if outcome.kind:
-            record = {
-                "time": start,
-                "mini_batch": outcome.batch_id,
-                "part": list(batch.part) if batch.part else None,
-                "items": [json_safe(label) for label in batch.item_labels()],
-                "try": try_number,
-                "worker": outcome.worker,
-                "kind": outcome.kind,
-                "message": json_safe(outcome.message),
-                "traceback": json_safe(outcome.traceback),
-            }
-            self.errors.write(json.dumps(record) + "\n")
-            self.errors.flush()
-
-    def _iso(self, timestamp: float) -> str:
-        """ISO 8601 UTC with milliseconds; the seconds part is formatted once per second (hot path)."""
-        second = int(timestamp)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{self._prefix}.{int((timestamp - second) * 1000):03d}+00:00"
-
-    def flush(self, every: float = 0.0) -> None:
-        """Flush processed_mini_batches.csv (at most once per ``every`` seconds)."""
-        now = time.monotonic()
-        if now - self._flushed >= every:
-            self._tries_file.flush()
-            self._flushed = now
-
-    def close(self) -> None:
-        """Flush and close both files."""
-        self.errors.close()
-        self._tries_file.close()
 
 
 class Scheduler:
