@@ -47,7 +47,9 @@ _LAYOUT = {
     "paper_bgcolor": "white",
     "plot_bgcolor": "white",
     "font": {"family": "system-ui, sans-serif", "size": 12},
-    "margin": {"l": 60, "r": 30, "t": 40, "b": 50},
+    "margin": {"l": 60, "r": 70, "t": 50, "b": 50},  # r: room for a second y axis' numbers
+    # above the plot, on the right: below it, the legend would sit on the x axis' title
+    "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     "hoverlabel": {"namelength": -1},
 }
 _GRID = {"showgrid": True, "gridcolor": "#eee", "zeroline": False}
@@ -157,7 +159,7 @@ def throughput(report: JobReport, axis: TimeAxis) -> Any:
                   yaxis={"title": {"text": "items/s"}, **_GRID, "rangemode": "tozero"},
                   yaxis2={"title": {"text": "items succeeded (cumulative)"}, "overlaying": "y", "side": "right",
                           "rangemode": "tozero", "showgrid": False},
-                  legend={"orientation": "h", "y": -0.2}, bargap=0)
+                  bargap=0)
     if not len(t):
         return _empty(fig, "no tries recorded yet")
     ends = [axis(s + d) for s, d in zip(t.start, t.seconds)]
@@ -206,7 +208,7 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
     t = report.tries
     fig = _figure(xaxis={"title": {"text": "seconds of running"}, **_GRID},
                   yaxis={"title": {"text": "worker"}, "autorange": "reversed", "dtick": 1, "zeroline": False},
-                  barmode="overlay", legend={"orientation": "h", "y": -0.2})
+                  barmode="overlay")
     if not len(t) and not report.workers:
         return Timeline(_empty(fig, "no tries recorded yet"))
     rows = sorted(set(t.worker) | {w.worker for w in report.workers})
@@ -249,6 +251,8 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
             by_kind[kind] = _sample(idx, max(1, FAILED_MAX_BARS * len(idx) // failed))
             shown += len(by_kind[kind])
         out.sampled = (shown, failed)
+    shapes, notes = _run_marks(report, axis)
+    fig.update_layout(shapes=shapes, annotations=notes)
     for kind in sorted(by_kind, key=lambda k: (k not in KIND_COLOURS, k)):
         # an outline: a failed try of a few ms stays visible on an axis of hours
         fig.add_trace(bars(by_kind[kind], escape(kind), kind_colour(kind), outline=2))
@@ -315,7 +319,7 @@ def workers(report: JobReport) -> Any:
     fig = _figure(barmode="group", yaxis={"title": {"text": "init() seconds"}, **_GRID, "rangemode": "tozero"},
                   yaxis2={"title": {"text": "MB after init()"}, "overlaying": "y", "side": "right",
                           "rangemode": "tozero", "showgrid": False},
-                  xaxis={"type": "category"}, legend={"orientation": "h", "y": -0.25})
+                  xaxis={"type": "category"})
     if not report.workers:
         return _empty(fig, "no worker start recorded")
     starts = sorted(report.workers, key=lambda w: (w.run, w.worker, w.ready))
