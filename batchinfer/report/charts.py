@@ -213,7 +213,8 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
         return Timeline(_empty(fig, "no tries recorded yet"))
     rows = sorted(set(t.worker) | {w.worker for w in report.workers})
     fig.update_layout(height=max(260, 120 + 28 * len(rows)))
-    hover = ("mini-batch %{customdata[0]}%{customdata[1]}, try %{customdata[2]}<br>%{x:.3f} s, "
+    # %{x} of a bar with a base is where it ends, not its length: the seconds go in customdata
+    hover = ("mini-batch %{customdata[0]}%{customdata[1]}, try %{customdata[2]}<br>%{customdata[5]:.3f} s, "
              "%{customdata[3]} items<br>%{customdata[4]}<extra>worker %{y}</extra>")
 
     def bars(idx: list[int], name: str, colour: str, outline: float = 0) -> Any:
@@ -221,7 +222,7 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
                       x=[max(_ms(t.seconds[i]), 0.001) for i in idx], y=[t.worker[i] for i in idx],
                       width=0.8, name=name, marker={"color": colour, "line": {"width": outline, "color": colour}},
                       customdata=[[t.mini_batch[i], f" part {escape(t.part[i])}" if t.part[i] else "",
-                                   t.try_number[i], t.items[i], escape(t.status[i])] for i in idx],
+                                   t.try_number[i], t.items[i], escape(t.status[i]), _ms(t.seconds[i])] for i in idx],
                       hovertemplate=hover)
 
     if report.workers:
@@ -229,8 +230,9 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
                              x=[max(_ms(w.init_s), 0.001) for w in report.workers],
                              y=[w.worker for w in report.workers], width=0.8, name="init()",
                              marker={"color": INIT_COLOUR, "line": {"width": 1, "color": INIT_COLOUR}},
-                             customdata=[[w.run, w.pid if w.pid is not None else "?"] for w in report.workers],
-                             hovertemplate="init() %{x:.3f} s<br>run %{customdata[0]}, pid %{customdata[1]}"
+                             customdata=[[w.run, w.pid if w.pid is not None else "?", _ms(w.init_s)]
+                                         for w in report.workers],
+                             hovertemplate="init() %{customdata[2]:.3f} s<br>run %{customdata[0]}, pid %{customdata[1]}"
                                            "<extra>worker %{y}</extra>"))
     ok = [i for i, s in enumerate(t.status) if s == "ok"]
     by_kind: dict[str, list[int]] = {}
