@@ -22,7 +22,7 @@ from batchinfer.report.model import FailureGroup, PipelineReport, Run, StepRepor
 from batchinfer.report.page import render
 
 CHARTS = ["chart-throughput", "chart-timeline", "chart-durations", "chart-workers"]
-HEADLINE = ["status", "items-succeeded", "items-failed", "items-total", "mini-batches-done", "mini-batches-total",
+HEADLINE = ["state", "items-succeeded", "items-failed", "items-total", "mini-batches-done", "mini-batches-total",
             "tries", "elapsed", "items-per-s", "workers"]
 HOSTILE = "<script>alert(1)</script>"
 DAY = 86_400.0
@@ -155,7 +155,7 @@ def test_the_page_is_whole_offline_and_holds_every_chart_and_number(pages, case)
         h = job.headline
         for key in HEADLINE:
             assert f"{prefix}{key}" in page.ids
-        assert page.ids[f"{prefix}status"]["data-value"] == h.state
+        assert page.ids[f"{prefix}state"]["data-value"] == h.state
         assert page.ids[f"{prefix}items-succeeded"]["data-value"] == str(h.items_succeeded)
         assert page.ids[f"{prefix}tries"]["data-value"] == str(h.tries)
         for key, value in [("reason", h.reason), ("first-error", h.first_error), ("snapshot", h.snapshot_at)]:
@@ -170,7 +170,7 @@ def test_the_page_is_whole_offline_and_holds_every_chart_and_number(pages, case)
 
 def test_a_pipeline_shows_its_steps_and_a_command_steps_error_and_log(pages) -> None:
     page = Page(pages["a pipeline with a command step"][1])
-    assert page.ids["status"]["data-value"] == "failed"
+    assert page.ids["state"]["data-value"] == "failed"
     assert {"step-1", "step-2", "step-2-error"} <= set(page.ids)
     assert "python publish.py exited with code 3" in page.visible
     assert "/runs/p/publish/std_log.txt" in page.visible

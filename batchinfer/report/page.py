@@ -8,7 +8,7 @@ tracebacks) goes through ``html.escape``.
 
 Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
 the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
-headline values ``status``, ``items-succeeded``, ``items-failed``, ``items-total``,
+headline values ``state``, ``items-succeeded``, ``items-failed``, ``items-total``,
 ``mini-batches-done``, ``mini-batches-total``, ``tries``, ``elapsed``, ``items-per-s``,
 ``workers``, ``first-error``, ``reason``, ``snapshot``, each with its raw value in ``data-value``;
 the notes ``timeline-aggregated``, ``timeline-sampled``, ``time-cut`` when they apply.
@@ -104,7 +104,7 @@ def _headline(r: JobReport, p: str) -> str:
     h = r.headline
     colour = _STATE_COLOURS.get(h.state, "#57606a")
     out = [f"<h1>{escape(h.job)}</h1>" if not p else "",
-           f"<div><span class='state' id='{p}status' data-value='{escape(h.state)}' style='background:{colour}'>"
+           f"<div><span class='state' id='{p}state' data-value='{escape(h.state)}' style='background:{colour}'>"
            f"{escape(h.state)}</span> <span class='muted'>{escape(h.output_dir)}</span></div>"]
     if h.state == "running":
         out.append(f"<p class='note' id='{p}snapshot' data-value='{escape(h.snapshot_at or '')}'>A snapshot of a "
@@ -238,7 +238,7 @@ def _workers(r: JobReport) -> str:
 def _pipeline(r: PipelineReport, pio: Any) -> str:
     colour = _STATE_COLOURS.get(r.status, "#57606a")
     out = [f"<h1>{escape(r.name)}</h1>",
-           f"<div><span class='state' id='status' data-value='{escape(r.status)}' style='background:{colour}'>"
+           f"<div><span class='state' id='state' data-value='{escape(r.status)}' style='background:{colour}'>"
            f"{escape(r.status)}</span> <span class='muted'>exit code {escape(str(r.exit_code))}</span></div>",
            "<h2>Steps</h2>",
            _table(["#", "step", "kind", "status", "exit code", "folder"],
