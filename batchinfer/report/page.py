@@ -90,10 +90,14 @@ def _num(n: int | float | None) -> str:
     return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
 
 
-def _stat(p: str, key: str, label: str, value: Any, shown: str) -> str:
+def _value(p: str, key: str, value: Any, shown: str, tag: str = "span") -> str:
+    """A number of the headline: its id, its raw value in data-value (empty when not known)."""
     raw = "" if value is None else str(value)
-    return (f"<div class='stat'>{escape(label)}<b id='{p}{key}' data-value='{escape(raw)}'>{escape(shown)}"
-            "</b></div>")
+    return f"<{tag} id='{p}{key}' data-value='{escape(raw)}'>{escape(shown)}</{tag}>"
+
+
+def _stat(label: str, inner: str, css: str = "") -> str:
+    return f"<div class='stat'>{escape(label)}<b{css}>{inner}</b></div>"
 
 
 def _headline(r: JobReport, p: str) -> str:
@@ -108,22 +112,24 @@ def _headline(r: JobReport, p: str) -> str:
     elif h.state == "stopped":
         out.append(f"<p class='note' id='{p}snapshot' data-value=''>The job stopped without finishing (no "
                    "summary.json): it was killed, or its machine went down. Run it again to resume.</p>")
-    items = (f"{_num(h.items_succeeded)} of {_num(h.items_total)}" if h.items_total is not None
-             else _num(h.items_succeeded))
-    batches = (f"{_num(h.mini_batches_done)} of {_num(h.mini_batches_total)}" if h.mini_batches_total is not None
-               else _num(h.mini_batches_done))
+
+    def of(key: str, value: int | None, total_key: str, total: int | None) -> str:
+        return _value(p, key, value, _num(value)) + (
+            f" <small>of {_value(p, total_key, total, _num(total))}</small>" if total is not None else
+            f"<span hidden id='{p}{total_key}' data-value=''></span>")
+
+    red = " style='color:#cf222e'" if h.items_failed else ""
     out.append("<div class='stats'>" + "".join([
-        _stat(p, "items-succeeded", "items succeeded", h.items_succeeded, items),
-        _stat(p, "items-failed", "items failed", h.items_failed, _num(h.items_failed)),
-        _stat(p, "mini-batches-done", "mini-batches done", h.mini_batches_done, batches),
-        _stat(p, "tries", "tries", h.tries, _num(h.tries)),
-        _stat(p, "elapsed", "elapsed", h.elapsed_s, duration(h.elapsed_s)),
-        _stat(p, "items-per-s", "items/s", h.items_per_s, _num(h.items_per_s)),
-        _stat(p, "workers", "workers", h.workers,
-              _num(h.workers) + (f" ({h.backend})" if h.backend else "")),
-    ]) + f"<span hidden id='{p}items-total' data-value='{'' if h.items_total is None else h.items_total}'></span>"
-        f"<span hidden id='{p}mini-batches-total' data-value='{'' if h.mini_batches_total is None else h.mini_batches_total}'>"
-        "</span></div>")
+        _stat("items succeeded", of("items-succeeded", h.items_succeeded, "items-total", h.items_total)),
+        _stat("items failed", _value(p, "items-failed", h.items_failed, _num(h.items_failed)), red),
+        _stat("mini-batches done", of("mini-batches-done", h.mini_batches_done, "mini-batches-total",
+                                      h.mini_batches_total)),
+        _stat("tries", _value(p, "tries", h.tries, _num(h.tries))),
+        _stat("elapsed", _value(p, "elapsed", h.elapsed_s, duration(h.elapsed_s))),
+        _stat("items/s", _value(p, "items-per-s", h.items_per_s, _num(h.items_per_s))),
+        _stat("workers", _value(p, "workers", h.workers, _num(h.workers))
+              + (f" <small>{escape(h.backend)}</small>" if h.backend else "")),
+    ]) + "</div>")
     when = " → ".join(escape(x) for x in (h.started_at, h.finished_at) if x)
     if when:
         out.append(f"<p class='muted'>{when}</p>")
@@ -224,7 +230,8 @@ def _workers(r: JobReport) -> str:
     note = f"<p class='note'>Replaced workers: {escape('; '.join(replaced))}.</p>" if replaced else ""
     return note + _table(["run", "worker", "pid", "node", "ready at (s)", "init() s", "MB after init()"],
                          [[w.run, w.worker, w.pid if w.pid is not None else "?", w.node or "?", f"{w.ready:.1f}",
-                           f"{w.init_s:.2f}", "?" if w.rss_mb is None else f"{w.rss_mb:.0f}"] for w in r.workers],
+                           f"{w.init_s:.2f}", "?" if w.rss_mb is None else f"{w.rss_mb:.0f}"]
+                          for w in sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))],
                          {0, 1, 2, 4, 5, 6})
 
 

@@ -219,7 +219,10 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
         text = f.read()
     complete = text.endswith("\n")
     reader = csv.reader(text.splitlines())
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error:
+        header = []
     if header is None:
         return tries, starts
     column = {name: i for i, name in enumerate(header)}
@@ -233,7 +236,12 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     width = len(header)
     seconds_of: dict[str, float] = {}
     lines = text.count("\n") + (not complete)
-    for number, row in enumerate(reader, start=2):
+    try:
+        numbered = list(enumerate(reader, start=2))
+    except csv.Error as exc:
+        notes.append(f"logs/{TRIES_FILE} could not be read ({exc}): tries not shown")
+        return tries, starts
+    for number, row in numbered:
         try:
             if len(row) < width:
                 raise ValueError
