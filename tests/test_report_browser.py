@@ -24,6 +24,8 @@ import yaml
 
 from conftest import MARKER, REPO, SCRIPTS
 
+# one xdist worker for the module (.ci/run: --dist loadgroup): one Chromium and one failed job, not two
+pytestmark = pytest.mark.xdist_group("report-browser")
 CHARTS = ("chart-throughput", "chart-timeline", "chart-durations", "chart-workers")
 # the headline's numbers and the summary.json key each one shows
 HEADLINE = [("items-succeeded", "items_succeeded"), ("items-failed", "items_failed"), ("items-total", "items_total"),
