@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
+from conftest import MARKER, REPO, assert_one_line_error
+from test_azure_pipeline import mnist
 
 import batchinfer
 from batchinfer.report.model import JobReport, PipelineReport
 from batchinfer.report.read import read_target
-from conftest import MARKER, REPO, assert_one_line_error
-from test_azure_pipeline import mnist
 
 NO_PLOTLY = ("import sys; sys.modules['plotly'] = None; sys.argv[0] = 'batchinfer'; "
              "from batchinfer.cli import main; main()")
@@ -80,7 +80,7 @@ def test_missing_plotly_is_one_line_with_the_extra_to_install(tmp_path, run_mark
     (out / "summary.json").write_text("{}")
     command = [a.format(out=out, spec=spec) for a in args]
     proc = subprocess.run([sys.executable, "-c", NO_PLOTLY, *command], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, MARKER: run_marker}, timeout=120)
+                          env={**os.environ, MARKER: run_marker}, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "pip install 'batchinfer[report]'" in proc.stderr, proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
