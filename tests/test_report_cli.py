@@ -64,8 +64,25 @@ def test_what_is_not_an_output_folder_is_one_line(batchinfer, tmp_path, make):
     assert not (tmp_path / "target" / "report.html").exists()
 
 
-def test_a_remote_folder_is_refused_in_one_line_for_now(batchinfer):
-    assert_one_line_error(batchinfer("report", "s3://bucket/out"), "s3://bucket/out", "not supported yet")
+def test_a_remote_folder_is_read_through_the_store_and_gets_its_page(job, batchinfer, text_files, tmp_path):
+    """file://, as a store: the lease, segments and all (the store code is the same for s3:// and az://)."""
+    data = text_files(3)
+    (data / "bad.txt").write_text("bad\n")
+    url = f"file://{tmp_path / 'remote'}"
+    run = job("fail_on_bad.py", "--output", url, inputs={"path": str(data)}, mini_batch_size=1, run_max_try=1)
+    assert run.code == 0, run.stderr
+    made = batchinfer("report", url)
+    assert made.code == 0, made.stderr
+    assert made.stderr == f"batchinfer: report: {url}/report.html\n"
+    assert is_page((tmp_path / "remote" / "report.html").read_text())
+    report = read_target(url)
+    assert report.headline.state == "succeeded" and report.headline.output_dir == url
+    assert len(report.tries) == 4 and report.failures[0].example_items == [str(data / "bad.txt")]
+    assert [r.status for r in report.runs] == ["succeeded"] and report.slowest[0].items
+    again = batchinfer("run", str(tmp_path / "job.yaml"), "--output", url, "--restart")  # beside report.html
+    assert again.code == 0, again.stderr
+    missing = batchinfer("report", f"file://{tmp_path / 'nothing'}")
+    assert_one_line_error(missing, "nothing")
 
 
 @pytest.mark.parametrize("args", [["report", "{out}"], ["run", "{spec}", "--output", "{out}", "--report"]],

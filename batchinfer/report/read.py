@@ -43,8 +43,12 @@ def read_target(target: str | Path) -> JobReport | PipelineReport:
     Raises :class:`OutputError` (one line) when ``target`` is not an output folder batchinfer wrote.
     """
     if isinstance(target, str) and "://" in target:
-        raise OutputError(f"{target}: a report of a remote output folder is not supported yet",
-                          hint="copy the folder (summary.json, logs/, .batchinfer/) to a local folder and give that")
+        local = local_path(target)
+        if local is None:
+            from batchinfer.report.remote import read_remote
+
+            return read_remote(target)
+        target = local
     folder = Path(target).absolute()
     if (folder / PIPELINE_FILE).is_file():
         pipeline = _read_pipeline(folder)
@@ -59,6 +63,17 @@ def read_target(target: str | Path) -> JobReport | PipelineReport:
     return read_job(folder)
 
 
+def local_path(url: str) -> Path | None:
+    """The folder of a ``file://`` URL that a local run wrote (its flock and status.json, as ``batchinfer
+    status`` tells them), else None: a remote folder, read through the store."""
+    if not url.startswith("file://"):
+        return None
+    folder = Path(url[len("file://"):])
+    state = folder / STATE_DIR
+    local = (state / "status.json").exists() and not (state / "lease.json").exists()
+    return folder if local or (folder / PIPELINE_FILE).is_file() else None
+
+
 def is_job_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a job's output (its state, its summary, or its tries)."""
     return ((folder / STATE_DIR / JOB_FILE).is_file() or (folder / SUMMARY_FILE).is_file()
@@ -68,8 +83,9 @@ def is_job_folder(folder: Path) -> bool:
 # ---------------------------------------------------------------- a job
 
 
-def read_job(folder: Path) -> JobReport:
-    """The report of one job's output folder (see the module's docstring)."""
+def read_job(folder: Path, status: dict[str, Any] | None = None) -> JobReport:
+    """The report of one job's output folder (see the module's docstring); ``status``: its state as
+    ``batchinfer status`` reads it, when known already (a remote folder's, from its lease)."""
     notes: list[str] = []
     logs = folder / "logs"
     events = _read_events(logs / EVENTS_FILE, notes)
@@ -80,7 +96,7 @@ def read_job(folder: Path) -> JobReport:
     t0 = first_start if first_start is not None else time.time()
     _to_relative(tries, starts, t0)
     runs, workers = _runs_and_workers(events, t0)
-    headline = _headline(folder, tries, runs, notes)
+    headline = _headline(folder, tries, runs, notes, status)
     if headline.started_at is None:
         headline.started_at = iso_ms(t0) if first_start is not None else None
     return JobReport(
@@ -96,11 +112,12 @@ def read_job(folder: Path) -> JobReport:
     )
 
 
-def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str]) -> Headline:
+def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str],
+              status: dict[str, Any] | None) -> Headline:
     from batchinfer.progress import read_status
 
-    doc: dict[str, Any] = {}
-    if (folder / STATE_DIR / JOB_FILE).exists():
+    doc: dict[str, Any] = dict(status or {})
+    if not doc and (folder / STATE_DIR / JOB_FILE).exists():
         try:
             doc = read_status(folder)
         except (OutputError, OSError, ValueError) as exc:
