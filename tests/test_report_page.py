@@ -19,6 +19,7 @@ from report_fixtures import job_report, synthetic_report
 from batchinfer.errors import MissingExtraError
 from batchinfer.report import charts
 from batchinfer.report.model import FailureGroup, PipelineReport, Run, StepReport
+from batchinfer.report import page
 from batchinfer.report.page import render
 
 CHARTS = ["chart-throughput", "chart-timeline", "chart-durations", "chart-workers"]
@@ -246,3 +247,15 @@ def test_importing_the_page_does_not_import_plotly() -> None:
     script = "import sys, batchinfer.report.page, batchinfer.report.charts; print('plotly' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("groups", [1, page.MAX_GROUPS, page.MAX_GROUPS + 5])
+def test_many_failure_groups_show_the_largest_and_count_the_rest(groups) -> None:
+    report = job_report([(i * 0.1, 0.1, 0, "exception") for i in range(groups)], state="failed",
+                        failures=[failure("exception", f"cannot read file-{n}.png") for n in range(groups)])
+    text = Page(render(report)).visible
+    shown = min(groups, page.MAX_GROUPS)
+    assert all(f"cannot read file-{n}.png" in text for n in range(shown))
+    assert not any(f"cannot read file-{n}.png" in text for n in range(shown, groups))
+    assert (f"… and {groups - shown} more groups ({groups - shown} tries)" in text) == (groups > shown)
+    assert f"Failed tries by kind: exception {groups}." in re.sub(r"\s+", " ", text)

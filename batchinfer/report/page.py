@@ -25,6 +25,8 @@ from batchinfer.report.model import JobReport, PipelineReport, StepReport
 
 _CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
            "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
+MAX_GROUPS = 20  # failure groups in the table (messages that name a file make one group per file)
+MAX_WORKER_ROWS = 32
 _STATE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "interrupted": "#bf8700", "running": "#0969da",
                   "stopped": "#bf8700"}
 _CSS = """
@@ -202,15 +204,28 @@ def _failures(r: JobReport, p: str) -> str:
         out.append(f"<p id='{p}final-failed-items' data-value='{r.final_failed_items}'>{r.final_failed_items:,} "
                    f"items finally failed" + (f": they are listed in {escape(where)}" if r.final_failed_items else "")
                    + ".</p>")
+    kinds: dict[str, int] = {}
+    for status in r.tries.status:
+        if status != "ok":
+            kinds[status] = kinds.get(status, 0) + 1
+    if kinds:
+        out.append("<p>Failed tries by kind: " + ", ".join(
+            f"<b style='color:{kind_colour(k)}'>{escape(k)}</b> {n:,}" for k, n in sorted(kinds.items(), key=lambda x: -x[1]))
+            + ".</p>")
     if not r.failures:
-        out.append("<p>No failed try recorded.</p>")
+        out.append("<p>No failed try recorded.</p>" if not kinds else "")
         return "\n".join(out)
+    shown, rest = r.failures[:MAX_GROUPS], r.failures[MAX_GROUPS:]
     rows = [[g.kind, g.first_line, g.tries, g.items,
              ", ".join([*g.example_items[:3], *(f"mini-batch {m}" for m in g.example_mini_batches[:3])])]
-            for g in r.failures]
+            for g in shown]
     out.append(f"<div id='{p}failures'>" + _table(["kind", "first line", "tries", "items", "examples"], rows, {2, 3})
                + "</div>")
-    for g in r.failures:
+    if rest:
+        errors = f"{r.headline.output_dir}/logs/errors.jsonl" if r.headline.output_dir else "logs/errors.jsonl"
+        out.append(f"<p class='muted'>… and {len(rest):,} more groups ({sum(g.tries for g in rest):,} tries); "
+                   f"every failed try is in {escape(errors)}.</p>")
+    for g in shown:
         colour = kind_colour(g.kind)
         out.append(f"<details><summary><b style='color:{colour}'>{escape(g.kind)}</b>: {escape(g.first_line)} "
                    f"({g.tries:,} tries)</summary><pre>{escape(g.message)}</pre>"
@@ -228,11 +243,13 @@ def _workers(r: JobReport) -> str:
     replaced = [f"worker {w} started {n} times" + (f" in run {run}" if len({x.run for x in r.workers}) > 1 else "")
                 for (run, w), n in sorted(starts.items()) if n > 1]
     note = f"<p class='note'>Replaced workers: {escape('; '.join(replaced))}.</p>" if replaced else ""
+    every = sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))
+    more = (f"<p class='muted'>… and {len(every) - MAX_WORKER_ROWS:,} more worker starts (the chart above has "
+            "them all; logs/events.jsonl lists them).</p>") if len(every) > MAX_WORKER_ROWS else ""
     return note + _table(["run", "worker", "pid", "node", "ready at (s)", "init() s", "MB after init()"],
                          [[w.run, w.worker, w.pid if w.pid is not None else "?", w.node or "?", f"{w.ready:.1f}",
                            f"{w.init_s:.2f}", "?" if w.rss_mb is None else f"{w.rss_mb:.0f}"]
-                          for w in sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))],
-                         {0, 1, 2, 4, 5, 6})
+                          for w in every[:MAX_WORKER_ROWS]], {0, 1, 2, 4, 5, 6}) + more
 
 
 def _pipeline(r: PipelineReport, pio: Any) -> str:
