@@ -131,6 +131,7 @@ def _empty(fig: Any, text: str) -> Any:
     fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
+    fig.update_layout(height=140, showlegend=False)  # nothing to see: no empty square of white
     return fig
 
 
@@ -161,7 +162,7 @@ def throughput(report: JobReport, axis: TimeAxis) -> Any:
                           "rangemode": "tozero", "showgrid": False},
                   bargap=0)
     if not len(t):
-        return _empty(fig, "no tries recorded yet")
+        return _empty(fig, "no try recorded")
     ends = [axis(s + d) for s, d in zip(t.start, t.seconds)]
     start = min(0.0, min(ends))
     width = _nice_width(max(ends) - start, max(10, min(THROUGHPUT_BINS, len(t) // 4)))
@@ -210,7 +211,7 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
                   yaxis={"title": {"text": "worker"}, "autorange": "reversed", "dtick": 1, "zeroline": False},
                   barmode="overlay")
     if not len(t) and not report.workers:
-        return Timeline(_empty(fig, "no tries recorded yet"))
+        return Timeline(_empty(fig, "no try recorded"))
     rows = sorted(set(t.worker) | {w.worker for w in report.workers})
     fig.update_layout(height=max(260, 120 + 28 * len(rows)))
     # %{x} of a bar with a base is where it ends, not its length: the seconds go in customdata
@@ -293,7 +294,7 @@ def durations(report: JobReport) -> Any:
     fig = _figure(xaxis={"title": {"text": "seconds per try"}, **_GRID},
                   yaxis={"title": {"text": "tries"}, **_GRID, "rangemode": "tozero"}, showlegend=False)
     if not secs:
-        return _empty(fig, "no tries recorded yet")
+        return _empty(fig, "no try recorded")
     lo, hi = min(secs), max(secs)
     log = hi / lo > 50
     bins = max(10, min(40, len(secs) // 5))
