@@ -25,7 +25,7 @@ from typing import Any
 
 from batchinfer.report.model import JobReport
 
-TIMELINE_MAX_BARS = 10_000  # SVG bars beyond this make the page slow to draw and heavy to load
+TIMELINE_MAX_BARS = 5_000  # SVG bars: 10,000 of them added ~1 s to the drawing in Chromium (5,000 ~0.5 s)
 FAILED_MAX_BARS = 3_000
 TIMELINE_BINS = 400  # time bins of the aggregated timeline, per worker
 THROUGHPUT_BINS = 150
