@@ -102,8 +102,11 @@ class TimeAxis:
                 cuts.append((b, cut))
         return cls(cuts)
 
+    def __post_init__(self) -> None:
+        self._ends = [c[0] for c in self.cuts]
+
     def __call__(self, t: float) -> float:
-        k = bisect.bisect_right([c[0] for c in self.cuts], t)
+        k = bisect.bisect_right(self._ends, t)
         return t - (self.cuts[k - 1][1] if k else 0.0)
 
     def removed(self) -> list[tuple[float, float]]:

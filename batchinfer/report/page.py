@@ -8,10 +8,13 @@ tracebacks) goes through ``html.escape``.
 
 Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
 the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
-headline values ``state``, ``items-succeeded``, ``items-failed``, ``items-total``,
-``mini-batches-done``, ``mini-batches-total``, ``tries``, ``elapsed``, ``items-per-s``,
-``workers``, ``first-error``, ``reason``, ``snapshot``, each with its raw value in ``data-value``;
-the notes ``timeline-aggregated``, ``timeline-sampled``, ``time-cut`` when they apply.
+headline's ``state`` and numbers ``items-succeeded``, ``items-total`` (inside it), ``items-failed``,
+``mini-batches-done``, ``mini-batches-total`` (inside it), ``tries``, ``elapsed``, ``items-per-s``,
+``workers``, each showing one value and keeping it raw in ``data-value`` (empty when not known);
+``reason``, ``first-error``, ``snapshot`` (a running or stopped job), ``final-failed-items``,
+``failures`` (the groups' table) when there are; the notes ``time-cut``, ``timeline-aggregated``,
+``timeline-sampled`` when they apply. A pipeline: ``state`` (the pipeline's), ``step-<n>`` (each
+step's section), ``step-<n>-error`` (a step's error line).
 """
 
 from __future__ import annotations
