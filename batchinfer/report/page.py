@@ -4,7 +4,7 @@
 The page fetches nothing: plotly.js is inlined once in the head, every figure is a div and its JSON
 (plotly escapes ``<``, ``>`` and ``/`` in it, so no ``</script>`` can close the script early), there
 is no MathJax, no font and no image. Every string that comes from a user (file names, messages,
-tracebacks) goes through ``html.escape``.
+tracebacks) is masked as the logs are (``redact.redact_text``) and goes through ``html.escape``.
 
 Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
 the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
