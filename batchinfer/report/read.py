@@ -114,9 +114,9 @@ def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str]) -> 
             pass
         except (OSError, ValueError) as exc:
             notes.append(f"summary.json could not be read ({one_line(str(exc))})")
-    elif doc.get("state") == "stopped" and summary_path.exists() and "exit_code" not in doc:
-        if not _valid_json(summary_path):
-            notes.append("summary.json could not be read (damaged): the counts come from the recorded tries")
+    elif (doc.get("state") == "stopped" and summary_path.exists() and "exit_code" not in doc
+          and not _valid_json(summary_path)):
+        notes.append("summary.json could not be read (damaged): the counts come from the recorded tries")
     state = doc.get("state") or "stopped"
     if state not in ("succeeded", "failed", "interrupted", "running"):
         state = "stopped"
@@ -166,7 +166,7 @@ def _read_events(path: Path, notes: list[str]) -> list[dict[str, Any]]:
                     event = json.loads(line)
                     event["_t"] = datetime.fromisoformat(event["time"]).timestamp()
                     if not isinstance(event.get("event"), str):
-                        raise ValueError
+                        raise TypeError("no event name")
                 except (ValueError, KeyError, TypeError):
                     bad += line.endswith("\n")  # a half-written last line is no damage
                     continue
@@ -206,7 +206,7 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     tries = Tries()
     starts: list[float] = []
     try:
-        f = open(path, newline="", encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         notes.append(f"logs/{TRIES_FILE} is absent: no tries to show")
         return tries, starts
@@ -215,11 +215,12 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
         return tries, starts
     rows: list[tuple] = []
     bad = 0
-    with f:
-        text = f.read()
     complete = text.endswith("\n")
     reader = csv.reader(text.splitlines())
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error:
+        header = []
     if header is None:
         return tries, starts
     column = {name: i for i, name in enumerate(header)}
@@ -233,7 +234,12 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     width = len(header)
     seconds_of: dict[str, float] = {}
     lines = text.count("\n") + (not complete)
-    for number, row in enumerate(reader, start=2):
+    try:
+        numbered = list(enumerate(reader, start=2))
+    except csv.Error as exc:
+        notes.append(f"logs/{TRIES_FILE} could not be read ({exc}): tries not shown")
+        return tries, starts
+    for number, row in numbered:
         try:
             if len(row) < width:
                 raise ValueError
@@ -362,7 +368,7 @@ def _read_pipeline(folder: Path) -> PipelineReport:
         doc = read_json(folder / PIPELINE_FILE)
         steps_doc = doc["steps"]
         if not isinstance(steps_doc, dict):
-            raise ValueError("no steps")
+            raise TypeError("no steps")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OutputError(f"{shown(folder / PIPELINE_FILE)} cannot be read ({one_line(str(exc))})",
                           hint="run the pipeline again to rewrite it") from None
