@@ -17,9 +17,8 @@ import pytest
 from report_fixtures import job_report, synthetic_report
 
 from batchinfer.errors import MissingExtraError
-from batchinfer.report import charts
+from batchinfer.report import charts, page
 from batchinfer.report.model import FailureGroup, PipelineReport, Run, StepReport
-from batchinfer.report import page
 from batchinfer.report.page import render
 
 CHARTS = ["chart-throughput", "chart-timeline", "chart-durations", "chart-workers"]

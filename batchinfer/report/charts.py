@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from html import escape
@@ -88,7 +89,7 @@ class TimeAxis:
         runs = sorted(report.runs, key=lambda r: r.start)
         span = max([*ends, *(r.end or r.start for r in runs), *(w.ready for w in report.workers), 0.0])
         gaps = []
-        for before, run in zip(runs, runs[1:]):
+        for before, run in itertools.pairwise(runs):
             k = bisect.bisect_left(t.start, run.start)
             last = max(before.start, before.end or before.start, prefix_max[k - 1] if k else -math.inf)
             last = max([last, *(w.ready for w in report.workers if w.ready < run.start)])
@@ -312,7 +313,7 @@ def durations(report: JobReport) -> Any:
     for s in secs:
         counts[min(bisect.bisect_right(edges, s) - 1, bins - 1)] += 1
     # bars from edge to edge (offset 0, width in seconds): right on a log axis too
-    fig.add_trace(go.Bar(x=edges[:-1], y=counts, width=[b - a for a, b in zip(edges, edges[1:])], offset=0,
+    fig.add_trace(go.Bar(x=edges[:-1], y=counts, width=[b - a for a, b in itertools.pairwise(edges)], offset=0,
                          marker={"color": "#4c78a8", "line": {"color": "white", "width": 0.5}},
                          customdata=edges[1:], hovertemplate="%{x:.3g} to %{customdata:.3g} s: %{y} tries<extra></extra>"))
     return fig

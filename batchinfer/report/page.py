@@ -90,13 +90,13 @@ def duration(seconds: float | None) -> str:
         return "?"
     if seconds < 60:
         return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     d, h = divmod(h, 24)
     return f"{d} d {h} h" if d else f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
-def _num(n: int | float | None) -> str:
+def _num(n: float | None) -> str:
     if n is None:
         return "?"
     return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
@@ -116,8 +116,8 @@ def _headline(r: JobReport, p: str) -> str:
     h = r.headline
     colour = _STATE_COLOURS.get(h.state, "#57606a")
     out = [f"<h1>{_h(h.job)}</h1>" if not p else "",
-           f"<div><span class='state' id='{p}state' data-value='{_h(h.state)}' style='background:{colour}'>"
-           f"{_h(h.state)}</span> <span class='muted'>{_h(h.output_dir)}</span></div>"]
+           (f"<div><span class='state' id='{p}state' data-value='{_h(h.state)}' style='background:{colour}'>"
+           f"{_h(h.state)}</span> <span class='muted'>{_h(h.output_dir)}</span></div>")]
     if h.state == "running":
         out.append(f"<p class='note' id='{p}snapshot' data-value='{_h(h.snapshot_at or '')}'>A snapshot of a "
                    f"running job taken at {_h(h.snapshot_at or '?')}: run the report again for more.</p>")
@@ -184,8 +184,8 @@ def _job(r: JobReport, pio: Any, p: str) -> str:
     out += ["<h2>Throughput</h2>", cut_note, _chart(pio, charts.throughput(r, axis), f"{p}chart-throughput")]
     tl = charts.timeline(r, axis)
     out += ["<h2>Workers over time</h2>",
-            "<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
-            "kind; empty space is an idle worker.</p>"]
+            ("<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
+            "kind; empty space is an idle worker.</p>")]
     if tl.aggregated:
         out.append(f"<p class='note' id='{p}timeline-aggregated'>{tl.aggregated:,} ok tries are aggregated: the "
                    f"grey rows show the fraction of each time bin a worker was busy (the job has "
@@ -265,8 +265,8 @@ def _workers(r: JobReport) -> str:
 def _pipeline(r: PipelineReport, pio: Any) -> str:
     colour = _STATE_COLOURS.get(r.status, "#57606a")
     out = [f"<h1>{_h(r.name)}</h1>",
-           f"<div><span class='state' id='state' data-value='{_h(r.status)}' style='background:{colour}'>"
-           f"{_h(r.status)}</span> <span class='muted'>exit code {_h(str(r.exit_code))}</span></div>",
+           (f"<div><span class='state' id='state' data-value='{_h(r.status)}' style='background:{colour}'>"
+           f"{_h(r.status)}</span> <span class='muted'>exit code {_h(str(r.exit_code))}</span></div>"),
            "<h2>Steps</h2>",
            _table(["#", "step", "kind", "status", "exit code", "folder"],
                   [[n, s.name, s.kind, s.status, "" if s.exit_code is None else s.exit_code, s.folder]
