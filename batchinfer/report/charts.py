@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from html import escape
@@ -25,7 +26,7 @@ from typing import Any
 
 from batchinfer.report.model import JobReport
 
-TIMELINE_MAX_BARS = 10_000  # SVG bars beyond this make the page slow to draw and heavy to load
+TIMELINE_MAX_BARS = 5_000  # SVG bars: 10,000 of them added ~1 s to the drawing in Chromium (5,000 ~0.5 s)
 FAILED_MAX_BARS = 3_000
 TIMELINE_BINS = 400  # time bins of the aggregated timeline, per worker
 THROUGHPUT_BINS = 150
@@ -43,11 +44,13 @@ KIND_COLOURS = {
     "storage": "#1f77b4",
 }
 _LAYOUT = {
-    "template": None,
+    "template": "none",  # plotly's default template weighs 7 KB per figure; the page sets its own look
     "paper_bgcolor": "white",
     "plot_bgcolor": "white",
     "font": {"family": "system-ui, sans-serif", "size": 12},
-    "margin": {"l": 60, "r": 30, "t": 40, "b": 50},
+    "margin": {"l": 60, "r": 70, "t": 50, "b": 50},  # r: room for a second y axis' numbers
+    # above the plot, on the right: below it, the legend would sit on the x axis' title
+    "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"},
     "hoverlabel": {"namelength": -1},
 }
 _GRID = {"showgrid": True, "gridcolor": "#eee", "zeroline": False}
@@ -86,7 +89,7 @@ class TimeAxis:
         runs = sorted(report.runs, key=lambda r: r.start)
         span = max([*ends, *(r.end or r.start for r in runs), *(w.ready for w in report.workers), 0.0])
         gaps = []
-        for before, run in zip(runs, runs[1:]):
+        for before, run in itertools.pairwise(runs):
             k = bisect.bisect_left(t.start, run.start)
             last = max(before.start, before.end or before.start, prefix_max[k - 1] if k else -math.inf)
             last = max([last, *(w.ready for w in report.workers if w.ready < run.start)])
@@ -100,8 +103,11 @@ class TimeAxis:
                 cuts.append((b, cut))
         return cls(cuts)
 
+    def __post_init__(self) -> None:
+        self._ends = [c[0] for c in self.cuts]
+
     def __call__(self, t: float) -> float:
-        k = bisect.bisect_right([c[0] for c in self.cuts], t)
+        k = bisect.bisect_right(self._ends, t)
         return t - (self.cuts[k - 1][1] if k else 0.0)
 
     def removed(self) -> list[tuple[float, float]]:
@@ -129,6 +135,7 @@ def _empty(fig: Any, text: str) -> Any:
     fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
+    fig.update_layout(height=140, showlegend=False)  # nothing to see: no empty square of white
     return fig
 
 
@@ -157,12 +164,12 @@ def throughput(report: JobReport, axis: TimeAxis) -> Any:
                   yaxis={"title": {"text": "items/s"}, **_GRID, "rangemode": "tozero"},
                   yaxis2={"title": {"text": "items succeeded (cumulative)"}, "overlaying": "y", "side": "right",
                           "rangemode": "tozero", "showgrid": False},
-                  legend={"orientation": "h", "y": -0.2}, bargap=0)
+                  bargap=0)
     if not len(t):
-        return _empty(fig, "no tries recorded yet")
+        return _empty(fig, "no try recorded")
     ends = [axis(s + d) for s, d in zip(t.start, t.seconds)]
     start = min(0.0, min(ends))
-    width = _nice_width(max(ends) - start, THROUGHPUT_BINS)
+    width = _nice_width(max(ends) - start, max(10, min(THROUGHPUT_BINS, len(t) // 4)))
     n = int((max(ends) - start) // width) + 1
     items = [0] * n
     for e, ok in zip(ends, t.succeeded):
@@ -206,29 +213,31 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
     t = report.tries
     fig = _figure(xaxis={"title": {"text": "seconds of running"}, **_GRID},
                   yaxis={"title": {"text": "worker"}, "autorange": "reversed", "dtick": 1, "zeroline": False},
-                  barmode="overlay", legend={"orientation": "h", "y": -0.2})
+                  barmode="overlay")
     if not len(t) and not report.workers:
-        return Timeline(_empty(fig, "no tries recorded yet"))
+        return Timeline(_empty(fig, "no try recorded"))
     rows = sorted(set(t.worker) | {w.worker for w in report.workers})
     fig.update_layout(height=max(260, 120 + 28 * len(rows)))
-    hover = ("mini-batch %{customdata[0]}%{customdata[1]}, try %{customdata[2]}<br>%{x:.3f} s, "
+    # %{x} of a bar with a base is where it ends, not its length: the seconds go in customdata
+    hover = ("mini-batch %{customdata[0]}%{customdata[1]}, try %{customdata[2]}<br>%{customdata[5]:.3f} s, "
              "%{customdata[3]} items<br>%{customdata[4]}<extra>worker %{y}</extra>")
 
-    def bars(idx: list[int], name: str, colour: str) -> Any:
+    def bars(idx: list[int], name: str, colour: str, outline: float = 0) -> Any:
         return go.Bar(orientation="h", base=[_ms(axis(t.start[i])) for i in idx],
                       x=[max(_ms(t.seconds[i]), 0.001) for i in idx], y=[t.worker[i] for i in idx],
-                      width=0.8, name=name, marker={"color": colour, "line": {"width": 0}},
+                      width=0.8, name=name, marker={"color": colour, "line": {"width": outline, "color": colour}},
                       customdata=[[t.mini_batch[i], f" part {escape(t.part[i])}" if t.part[i] else "",
-                                   t.try_number[i], t.items[i], escape(t.status[i])] for i in idx],
+                                   t.try_number[i], t.items[i], escape(t.status[i]), _ms(t.seconds[i])] for i in idx],
                       hovertemplate=hover)
 
     if report.workers:
         fig.add_trace(go.Bar(orientation="h", base=[_ms(axis(w.ready - w.init_s)) for w in report.workers],
                              x=[max(_ms(w.init_s), 0.001) for w in report.workers],
                              y=[w.worker for w in report.workers], width=0.8, name="init()",
-                             marker={"color": INIT_COLOUR, "line": {"width": 0}},
-                             customdata=[[w.run, w.pid if w.pid is not None else "?"] for w in report.workers],
-                             hovertemplate="init() %{x:.3f} s<br>run %{customdata[0]}, pid %{customdata[1]}"
+                             marker={"color": INIT_COLOUR, "line": {"width": 1, "color": INIT_COLOUR}},
+                             customdata=[[w.run, w.pid if w.pid is not None else "?", _ms(w.init_s)]
+                                         for w in report.workers],
+                             hovertemplate="init() %{customdata[2]:.3f} s<br>run %{customdata[0]}, pid %{customdata[1]}"
                                            "<extra>worker %{y}</extra>"))
     ok = [i for i, s in enumerate(t.status) if s == "ok"]
     by_kind: dict[str, list[int]] = {}
@@ -249,8 +258,11 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
             by_kind[kind] = _sample(idx, max(1, FAILED_MAX_BARS * len(idx) // failed))
             shown += len(by_kind[kind])
         out.sampled = (shown, failed)
+    shapes, notes = _run_marks(report, axis)
+    fig.update_layout(shapes=shapes, annotations=notes)
     for kind in sorted(by_kind, key=lambda k: (k not in KIND_COLOURS, k)):
-        fig.add_trace(bars(by_kind[kind], escape(kind), kind_colour(kind)))
+        # an outline: a failed try of a few ms stays visible on an axis of hours
+        fig.add_trace(bars(by_kind[kind], escape(kind), kind_colour(kind), outline=2))
     return out
 
 
@@ -286,10 +298,10 @@ def durations(report: JobReport) -> Any:
     fig = _figure(xaxis={"title": {"text": "seconds per try"}, **_GRID},
                   yaxis={"title": {"text": "tries"}, **_GRID, "rangemode": "tozero"}, showlegend=False)
     if not secs:
-        return _empty(fig, "no tries recorded yet")
+        return _empty(fig, "no try recorded")
     lo, hi = min(secs), max(secs)
     log = hi / lo > 50
-    bins = 40
+    bins = max(10, min(40, len(secs) // 5))
     if log:
         a, b = math.log10(lo), math.log10(hi) + 1e-9
         edges = [10 ** (a + (b - a) * i / bins) for i in range(bins + 1)]
@@ -300,9 +312,10 @@ def durations(report: JobReport) -> Any:
     counts = [0] * bins
     for s in secs:
         counts[min(bisect.bisect_right(edges, s) - 1, bins - 1)] += 1
-    fig.add_trace(go.Scatter(x=[_ms(e) if e >= 0.001 else e for e in edges], y=[*counts, counts[-1]],
-                             line_shape="hv", fill="tozeroy", mode="lines", line={"color": "#4c78a8"},
-                             hovertemplate="from %{x} s: %{y} tries<extra></extra>"))
+    # bars from edge to edge (offset 0, width in seconds): right on a log axis too
+    fig.add_trace(go.Bar(x=edges[:-1], y=counts, width=[b - a for a, b in itertools.pairwise(edges)], offset=0,
+                         marker={"color": "#4c78a8", "line": {"color": "white", "width": 0.5}},
+                         customdata=edges[1:], hovertemplate="%{x:.3g} to %{customdata:.3g} s: %{y} tries<extra></extra>"))
     return fig
 
 
@@ -313,21 +326,22 @@ def workers(report: JobReport) -> Any:
     fig = _figure(barmode="group", yaxis={"title": {"text": "init() seconds"}, **_GRID, "rangemode": "tozero"},
                   yaxis2={"title": {"text": "MB after init()"}, "overlaying": "y", "side": "right",
                           "rangemode": "tozero", "showgrid": False},
-                  xaxis={"type": "category"}, legend={"orientation": "h", "y": -0.25})
+                  xaxis={"type": "category"})
     if not report.workers:
         return _empty(fig, "no worker start recorded")
-    multi_run = len({w.run for w in report.workers}) > 1
+    starts = sorted(report.workers, key=lambda w: (w.run, w.worker, w.ready))
+    multi_run = len({w.run for w in starts}) > 1
     seen: dict[tuple[int, int], int] = {}
     labels = []
-    for w in report.workers:
+    for w in starts:
         seen[(w.run, w.worker)] = seen.get((w.run, w.worker), 0) + 1
         label = f"worker {w.worker}" + (f" run {w.run}" if multi_run else "")
         labels.append(label + (f" #{seen[(w.run, w.worker)]}" if seen[(w.run, w.worker)] > 1 else ""))
-    custom = [[w.pid if w.pid is not None else "?", escape(w.node or "?")] for w in report.workers]
-    fig.add_trace(go.Bar(x=labels, y=[_ms(w.init_s) for w in report.workers], name="init() seconds",
+    custom = [[w.pid if w.pid is not None else "?", escape(w.node or "?")] for w in starts]
+    fig.add_trace(go.Bar(x=labels, y=[_ms(w.init_s) for w in starts], name="init() seconds",
                          offsetgroup=1, marker={"color": INIT_COLOUR}, customdata=custom,
                          hovertemplate="%{x}: init() %{y} s<br>pid %{customdata[0]} on %{customdata[1]}<extra></extra>"))
-    fig.add_trace(go.Bar(x=labels, y=[w.rss_mb for w in report.workers], name="MB after init()", yaxis="y2",
+    fig.add_trace(go.Bar(x=labels, y=[w.rss_mb for w in starts], name="MB after init()", yaxis="y2",
                          offsetgroup=2, marker={"color": "#59a14f"}, customdata=custom,
                          hovertemplate="%{x}: %{y} MB<br>pid %{customdata[0]} on %{customdata[1]}<extra></extra>"))
     return fig
