@@ -15,7 +15,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from batchinfer.inputs import MiniBatch
 from batchinfer.output import open_own_file, write_text_atomic
@@ -46,7 +46,7 @@ def read_slowest(path: Path) -> list[dict[str, Any]]:
 class TryLog:
     """``logs/errors.jsonl``, ``logs/processed_mini_batches.csv`` and ``logs/slowest_tries.json``."""
 
-    COLUMNS = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
+    COLUMNS: ClassVar[list[str]] = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
 
     def __init__(self, log_dir: Path) -> None:
         self.errors = append_file(log_dir / "errors.jsonl")

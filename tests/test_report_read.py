@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import MARKER, SCRIPTS, _processes_with
 
 from batchinfer.errors import OutputError
 from batchinfer.report.model import JobReport
 from batchinfer.report.read import read_target
-from conftest import MARKER, SCRIPTS, _processes_with
 
 HOSTILE = "zz_held_bad<img src=x onerror=alert(1)>.txt"
 HELD = ["zz_held.txt", "zz_held_kill.txt", "zz_held_slow.txt", HOSTILE]  # listed last: nothing waits behind them
@@ -75,7 +75,7 @@ def faults(tmp_path_factory):
             "process_count_per_node": 3, "run_invocation_timeout": 2, "run_max_try": 2}
     (root / "job.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     out, marker = root / "out", uuid.uuid4().hex
-    first = _command("run", "job.yaml", "--output", str(out), "--set", "run_invocation_timeout=600",
+    first = _command("run", "job.yaml", "--output", str(out), "--set", "run_invocation_timeout=600", "--report",
                      marker=marker, cwd=root)
     _wait(first, lambda: _status(out).get("mini_batches_done", 0) >= len(FILES) - len(HELD), "the plain files")
     first.send_signal(signal.SIGTERM)
@@ -87,10 +87,13 @@ def faults(tmp_path_factory):
     first.send_signal(signal.SIGTERM)  # the second: stop at once, the held try is given up
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 143, stderr
+    assert f"batchinfer: report: {out / 'report.html'}" in stderr  # --report: interrupted runs get theirs too
     gate.touch()
     second = _command("run", "job.yaml", "--output", str(out), marker=marker, cwd=root)
     _, stderr = second.communicate(timeout=120)
-    assert second.returncode == 0, stderr
+    assert second.returncode == 0, stderr  # resumed beside the first run's report.html
+    events = [json.loads(line) for line in (out / "logs" / "events.jsonl").read_text().splitlines()]
+    assert [e["resumed"] for e in events if e["event"] == "run_started"] == [0, len(FILES) - len(HELD)]
     _wait_gone(marker)
     return read_target(out), data, out
 

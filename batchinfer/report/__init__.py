@@ -24,6 +24,7 @@ def write_report(target: str | Path, out: str | Path | None = None) -> str:
     and the file is written atomically, so a running job is not disturbed.
     """
     render = _renderer()
+    from batchinfer.report.read import local_path as read_local
     from batchinfer.report.read import read_target
 
     report = read_target(target)
@@ -32,7 +33,13 @@ def write_report(target: str | Path, out: str | Path | None = None) -> str:
         sys.stdout.write(html)
         sys.stdout.flush()
         return "-"
-    path = Path(out) if out is not None else Path(target).absolute() / REPORT_FILE
+    if out is None and isinstance(target, str) and "://" in target and read_local(target) is None:
+        from batchinfer.report.remote import write_remote
+
+        return write_remote(target, REPORT_FILE, html)
+    if out is None:
+        out = (read_local(str(target)) or Path(target)).absolute() / REPORT_FILE
+    path = Path(out)
     _write_atomic(path, html)
     return str(path)
 

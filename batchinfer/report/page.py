@@ -4,14 +4,17 @@
 The page fetches nothing: plotly.js is inlined once in the head, every figure is a div and its JSON
 (plotly escapes ``<``, ``>`` and ``/`` in it, so no ``</script>`` can close the script early), there
 is no MathJax, no font and no image. Every string that comes from a user (file names, messages,
-tracebacks) goes through ``html.escape``.
+tracebacks) is masked as the logs are (``redact.redact_text``) and goes through ``html.escape``.
 
 Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
 the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
-headline values ``state``, ``items-succeeded``, ``items-failed``, ``items-total``,
-``mini-batches-done``, ``mini-batches-total``, ``tries``, ``elapsed``, ``items-per-s``,
-``workers``, ``first-error``, ``reason``, ``snapshot``, each with its raw value in ``data-value``;
-the notes ``timeline-aggregated``, ``timeline-sampled``, ``time-cut`` when they apply.
+headline's ``state`` and numbers ``items-succeeded``, ``items-total`` (inside it), ``items-failed``,
+``mini-batches-done``, ``mini-batches-total`` (inside it), ``tries``, ``elapsed``, ``items-per-s``,
+``workers``, each showing one value and keeping it raw in ``data-value`` (empty when not known);
+``reason``, ``first-error``, ``snapshot`` (a running or stopped job), ``final-failed-items``,
+``failures`` (the groups' table) when there are; the notes ``time-cut``, ``timeline-aggregated``,
+``timeline-sampled`` when they apply. A pipeline: ``state`` (the pipeline's), ``step-<n>`` (each
+step's section), ``step-<n>-error`` (a step's error line).
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from html import escape
 from typing import Any
 
 from batchinfer.errors import MissingExtraError
+from batchinfer.redact import redact_text
 from batchinfer.report.model import JobReport, PipelineReport, StepReport
 
 _CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
            "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
+MAX_GROUPS = 20  # failure groups in the table (messages that name a file make one group per file)
+MAX_WORKER_ROWS = 32
 _STATE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "interrupted": "#bf8700", "running": "#0969da",
                   "stopped": "#bf8700"}
 _CSS = """
@@ -43,6 +49,12 @@ details{margin:4px 0}summary{cursor:pointer}
 """
 
 
+def _h(text: object) -> str:
+    """User text for the page: secrets masked as in the logs (a URL's signature: the logs are redacted,
+    a folder's name on the command line need not be), then HTML-escaped."""
+    return escape(redact_text(str(text)))
+
+
 def render(report: JobReport | PipelineReport) -> str:
     """The whole HTML document of ``report``, everything inline."""
     try:
@@ -56,7 +68,7 @@ def render(report: JobReport | PipelineReport) -> str:
     else:
         title, body = f"{report.headline.job}: {report.headline.state}", _job(report, pio, "")
     return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>batchinfer report: {escape(title)}</title><style>{_CSS}</style>"
+            f"<title>batchinfer report: {_h(title)}</title><style>{_CSS}</style>"
             # plotly's own page sets this before plotly.js: MathJax, were it ever asked for, stays local
             "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
             f"<script>{get_plotlyjs()}</script></head>\n<body>\n{body}\n"
@@ -78,13 +90,13 @@ def duration(seconds: float | None) -> str:
         return "?"
     if seconds < 60:
         return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-    m, s = divmod(int(round(seconds)), 60)
+    m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     d, h = divmod(h, 24)
     return f"{d} d {h} h" if d else f"{h} h {m:02d} min" if h else f"{m} min {s:02d} s"
 
 
-def _num(n: int | float | None) -> str:
+def _num(n: float | None) -> str:
     if n is None:
         return "?"
     return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
@@ -93,22 +105,22 @@ def _num(n: int | float | None) -> str:
 def _value(p: str, key: str, value: Any, shown: str, tag: str = "span") -> str:
     """A number of the headline: its id, its raw value in data-value (empty when not known)."""
     raw = "" if value is None else str(value)
-    return f"<{tag} id='{p}{key}' data-value='{escape(raw)}'>{escape(shown)}</{tag}>"
+    return f"<{tag} id='{p}{key}' data-value='{_h(raw)}'>{_h(shown)}</{tag}>"
 
 
 def _stat(label: str, inner: str, css: str = "") -> str:
-    return f"<div class='stat'>{escape(label)}<b{css}>{inner}</b></div>"
+    return f"<div class='stat'>{_h(label)}<b{css}>{inner}</b></div>"
 
 
 def _headline(r: JobReport, p: str) -> str:
     h = r.headline
     colour = _STATE_COLOURS.get(h.state, "#57606a")
-    out = [f"<h1>{escape(h.job)}</h1>" if not p else "",
-           f"<div><span class='state' id='{p}state' data-value='{escape(h.state)}' style='background:{colour}'>"
-           f"{escape(h.state)}</span> <span class='muted'>{escape(h.output_dir)}</span></div>"]
+    out = [f"<h1>{_h(h.job)}</h1>" if not p else "",
+           (f"<div><span class='state' id='{p}state' data-value='{_h(h.state)}' style='background:{colour}'>"
+           f"{_h(h.state)}</span> <span class='muted'>{_h(h.output_dir)}</span></div>")]
     if h.state == "running":
-        out.append(f"<p class='note' id='{p}snapshot' data-value='{escape(h.snapshot_at or '')}'>A snapshot of a "
-                   f"running job taken at {escape(h.snapshot_at or '?')}: run the report again for more.</p>")
+        out.append(f"<p class='note' id='{p}snapshot' data-value='{_h(h.snapshot_at or '')}'>A snapshot of a "
+                   f"running job taken at {_h(h.snapshot_at or '?')}: run the report again for more.</p>")
     elif h.state == "stopped":
         out.append(f"<p class='note' id='{p}snapshot' data-value=''>The job stopped without finishing (no "
                    "summary.json): it was killed, or its machine went down. Run it again to resume.</p>")
@@ -128,22 +140,22 @@ def _headline(r: JobReport, p: str) -> str:
         _stat("elapsed", _value(p, "elapsed", h.elapsed_s, duration(h.elapsed_s))),
         _stat("items/s", _value(p, "items-per-s", h.items_per_s, _num(h.items_per_s))),
         _stat("workers", _value(p, "workers", h.workers, _num(h.workers))
-              + (f" <small>{escape(h.backend)}</small>" if h.backend else "")),
+              + (f" <small>{_h(h.backend)}</small>" if h.backend else "")),
     ]) + "</div>")
-    when = " → ".join(escape(x) for x in (h.started_at, h.finished_at) if x)
+    when = " → ".join(_h(x) for x in (h.started_at, h.finished_at) if x)
     if when:
         out.append(f"<p class='muted'>{when}</p>")
     if h.reason:
-        out.append(f"<div class='why' id='{p}reason' data-value='{escape(h.reason)}'>{escape(h.reason)}</div>")
+        out.append(f"<div class='why' id='{p}reason' data-value='{_h(h.reason)}'>{_h(h.reason)}</div>")
     if h.first_error:
-        out.append(f"<div class='why' id='{p}first-error' data-value='{escape(h.first_error)}'>first error: "
-                   f"{escape(h.first_error)}</div>")
+        out.append(f"<div class='why' id='{p}first-error' data-value='{_h(h.first_error)}'>first error: "
+                   f"{_h(h.first_error)}</div>")
     return "\n".join(out)
 
 
 def _table(head: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:  # type: ignore[assignment]
-    th = "".join(f"<th>{escape(c)}</th>" for c in head)
-    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{escape(str(c))}</td>"
+    th = "".join(f"<th>{_h(c)}</th>" for c in head)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i in numeric else ''}>{_h(str(c))}</td>"
                                     for i, c in enumerate(row)) + "</tr>" for row in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
 
@@ -162,18 +174,18 @@ def _job(r: JobReport, pio: Any, p: str) -> str:
     axis = charts.TimeAxis.of(r)
     out = [_headline(r, p)]
     if r.notes:
-        out.append("<ul class='muted'>" + "".join(f"<li>{escape(n)}</li>" for n in r.notes) + "</ul>")
+        out.append("<ul class='muted'>" + "".join(f"<li>{_h(n)}</li>" for n in r.notes) + "</ul>")
     cut = axis.removed()
     cut_note = ""
     if cut:
         said = "; ".join(f"{duration(s)} before {x:.0f} s" for x, s in cut)
         cut_note = (f"<p class='note' id='{p}time-cut'>The time axes show seconds of running: the pauses "
-                    f"between runs are cut out ({escape(said)}).</p>")
+                    f"between runs are cut out ({_h(said)}).</p>")
     out += ["<h2>Throughput</h2>", cut_note, _chart(pio, charts.throughput(r, axis), f"{p}chart-throughput")]
     tl = charts.timeline(r, axis)
     out += ["<h2>Workers over time</h2>",
-            "<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
-            "kind; empty space is an idle worker.</p>"]
+            ("<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
+            "kind; empty space is an idle worker.</p>")]
     if tl.aggregated:
         out.append(f"<p class='note' id='{p}timeline-aggregated'>{tl.aggregated:,} ok tries are aggregated: the "
                    f"grey rows show the fraction of each time bin a worker was busy (the job has "
@@ -200,21 +212,34 @@ def _failures(r: JobReport, p: str) -> str:
     if r.final_failed_items is not None:
         where = f"{r.headline.output_dir}/logs/failed_items.txt" if r.headline.output_dir else "logs/failed_items.txt"
         out.append(f"<p id='{p}final-failed-items' data-value='{r.final_failed_items}'>{r.final_failed_items:,} "
-                   f"items finally failed" + (f": they are listed in {escape(where)}" if r.final_failed_items else "")
+                   f"items finally failed" + (f": they are listed in {_h(where)}" if r.final_failed_items else "")
                    + ".</p>")
+    kinds: dict[str, int] = {}
+    for status in r.tries.status:
+        if status != "ok":
+            kinds[status] = kinds.get(status, 0) + 1
+    if kinds:
+        out.append("<p>Failed tries by kind: " + ", ".join(
+            f"<b style='color:{kind_colour(k)}'>{_h(k)}</b> {n:,}" for k, n in sorted(kinds.items(), key=lambda x: -x[1]))
+            + ".</p>")
     if not r.failures:
-        out.append("<p>No failed try recorded.</p>")
+        out.append("<p>No failed try recorded.</p>" if not kinds else "")
         return "\n".join(out)
+    shown, rest = r.failures[:MAX_GROUPS], r.failures[MAX_GROUPS:]
     rows = [[g.kind, g.first_line, g.tries, g.items,
              ", ".join([*g.example_items[:3], *(f"mini-batch {m}" for m in g.example_mini_batches[:3])])]
-            for g in r.failures]
+            for g in shown]
     out.append(f"<div id='{p}failures'>" + _table(["kind", "first line", "tries", "items", "examples"], rows, {2, 3})
                + "</div>")
-    for g in r.failures:
+    if rest:
+        errors = f"{r.headline.output_dir}/logs/errors.jsonl" if r.headline.output_dir else "logs/errors.jsonl"
+        out.append(f"<p class='muted'>… and {len(rest):,} more groups ({sum(g.tries for g in rest):,} tries); "
+                   f"every failed try is in {_h(errors)}.</p>")
+    for g in shown:
         colour = kind_colour(g.kind)
-        out.append(f"<details><summary><b style='color:{colour}'>{escape(g.kind)}</b>: {escape(g.first_line)} "
-                   f"({g.tries:,} tries)</summary><pre>{escape(g.message)}</pre>"
-                   + (f"<pre>{escape(g.traceback)}</pre>" if g.traceback else "<p class='muted'>no traceback</p>")
+        out.append(f"<details><summary><b style='color:{colour}'>{_h(g.kind)}</b>: {_h(g.first_line)} "
+                   f"({g.tries:,} tries)</summary><pre>{_h(g.message)}</pre>"
+                   + (f"<pre>{_h(g.traceback)}</pre>" if g.traceback else "<p class='muted'>no traceback</p>")
                    + "</details>")
     return "\n".join(out)
 
@@ -227,19 +252,21 @@ def _workers(r: JobReport) -> str:
         starts[(w.run, w.worker)] = starts.get((w.run, w.worker), 0) + 1
     replaced = [f"worker {w} started {n} times" + (f" in run {run}" if len({x.run for x in r.workers}) > 1 else "")
                 for (run, w), n in sorted(starts.items()) if n > 1]
-    note = f"<p class='note'>Replaced workers: {escape('; '.join(replaced))}.</p>" if replaced else ""
+    note = f"<p class='note'>Replaced workers: {_h('; '.join(replaced))}.</p>" if replaced else ""
+    every = sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))
+    more = (f"<p class='muted'>… and {len(every) - MAX_WORKER_ROWS:,} more worker starts (the chart above has "
+            "them all; logs/events.jsonl lists them).</p>") if len(every) > MAX_WORKER_ROWS else ""
     return note + _table(["run", "worker", "pid", "node", "ready at (s)", "init() s", "MB after init()"],
                          [[w.run, w.worker, w.pid if w.pid is not None else "?", w.node or "?", f"{w.ready:.1f}",
                            f"{w.init_s:.2f}", "?" if w.rss_mb is None else f"{w.rss_mb:.0f}"]
-                          for w in sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))],
-                         {0, 1, 2, 4, 5, 6})
+                          for w in every[:MAX_WORKER_ROWS]], {0, 1, 2, 4, 5, 6}) + more
 
 
 def _pipeline(r: PipelineReport, pio: Any) -> str:
     colour = _STATE_COLOURS.get(r.status, "#57606a")
-    out = [f"<h1>{escape(r.name)}</h1>",
-           f"<div><span class='state' id='state' data-value='{escape(r.status)}' style='background:{colour}'>"
-           f"{escape(r.status)}</span> <span class='muted'>exit code {escape(str(r.exit_code))}</span></div>",
+    out = [f"<h1>{_h(r.name)}</h1>",
+           (f"<div><span class='state' id='state' data-value='{_h(r.status)}' style='background:{colour}'>"
+           f"{_h(r.status)}</span> <span class='muted'>exit code {_h(str(r.exit_code))}</span></div>"),
            "<h2>Steps</h2>",
            _table(["#", "step", "kind", "status", "exit code", "folder"],
                   [[n, s.name, s.kind, s.status, "" if s.exit_code is None else s.exit_code, s.folder]
@@ -251,13 +278,13 @@ def _pipeline(r: PipelineReport, pio: Any) -> str:
 
 def _step(s: StepReport, n: int, pio: Any) -> str:
     p = f"step-{n}-"
-    head = (f"<section id='step-{n}'><h2 style='font-size:20px'>Step {n}: {escape(s.name)} "
-            f"<span class='muted'>({escape(s.kind)}, {escape(s.status)})</span></h2>")
+    head = (f"<section id='step-{n}'><h2 style='font-size:20px'>Step {n}: {_h(s.name)} "
+            f"<span class='muted'>({_h(s.kind)}, {_h(s.status)})</span></h2>")
     body = []
     if s.error:
-        body.append(f"<div class='why' id='{p}error'>{escape(s.error)}</div>")
+        body.append(f"<div class='why' id='{p}error'>{_h(s.error)}</div>")
     if s.log:
-        body.append(f"<p class='muted'>log: {escape(s.log)}</p>")
+        body.append(f"<p class='muted'>log: {_h(s.log)}</p>")
     if s.report is not None:
         body.append(_job(s.report, pio, p))
     elif s.kind != "command":

@@ -43,8 +43,12 @@ def read_target(target: str | Path) -> JobReport | PipelineReport:
     Raises :class:`OutputError` (one line) when ``target`` is not an output folder batchinfer wrote.
     """
     if isinstance(target, str) and "://" in target:
-        raise OutputError(f"{target}: a report of a remote output folder is not supported yet",
-                          hint="copy the folder (summary.json, logs/, .batchinfer/) to a local folder and give that")
+        local = local_path(target)
+        if local is None:
+            from batchinfer.report.remote import read_remote
+
+            return read_remote(target)
+        target = local
     folder = Path(target).absolute()
     if (folder / PIPELINE_FILE).is_file():
         pipeline = _read_pipeline(folder)
@@ -59,6 +63,17 @@ def read_target(target: str | Path) -> JobReport | PipelineReport:
     return read_job(folder)
 
 
+def local_path(url: str) -> Path | None:
+    """The folder of a ``file://`` URL that a local run wrote (its flock and status.json, as ``batchinfer
+    status`` tells them), else None: a remote folder, read through the store."""
+    if not url.startswith("file://"):
+        return None
+    folder = Path(url[len("file://"):])
+    state = folder / STATE_DIR
+    local = (state / "status.json").exists() and not (state / "lease.json").exists()
+    return folder if local or (folder / PIPELINE_FILE).is_file() else None
+
+
 def is_job_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a job's output (its state, its summary, or its tries)."""
     return ((folder / STATE_DIR / JOB_FILE).is_file() or (folder / SUMMARY_FILE).is_file()
@@ -68,8 +83,9 @@ def is_job_folder(folder: Path) -> bool:
 # ---------------------------------------------------------------- a job
 
 
-def read_job(folder: Path) -> JobReport:
-    """The report of one job's output folder (see the module's docstring)."""
+def read_job(folder: Path, status: dict[str, Any] | None = None) -> JobReport:
+    """The report of one job's output folder (see the module's docstring); ``status``: its state as
+    ``batchinfer status`` reads it, when known already (a remote folder's, from its lease)."""
     notes: list[str] = []
     logs = folder / "logs"
     events = _read_events(logs / EVENTS_FILE, notes)
@@ -80,7 +96,7 @@ def read_job(folder: Path) -> JobReport:
     t0 = first_start if first_start is not None else time.time()
     _to_relative(tries, starts, t0)
     runs, workers = _runs_and_workers(events, t0)
-    headline = _headline(folder, tries, runs, notes)
+    headline = _headline(folder, tries, runs, notes, status)
     if headline.started_at is None:
         headline.started_at = iso_ms(t0) if first_start is not None else None
     return JobReport(
@@ -96,11 +112,12 @@ def read_job(folder: Path) -> JobReport:
     )
 
 
-def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str]) -> Headline:
+def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str],
+              status: dict[str, Any] | None) -> Headline:
     from batchinfer.progress import read_status
 
-    doc: dict[str, Any] = {}
-    if (folder / STATE_DIR / JOB_FILE).exists():
+    doc: dict[str, Any] = dict(status or {})
+    if not doc and (folder / STATE_DIR / JOB_FILE).exists():
         try:
             doc = read_status(folder)
         except (OutputError, OSError, ValueError) as exc:
@@ -114,9 +131,9 @@ def _headline(folder: Path, tries: Tries, runs: list[Run], notes: list[str]) -> 
             pass
         except (OSError, ValueError) as exc:
             notes.append(f"summary.json could not be read ({one_line(str(exc))})")
-    elif doc.get("state") == "stopped" and summary_path.exists() and "exit_code" not in doc:
-        if not _valid_json(summary_path):
-            notes.append("summary.json could not be read (damaged): the counts come from the recorded tries")
+    elif (doc.get("state") == "stopped" and summary_path.exists() and "exit_code" not in doc
+          and not _valid_json(summary_path)):
+        notes.append("summary.json could not be read (damaged): the counts come from the recorded tries")
     state = doc.get("state") or "stopped"
     if state not in ("succeeded", "failed", "interrupted", "running"):
         state = "stopped"
@@ -166,7 +183,7 @@ def _read_events(path: Path, notes: list[str]) -> list[dict[str, Any]]:
                     event = json.loads(line)
                     event["_t"] = datetime.fromisoformat(event["time"]).timestamp()
                     if not isinstance(event.get("event"), str):
-                        raise ValueError
+                        raise TypeError("no event name")
                 except (ValueError, KeyError, TypeError):
                     bad += line.endswith("\n")  # a half-written last line is no damage
                     continue
@@ -206,7 +223,7 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     tries = Tries()
     starts: list[float] = []
     try:
-        f = open(path, newline="", encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         notes.append(f"logs/{TRIES_FILE} is absent: no tries to show")
         return tries, starts
@@ -215,8 +232,6 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
         return tries, starts
     rows: list[tuple] = []
     bad = 0
-    with f:
-        text = f.read()
     complete = text.endswith("\n")
     reader = csv.reader(text.splitlines())
     try:
@@ -370,7 +385,7 @@ def _read_pipeline(folder: Path) -> PipelineReport:
         doc = read_json(folder / PIPELINE_FILE)
         steps_doc = doc["steps"]
         if not isinstance(steps_doc, dict):
-            raise ValueError("no steps")
+            raise TypeError("no steps")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise OutputError(f"{shown(folder / PIPELINE_FILE)} cannot be read ({one_line(str(exc))})",
                           hint="run the pipeline again to rewrite it") from None

@@ -1,0 +1,60 @@
+"""The report of an output folder on an object store (``s3://``, ``az://``, ``gs://``, ``file://``...).
+
+What the reader needs (summary.json and the few logs it reads) is downloaded through
+:mod:`batchinfer.storage` into a temporary folder and read there as a local folder; the live status
+comes from the folder's lease, as ``batchinfer status URL`` reads it. Credentials: the SDK's usual
+environment variables. Nothing on the store is written but the page itself (by ``write_report``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from batchinfer.eventlog import EVENTS_FILE
+from batchinfer.layout import LOGS_DIR, SUMMARY_FILE
+from batchinfer.report.model import JobReport
+from batchinfer.trylog import SLOWEST_FILE
+
+READ = (SUMMARY_FILE, *(f"{LOGS_DIR}/{name}" for name in (
+    EVENTS_FILE, "processed_mini_batches.csv", "errors.jsonl", SLOWEST_FILE, "failed_items.txt")))
+
+
+def read_remote(url: str, storage_options: dict[str, Any] | None = None) -> JobReport:
+    """The report of the job whose output folder is at ``url`` (one line, exit 2, when it is not one)."""
+    from batchinfer.progress import read_remote_status
+    from batchinfer.redact import redact_url
+    from batchinfer.report.read import read_job
+    from batchinfer.storage import call, filesystem
+
+    status = read_remote_status(url, storage_options)  # OutputError when batchinfer did not write it
+    fs, root = filesystem(url, storage_options)
+    root = root.rstrip("/")
+
+    def fetch(local: Path) -> None:
+        for name in READ:
+            try:
+                data = fs.cat_file(f"{root}/{name}")
+            except FileNotFoundError:
+                continue
+            (local / name).write_bytes(data)
+
+    with tempfile.TemporaryDirectory(prefix="batchinfer-report-") as tmp:
+        local = Path(tmp)
+        (local / LOGS_DIR).mkdir()
+        call(lambda: fetch(local), url, "output", "reading")  # what still fails is one line (storage.call)
+        report = read_job(local, status=status)
+    report.headline.output_dir = redact_url(url)
+    return report
+
+
+def write_remote(url: str, name: str, text: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Put ``text`` at ``<url>/<name>`` (one PUT: whole or absent); returns its URL, redacted."""
+    from batchinfer.redact import redact_url
+    from batchinfer.storage import call, filesystem
+
+    fs, root = filesystem(url, storage_options)
+    target = f"{url.rstrip('/')}/{name}"
+    call(lambda: fs.pipe_file(f"{root.rstrip('/')}/{name}", text.encode("utf-8")), target, "output", "writing")
+    return redact_url(target)
