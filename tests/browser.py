@@ -18,7 +18,8 @@ from typing import Any
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-CHART_SELECTOR = '[id^="chart-"]'
+# a job's chart divs, and a pipeline's (each step's ids carry the prefix step-<n>-)
+CHART_SELECTOR = 'div[id^="chart-"], div[id^="step-"][id*="-chart-"]'
 WIDTH = 1200
 SCREENSHOT_LIMIT = 400 * 1024  # bytes: the README's screenshots stay small
 

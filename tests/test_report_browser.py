@@ -244,3 +244,19 @@ def live_succeeded(out: Path) -> int | None:
         return json.loads((out / ".batchinfer" / "status.json").read_text()).get("items_succeeded")
     except (OSError, ValueError):
         return None
+
+
+def test_a_pipelines_page_draws_the_charts_of_its_parallel_step(browser, tmp_path, run_marker):
+    from test_azure_pipeline import mnist  # Azure's MNIST pipeline shape: command, parallel (12 files), command
+
+    out = tmp_path / "out"
+    run = batchinfer("run", str(mnist(tmp_path)), "--output", str(out), "--quiet", marker=run_marker, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    html = report(out, tmp_path / "report.html", run_marker)
+    with browser.open_report(html) as page:
+        assert_clean(page, charts=[f"step-2-{chart}" for chart in CHARTS])
+        assert page.value("state") == "succeeded"
+        assert page.page.locator("section[id^='step-']").count() == 3
+        assert page.value("step-2-items-succeeded") == "12"
+        step = json.loads((out / "predict_digits_mnist" / "summary.json").read_text())
+        assert tries_in_durations(page.traces("step-2-chart-durations")) == step["tries"]
