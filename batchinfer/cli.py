@@ -179,7 +179,7 @@ def run(
         reporter.final(result.raw, reused=result.reused)
         if as_json:
             _print_json(result.raw)
-    if with_report and not result.reused:
+    if with_report:  # a reused finished job too: its page is as valid as when it ran
         _report_at_end(result.kept_logs or (logs if output == "-" else result.output_dir))
     if result.kept_logs:  # even with --quiet: it is left on disk for the user to look at, then remove
         sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "

@@ -182,6 +182,7 @@ DAMAGE = [
     ("logs/processed_mini_batches.csv", "remove", "processed_mini_batches.csv is absent", lambda r: len(r.tries) == 0),
     ("logs/processed_mini_batches.csv", "garbage", "has no id, worker, start, seconds column",
      lambda r: len(r.tries) == 0 and len(r.runs) == 1),
+    ("logs/processed_mini_batches.csv", "a bad row", "1 damaged rows skipped", lambda r: len(r.tries) == 3),
     ("logs/slowest_tries.json", "remove", "shown without their items",
      lambda r: len(r.slowest) == 3 and all(s.items is None for s in r.slowest)),
     ("logs/slowest_tries.json", "garbage", "could not be read", lambda r: all(s.items is None for s in r.slowest)),
@@ -198,6 +199,9 @@ def test_a_damaged_or_missing_file_is_a_note_not_a_traceback(finished, tmp_path,
     target = out / name
     if damage == "remove":
         target.unlink()
+    elif damage == "a bad row":
+        header, *rows = target.read_text().splitlines()
+        target.write_text("\n".join([header, rows[0], "7,,x,0,yesterday,slow,1,1,0,ok", *rows[1:]]) + "\n")
     else:
         _garbage(target)
     report = read_target(out)

@@ -230,14 +230,14 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     except OSError as exc:
         notes.append(f"logs/{TRIES_FILE} could not be read ({exc.strerror})")
         return tries, starts
-    rows: list[tuple] = []
-    bad = 0
     complete = text.endswith("\n")
     reader = csv.reader(text.splitlines())
     try:
         header = next(reader, None)
-    except csv.Error:
-        header = []
+        rows = list(reader)
+    except csv.Error as exc:
+        notes.append(f"logs/{TRIES_FILE} could not be read ({exc}): tries not shown")
+        return tries, starts
     if header is None:
         return tries, starts
     column = {name: i for i, name in enumerate(header)}
@@ -245,48 +245,77 @@ def _read_tries(path: Path, notes: list[str]) -> tuple[Tries, list[float]]:
     if any(name not in column for name in needed):
         notes.append(f"logs/{TRIES_FILE} has no {', '.join(n for n in needed if n not in column)} column: tries not shown")
         return tries, starts
-    c_id, c_worker, c_start, c_seconds = (column[n] for n in needed)
-    c_part, c_try, c_items = column.get("part"), column.get("try"), column.get("items")
-    c_ok, c_failed, c_status = column.get("succeeded"), column.get("failed"), column.get("status")
+    if rows and not complete:
+        rows.pop()  # the half-written last line of a running or killed job: expected, not damage
     width = len(header)
-    seconds_of: dict[str, float] = {}
-    lines = text.count("\n") + (not complete)
+    good = [row for row in rows if len(row) >= width]
+    stamp = _stamp_parser()
+    converters = [(column.get(name), convert, default) for name, convert, default in (
+        ("start", stamp, 0.0), ("seconds", float, 0.0), ("worker", int, 0), ("id", int, 0), ("part", str, ""),
+        ("try", int, 1), ("items", _count, 0), ("succeeded", _count, 0), ("failed", _count, 0), ("status", str, "ok"))]
     try:
-        numbered = list(enumerate(reader, start=2))
-    except csv.Error as exc:
-        notes.append(f"logs/{TRIES_FILE} could not be read ({exc}): tries not shown")
-        return tries, starts
-    for number, row in numbered:
-        try:
-            if len(row) < width:
-                raise ValueError
-            stamp = row[c_start]
-            second = seconds_of.get(stamp[:19])
-            if second is None:
-                second = seconds_of[stamp[:19]] = datetime.fromisoformat(stamp[:19]).replace(
-                    tzinfo=timezone.utc).timestamp()
-            start = second + (float(stamp[19:23]) if stamp[19:20] == "." else 0.0)
-            rows.append((start, float(row[c_seconds]), int(row[c_worker]), int(row[c_id]),
-                         row[c_part] if c_part is not None else "",
-                         int(row[c_try]) if c_try is not None else 1,
-                         int(row[c_items] or 0) if c_items is not None else 0,
-                         int(row[c_ok] or 0) if c_ok is not None else 0,
-                         int(row[c_failed] or 0) if c_failed is not None else 0,
-                         row[c_status] if c_status is not None else "ok"))
-        except (ValueError, IndexError):
-            if number < lines or complete:  # a half-written last line (running or killed job) is expected
-                bad += 1
-    if bad:
-        notes.append(f"logs/{TRIES_FILE}: {bad} damaged rows skipped")
-    rows.sort(key=lambda r: r[0])
-    if rows:
-        (starts[:], tries.seconds, tries.worker, tries.mini_batch, tries.part, tries.try_number, tries.items,
-         tries.succeeded, tries.failed, tries.status) = (list(col) for col in zip(*rows))
+        columns = _by_column(good, converters)
+    except (ValueError, IndexError):  # some row is damaged: find them one by one (slow, and rare)
+        good = [row for row in good if _row_ok(row, converters)]
+        columns = _by_column(good, converters)
+    if len(good) < len(rows):
+        notes.append(f"logs/{TRIES_FILE}: {len(rows) - len(good)} damaged rows skipped")
+    starts[:] = columns[0]
+    order = sorted(range(len(starts)), key=starts.__getitem__)
+    if any(i != k for k, i in enumerate(order)):
+        columns = [[col[i] for i in order] for col in columns]
+        starts[:] = columns[0]
+    (_, tries.seconds, tries.worker, tries.mini_batch, tries.part, tries.try_number, tries.items,
+     tries.succeeded, tries.failed, tries.status) = columns
     return tries, starts
 
 
+def _stamp_parser():
+    """ISO 8601 UTC with milliseconds (as TryLog writes them) to epoch seconds; each second parsed once."""
+    seconds: dict[str, float] = {}
+
+    def parse(stamp: str) -> float:
+        second = seconds.get(stamp[:19])
+        if second is None:
+            second = seconds[stamp[:19]] = datetime.fromisoformat(stamp[:19]).replace(tzinfo=timezone.utc).timestamp()
+        return second + (float(stamp[19:23]) if stamp[19:20] == "." else 0.0)
+
+    return parse
+
+
+def _count(value: str) -> int:
+    return int(value) if value else 0  # items is empty when it was not known
+
+
+def _by_column(rows: list[list[str]], converters: list) -> list[list]:
+    """Each column converted at once (map, no per-try object); raises ValueError for a damaged value."""
+    cells = list(zip(*rows)) if rows else []
+    columns = []
+    for index, convert, default in converters:
+        if index is None or not rows:
+            columns.append([default] * len(rows))
+        elif convert is _count:
+            try:
+                columns.append(list(map(int, cells[index])))
+            except ValueError:
+                columns.append(list(map(_count, cells[index])))
+        else:
+            columns.append(list(map(convert, cells[index])))
+    return columns
+
+
+def _row_ok(row: list[str], converters: list) -> bool:
+    try:
+        for index, convert, _ in converters:
+            if index is not None:
+                convert(row[index])
+    except (ValueError, IndexError):
+        return False
+    return True
+
+
 def _to_relative(tries: Tries, starts: list[float], t0: float) -> None:
-    tries.start = [round(s - t0, 3) for s in starts]
+    tries.start = [s - t0 for s in starts]
 
 
 def _read_failures(path: Path, notes: list[str]) -> list[FailureGroup]:
