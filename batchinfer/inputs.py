@@ -480,6 +480,10 @@ class InputPlan:
         skip = _normalized(exclude)
         self.listers = [Lister(i, skip) for i in spec.inputs]
         self.files_seen = 0
+        # for counting.Counter (read from its thread): the partitions, once grouped; table slices cut so far
+        self.partition_count: int | None = None
+        self.batches_listed = 0
+        self.current_file_slices = 0  # of the table file being cut now (the files_seen-th)
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
         self.read_options = [i.read_options() for i in spec.inputs]
@@ -582,7 +586,10 @@ class InputPlan:
         else:
             first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
+                self.current_file_slices = 0
                 for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
+                    self.batches_listed += 1
+                    self.current_file_slices += 1
                     yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=digest(found, table.label()))
 
     def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]
