@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from batchinfer.inputs import FoundFile, Lister, table_format
 from batchinfer.partitions import partition_values
+from batchinfer.redact import for_log
 from batchinfer.spec import WHOLE_FILE_ENCODINGS
 
 if TYPE_CHECKING:
@@ -62,6 +66,11 @@ class Counter:
         """The job is over: the thread gives up at its next name (it is a daemon: never waited for)."""
         self._stop.set()
 
+    def wait(self, timeout: float) -> bool:
+        """Whether the count ended (done, failed or stopped) within ``timeout`` seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def expected(self) -> tuple[int | None, bool]:
         """(expected mini-batches, whether that is an estimate from sizes); (None, False) when
         nothing is known yet or the count failed."""
@@ -88,6 +97,7 @@ class Counter:
     # ------------------------------------------------------------- the thread
 
     def _count(self) -> None:
+        began = time.monotonic()
         try:
             if self.spec.partition_keys:
                 if self.spec.input_type == "file":
@@ -97,10 +107,15 @@ class Counter:
             else:
                 self.tables = self._estimate_tables()
         except _Stopped:
-            pass
+            return
         except Exception as exc:  # the job does not need the count: no estimate, and on it goes
             self.failed = True
-            log.debug("counting the inputs ahead of dispatch failed: %s: %s", type(exc).__name__, exc)
+            log.debug("counting the inputs ahead of dispatch failed: %s: %s", type(exc).__name__, for_log(str(exc)))
+            return
+        total, estimated = self.expected()
+        if total is not None:
+            log.info("counted ahead of dispatch in %.2fs: %s%d mini-batches", time.monotonic() - began,
+                     "about " if estimated else "", total)
 
     def _names(self, index: int) -> Iterator[str | dict[str, Any]]:
         """Every file of input ``index`` as dispatch lists them: a local path (not stat'ed) or a
@@ -144,7 +159,16 @@ class Counter:
                     out.append((1, True))  # never cut: one mini-batch (InputPlan._slices)
                     continue
                 fs, fs_path = lister._fs(path)
-                if size is None:
+                if isinstance(entry, str):
+                    try:
+                        info = os.stat(path)
+                    except OSError:
+                        info = None
+                    if info is None or not stat.S_ISREG(info.st_mode):
+                        out.append((1, True))  # a FIFO, a dangling link...: one mini-batch whose read says why
+                        continue
+                    size = info.st_size
+                elif size is None:
                     size = fs.size(fs_path)
                 if fmt == "parquet" and isinstance(entry, str):
                     out.append((self._parquet_slices(fs, fs_path, size), True))
