@@ -121,7 +121,9 @@ class Counter:
         """Every file of input ``index`` as dispatch lists them: a local path (not stat'ed) or a
         remote store's info dict. A new Lister: dispatch's notes (folders not followed) stay its own."""
         spec_input = self.spec.inputs[index]
-        lister = Lister(spec_input, self.plan.listers[index].exclude)
+        # tables: in dispatch's order (expected() pairs the estimates with the files cut so far);
+        # files: only counted, so a folder's names are not kept (flat memory)
+        lister = Lister(spec_input, self.plan.listers[index].exclude, ordered=self.spec.input_type == "tabular")
         for path in spec_input.path:
             for entry in lister._entries(path):
                 if self._stop.is_set():
