@@ -55,6 +55,7 @@ class Counter:
         self.files_total: int | None = None  # file inputs: the count, once every input is counted
         self.partitions: int | None = None  # partition_keys: distinct values found by the count
         self.tables: list[tuple[int, bool]] | None = None  # tables: (estimate, exact) per file, in listing order
+        self._after: list[tuple[int, bool]] = []  # tables: per file, (estimates of it and those after it, all exact)
         self.failed = False
 
     def start(self) -> Counter:
@@ -83,16 +84,15 @@ class Counter:
             return self.partitions, False
         if self.spec.input_type == "file":
             return self.files_total, False
-        tables = self.tables
+        tables, after = self.tables, self._after
         if tables is None:
             return None, False
         # the files dispatch has cut are known; the one being cut counts its estimate less what it gave so far
-        begun = plan.files_seen
-        rest = tables[begun:]
-        current = max(0, tables[begun - 1][0] - plan.current_file_slices) if 0 < begun <= len(tables) else 0
-        total = plan.batches_listed + current + sum(n for n, _ in rest)
-        exact = all(e for _, e in rest) and (begun == 0 or begun > len(tables) or tables[begun - 1][1])
-        return total, not exact
+        begun = min(plan.files_seen, len(tables))
+        current = max(0, tables[begun - 1][0] - plan.current_file_slices) if begun else 0
+        rest, rest_exact = after[begun]
+        exact = rest_exact and (begun == 0 or tables[begun - 1][1])
+        return plan.batches_listed + current + rest, not exact
 
     # ------------------------------------------------------------- the thread
 
@@ -105,7 +105,11 @@ class Counter:
             elif self.spec.input_type == "file":
                 self.files_total = self._count_files()
             else:
-                self.tables = self._estimate_tables()
+                tables = self._estimate_tables()
+                after = [(0, True)] * (len(tables) + 1)  # expected() is called on every loop: no sum there
+                for i in range(len(tables) - 1, -1, -1):
+                    after[i] = (after[i + 1][0] + tables[i][0], after[i + 1][1] and tables[i][1])
+                self._after, self.tables = after, tables
         except _Stopped:
             return
         except Exception as exc:  # the job does not need the count: no estimate, and on it goes

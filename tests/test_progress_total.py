@@ -78,7 +78,10 @@ def test_bar_shows_total_percentage_and_time_left_before_the_first_commit(tmp_pa
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    text = lambda: ANSI.sub("", "".join(seen))  # noqa: E731
+
+    def text() -> str:
+        return ANSI.sub("", "".join(seen))
+
     try:
         # the gate is shut: nothing can commit, yet the bar knows the total
         wait_for(lambda: "0/20" in text() and "0%" in text(), proc, "a bar with 0/20 and a percentage")
