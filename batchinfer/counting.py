@@ -90,6 +90,9 @@ class Counter:
         # the files dispatch has cut are known; the one being cut counts its estimate less what it gave so far
         begun = min(plan.files_seen, len(tables))
         current = max(0, tables[begun - 1][0] - plan.current_file_slices) if begun else 0
+        cut, slices = plan.current_file_cut, plan.current_file_slices
+        if begun and cut is not None and cut[0] > 0 and slices:  # its slices so far say how big the rest are
+            current = math.ceil((cut[1] - cut[0]) * slices / cut[0])
         rest, rest_exact = after[begun]
         exact = rest_exact and (begun == 0 or tables[begun - 1][1])
         return plan.batches_listed + current + rest, not exact
@@ -203,13 +206,19 @@ class Counter:
 
 
 def _bytes_per_row(fs: Any, path: str, fmt: str | None, header: str) -> float:
-    """Bytes per row of a CSV or JSON-lines file, from its first lines (the header line not counted)."""
+    """Bytes per row of a CSV or JSON-lines file, from its first lines and, in a bigger file, its
+    last ones too (rows often grow along a file: ids get longer); the header line not counted."""
     with fs.open(path, "rb") as f:
-        sample = f.read(SAMPLE_BYTES)
-    lines = sample.split(b"\n")
-    if len(sample) == SAMPLE_BYTES and len(lines) > 1:
+        head = f.read(SAMPLE_BYTES)
+        size = f.size if isinstance(getattr(f, "size", None), int) else None
+        tail = b""
+        if size is not None and size > 2 * SAMPLE_BYTES:
+            f.seek(size - SAMPLE_BYTES)
+            tail = f.read(SAMPLE_BYTES).split(b"\n", 1)[-1]  # from the first whole row
+    lines = head.split(b"\n")
+    if len(head) == SAMPLE_BYTES and len(lines) > 1:
         lines = lines[:-1]  # the last one is cut short
     if fmt == "csv" and header != "no_header" and len(lines) > 1:
         lines = lines[1:]
-    rows = [line for line in lines if line.strip()]
+    rows = [line for line in lines + tail.split(b"\n") if line.strip()]
     return max(1.0, sum(len(line) + 1 for line in rows) / max(1, len(rows)))

@@ -510,6 +510,7 @@ class InputPlan:
         self.partition_count: int | None = None
         self.batches_listed = 0
         self.current_file_slices = 0  # of the table file being cut now (the files_seen-th)
+        self.current_file_cut: tuple[int, int] | None = None  # its (bytes cut so far, size), when cut by bytes
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
         self.read_options = [i.read_options() for i in spec.inputs]
@@ -612,10 +613,12 @@ class InputPlan:
         else:
             first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
-                self.current_file_slices = 0
+                self.current_file_slices, self.current_file_cut = 0, None
                 for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
                     self.batches_listed += 1
                     self.current_file_slices += 1
+                    if table.byte_range is not None and found.size:
+                        self.current_file_cut = (table.byte_range[1], found.size)
                     yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=digest(found, table.label()))
 
     def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]
