@@ -129,7 +129,8 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out) + r"\Z")
 
 
-def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dict[str, str]) -> Iterator[str]:
+def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dict[str, str],
+                ordered: bool = True) -> Iterator[str]:
     """Every file under a local folder, sorted by name, depth first (without recursion, so any
     depth is fine). Names are read and sorted a folder at a time and let go once yielded, so a
     folder of 200,000 files costs its names, once; only sub-folders are stat'ed.
@@ -138,6 +139,9 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
     any sub-folder holding ``.batchinfer/`` (another batchinfer output folder). A folder that
     leads back to one it is inside (a symbolic link loop) holds nothing that is not listed
     already: it is not followed, and ``skipped`` says why (the run prints it as a note).
+
+    ``ordered=False`` (counting.py): the same files in no particular order, a folder's names read
+    lazily and never kept (only its sub-folders are), so that counting costs no memory per file.
     """
     try:
         top = os.stat(root)
@@ -147,13 +151,16 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
         raise InputError(f"cannot read input folder {for_log(root)}: {exc.strerror}",
                          hint="check the folder and its permissions") from None
     # each level: (folder, its depth left, (device, inode), names still to visit, which are folders)
-    stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, None))]
+    stack = [(root, depth, (top.st_dev, top.st_ino), *_scan(root, None, ordered))]
     while stack:
         folder, left, _, names, folders = stack[-1]
-        if not names:
+        if ordered:
+            name = names.pop() if names else None
+        else:
+            name = next(names, None)
+        if name is None:
             stack.pop()
             continue
-        name = names.pop()
         path = (folder if folder.endswith("/") else folder + "/") + name
         if name not in folders:
             yield path
@@ -172,33 +179,51 @@ def _walk_local(root: str, depth: int | None, skip: frozenset[str], skipped: dic
         if loop is not None:  # all it holds is being listed already: following it would never end
             skipped[path] = f"it leads back to {loop} (a symbolic link loop)"
             continue
-        sub_names, sub_folders = _scan(path, skipped)
+        sub_names, sub_folders = _scan(path, skipped, ordered)
         stack.append((path, None if left is None else left - 1, key, sub_names, sub_folders))
 
 
-def _scan(folder: str, skipped: dict[str, str] | None) -> tuple[list[str], set[str]]:
+def _scan(folder: str, skipped: dict[str, str] | None, ordered: bool = True) -> tuple[Any, set[str]]:
     """(names to visit, in reverse order so that pop() gives them in order; which are folders).
     A sub-folder (``skipped`` given: not the top) that holds ``.batchinfer/`` is a batchinfer
-    output folder: nothing in it is an input, and ``skipped`` says so."""
+    output folder: nothing in it is an input, and ``skipped`` says so. Not ``ordered``: the names
+    as an iterator that reads the folder again, lazily (see ``_walk_local``)."""
     names: list[str] = []
     folders: set[str] = set()
     try:
         with os.scandir(folder) as scan:
             for entry in scan:
                 if entry.name[0] != ".":
-                    names.append(entry.name)
+                    if ordered:
+                        names.append(entry.name)
                     if _is_folder(entry):
                         folders.add(entry.name)
                 elif skipped is not None and entry.name == STATE_DIR and entry.is_dir(follow_symlinks=False):
                     skipped[folder] = f"it is a batchinfer output folder (it holds {STATE_DIR}/)"
-                    return [], set()
+                    return ([] if ordered else iter(())), set()
     except (FileNotFoundError, NotADirectoryError):
-        return [], set()  # removed while we listed: nothing in it was seen
+        return ([] if ordered else iter(())), set()  # removed while we listed: nothing in it was seen
     except OSError as exc:
         raise InputError(f"cannot list input folder {for_log(folder)}: {exc.strerror}",
                          hint="check the folder's permissions") from None
+    if not ordered:
+        return _names_again(folder), folders
     names.sort(reverse=True)  # popped from the end: in order, and freed as we go
     return names, folders
+
+
+def _names_again(folder: str) -> Iterator[str]:
+    """A folder's names (but '.' ones), read again and lazily: counted, never kept."""
+    try:
+        with os.scandir(folder) as scan:
+            for entry in scan:
+                if entry.name[0] != ".":
+                    yield entry.name
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        raise InputError(f"cannot list input folder {for_log(folder)}: {exc.strerror}",
+                         hint="check the folder's permissions") from None
 
 
 def _is_folder(entry: os.DirEntry) -> bool:
@@ -233,9 +258,10 @@ class Lister:
     job's output folder) are never part of the inputs.
     """
 
-    def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset()) -> None:
+    def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset(), ordered: bool = True) -> None:
         self.spec = spec
         self.exclude = exclude
+        self.ordered = ordered  # False: local folders' files in no order, their names not kept (counting.py)
         self.skipped: dict[str, str] = {}  # folders not followed, and why
 
     def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -269,7 +295,7 @@ class Lister:
     def _walk(self, fs: fsspec.AbstractFileSystem, root: str, depth: int | None) -> Iterator[str | dict]:
         """Files under a folder: local ones as paths, remote ones as fsspec's info dicts."""
         if isinstance(fs, LocalFileSystem):
-            yield from _walk_local(root, depth, self.exclude, self.skipped)  # names: local files
+            yield from _walk_local(root, depth, self.exclude, self.skipped, self.ordered)  # names: local files
             return
         try:
             entries = self._ask(root, lambda: fs.ls(root, detail=True))
@@ -480,6 +506,11 @@ class InputPlan:
         skip = _normalized(exclude)
         self.listers = [Lister(i, skip) for i in spec.inputs]
         self.files_seen = 0
+        # for counting.Counter (read from its thread): the partitions, once grouped; table slices cut so far
+        self.partition_count: int | None = None
+        self.batches_listed = 0
+        self.current_file_slices = 0  # of the table file being cut now (the files_seen-th)
+        self.current_file_cut: tuple[int, int] | None = None  # its (bytes cut so far, size), when cut by bytes
         self.files_without_rows: dict[str, None] = {}  # table files that hold no rows, in order
         self._started: dict[tuple[int, int], Iterator[FoundFile]] = {}  # listings begun by check()
         self.read_options = [i.read_options() for i in spec.inputs]
@@ -582,7 +613,12 @@ class InputPlan:
         else:
             first_names: dict[int, list[tuple[str, ...]]] = {}  # per input: its first CSV header's names
             for index, found in self.files():
+                self.current_file_slices, self.current_file_cut = 0, None
                 for table, rows in self._slices(index, found, first_names.setdefault(index, [])):
+                    self.batches_listed += 1
+                    self.current_file_slices += 1
+                    if table.byte_range is not None and found.size:
+                        self.current_file_cut = (table.byte_range[1], found.size)
                     yield MiniBatch(next(ids), index, table=table, known_items=rows, digest=digest(found, table.label()))
 
     def _slices(self, index: int, found: FoundFile, first_names: list[tuple[str, ...]]

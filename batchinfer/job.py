@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer import __version__
+from batchinfer.counting import Counter
 from batchinfer.entry import EntryScript, check_entry_script
 from batchinfer.errors import BatchInferError, ExitCode, JobFailedError, JobInterruptedError, UsageError
 from batchinfer.executors.base import make_executor, notes_of, prepare, released
@@ -431,7 +432,10 @@ def _run(
 
     executor = make_executor(spec, _worker_config(spec, entry, folder, data_dir, local), on_ready)
     listing = DigestingStream(plan.mini_batches())
-    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed)
+    # --retry-failed knows its total from the journal; otherwise count ahead of dispatch (counting.py)
+    counter = None if options.retry_failed else Counter(plan).start()
+    scheduler = Scheduler(spec, listing, executor, sink, try_log, journal, on_progress, options.retry_failed,
+                          expected=counter.expected if counter is not None else lambda: (None, False))
     pipe_closed = False
     received = signals.received
 
@@ -471,6 +475,8 @@ def _run(
         else:
             executor.stop()
         signals.hook = _ignore  # the run is ending: a signal now changes nothing
+        if counter is not None:
+            counter.stop()
         try_log.close()
         if sys.exc_info()[0] is not None:
             events.close()

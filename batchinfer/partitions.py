@@ -128,6 +128,7 @@ def file_partitions(plan: InputPlan, ids: Iterator[int]) -> Iterator[MiniBatch]:
         assert partition_format is not None  # spec.py: file inputs are partitioned by their paths
         values = partition_values(found.path, partition_format) or {}
         groups.setdefault((tuple(values[k] for k in keys), index), []).append(found)
+    plan.partition_count = len(groups)  # exact from here on (counting.Counter)
     for values, index in sorted(groups):
         found_files = groups[(values, index)]
         by_key = dict(zip(keys, values))
@@ -179,6 +180,7 @@ def table_partitions(plan: InputPlan, ids: Iterator[int]) -> Iterator[MiniBatch]
             files = groups.setdefault(values, {})
             files[(found.path, fmt)] = (files.get((found.path, fmt)) or 0) + int(count)
             index_of.setdefault(values, index)
+    plan.partition_count = len(groups)  # exact from here on (counting.Counter)
     for values in sorted(groups, key=lambda v: tuple(str(x) for x in v)):
         files = groups[values]
         partition = Partition(tuple(files), dict(zip(keys, (_plain(v) for v in values))))

@@ -17,7 +17,7 @@ from batchinfer.errors import OutputError, StorageError
 from batchinfer.layout import STATE_DIR, SUMMARY_FILE
 from batchinfer.lock import LOCK_FILE, LockHolder, lock_state, pid_alive
 from batchinfer.manifest import MANIFEST
-from batchinfer.scheduler import Progress
+from batchinfer.scheduler import Progress, shown_total
 from batchinfer.statefiles import JOB_FILE, read_job_file, read_status_doc, read_summary, shown, write_private_json
 
 DEFAULT_INTERVAL_S = 30.0
@@ -201,7 +201,7 @@ def status_line(doc: dict[str, Any]) -> str:
             who = LockHolder.model_validate(lock).describe() if lock else f"pid {doc.get('pid', '?')}"
         if "mini_batches_done" not in doc:
             return f"{doc.get('job')}: running ({who}): starting"
-        total = doc["mini_batches_total"] if doc.get("listing_done") else f"{doc.get('mini_batches_total')}+"
+        total = _total_text(doc)
         rate = doc["items_done"] / doc["elapsed_s"] if doc.get("elapsed_s") else 0
         return (f"{doc.get('job')}: running ({who}): {doc.get('mini_batches_done')}/{total} mini-batches, "
                 f"{doc.get('items_done')} items ({doc.get('items_failed')} failed), {rate:.0f} items/s, "
@@ -215,6 +215,16 @@ def status_line(doc: dict[str, Any]) -> str:
     return (f"{doc.get('job')}: {state}: {doc.get('items_succeeded')}/{doc.get('items_total')} items succeeded, "
             f"{doc.get('items_failed')} failed, {doc.get('mini_batches_total')} mini-batches, {doc.get('elapsed_s')}s"
             f"{note}")
+
+
+def _total_text(doc: dict[str, Any]) -> str:
+    """'60', '~60' (an estimate from table sizes) or '17+ (listing)' (nothing known yet), from a
+    status document or a Progress as a dict (a status file without the newer keys has no estimate)."""
+    total, estimated = shown_total(doc.get("mini_batches_total") or 0, bool(doc.get("listing_done")),
+                                   doc.get("mini_batches_expected"), bool(doc.get("total_estimated")))
+    if total is None:
+        return f"{doc.get('mini_batches_total')}+ (listing)"
+    return f"~{total}" if estimated else str(total)
 
 
 class Reporter:
@@ -271,12 +281,8 @@ class Reporter:
     def update(self, p: Progress) -> None:
         """A new snapshot (called often: throttled here)."""
         if self.mode == "bar" and self._bar is not None:
-            self._bar.update(
-                self._task,
-                completed=p.mini_batches_done,
-                total=p.mini_batches_total if p.listing_done else None,
-                detail=self._detail(p),
-            )
+            self._bar.update(self._task, completed=p.mini_batches_done, total=p.shown_total()[0],
+                             detail=self._detail(p))
         elif self.mode == "plain" and time.monotonic() - self._last_line >= self.interval:
             self._line(self._status(p))
 
@@ -289,15 +295,19 @@ class Reporter:
 
     def _detail(self, p: Progress) -> str:
         elapsed = max(time.monotonic() - self.started, 1e-9)
-        listing = "" if p.listing_done or self.mode != "bar" else " (still listing inputs)"
+        total, estimated = p.shown_total()
+        listing = ""
+        if self.mode == "bar" and total is None:
+            listing = " (still listing inputs)"
+        elif self.mode == "bar" and estimated:
+            listing = f" (~{total} mini-batches, estimated from the table sizes)"
         return (
             f"{p.items_done} items, {p.items_failed} failed, {p.items_done / elapsed:.0f} items/s, "
             f"{p.busy_workers}/{self.workers} workers busy{listing}"
         )
 
     def _status(self, p: Progress) -> str:
-        total = str(p.mini_batches_total) if p.listing_done else f"{p.mini_batches_total}+ (listing)"
-        return f"{p.mini_batches_done}/{total} mini-batches, {self._detail(p)}"
+        return f"{p.mini_batches_done}/{_total_text(asdict(p))} mini-batches, {self._detail(p)}"
 
     def _line(self, text: str) -> None:
         self._last_line = time.monotonic()

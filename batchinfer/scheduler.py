@@ -62,6 +62,8 @@ class Progress:
     mini_batches_failed: int = 0
     tries: int = 0
     listing_done: bool = False
+    mini_batches_expected: int | None = None  # the best estimate of the total before listing_done (counting.py)
+    total_estimated: bool = False  # mini_batches_expected is an estimate from table sizes, not a count
     busy_workers: int = 0
     resumed_mini_batches: int = 0
     first_error: str | None = None
@@ -71,6 +73,21 @@ class Progress:
     def items_done(self) -> int:
         """Items finished, succeeded or failed."""
         return self.items_succeeded + self.items_failed
+
+    def shown_total(self) -> tuple[int | None, bool]:
+        """(the total to show, whether it is an estimate); None while nothing is known."""
+        return shown_total(self.mini_batches_total, self.listing_done, self.mini_batches_expected,
+                           self.total_estimated)
+
+
+def shown_total(listed: int, listing_done: bool, expected: int | None, estimated: bool) -> tuple[int | None, bool]:
+    """The total a display shows: the listed count once the listing is done, else the larger of
+    the expected count and what is listed so far (None: nothing is known yet)."""
+    if listing_done:
+        return listed, False
+    if expected is None:
+        return None, False
+    return max(expected, listed), estimated
 
 
 Key = tuple[int, "tuple[int, int] | None"]
@@ -137,6 +154,7 @@ class Scheduler:
         journal: Journal,
         on_progress: Callable[[Progress], None] = lambda p: None,
         retry_failed: bool = False,
+        expected: Callable[[], tuple[int | None, bool]] = lambda: (None, False),
     ) -> None:
         self.spec = spec
         self.batches = batches
@@ -146,6 +164,7 @@ class Scheduler:
         self.journal = journal  # the live journal, appended to by sink.commit
         self.on_progress = on_progress
         self.retry_failed = retry_failed
+        self.expected = expected  # the counter's estimate of the total (counting.Counter.expected)
         self.isolate = spec.isolate_failures and not retry_failed
         self.progress = Progress()
         self.ready: deque[_Task] = deque()  # retries and parts, dispatched before new mini-batches
@@ -215,6 +234,8 @@ class Scheduler:
                 self._flushed = now
             self.try_log.flush(every=1.0)
             p.busy_workers = self.executor.busy
+            if not p.listing_done:
+                p.mini_batches_expected, p.total_estimated = self.expected()
             self.on_progress(p)
         self.sink.flush()
         p.busy_workers = 0

@@ -147,6 +147,8 @@ class StatusDoc(ReadBack):
     mini_batches_done: int = Field(ge=0)
     mini_batches_total: int = Field(ge=0)
     listing_done: bool
+    mini_batches_expected: Optional[int] = Field(None, ge=0)  # absent in older status files: no estimate
+    total_estimated: bool = False
     items_done: int = Field(ge=0)
     items_failed: int = Field(ge=0)
     busy_workers: int = Field(ge=0)
