@@ -13,16 +13,12 @@ from typing import Any
 from batchinfer._runtime import logger, model_path, node_id, output_dir, side_input
 
 __version__ = "0.1.0"
-_API = ("run", "plan", "load_spec", "RunSummary", "PipelineSummary", "Plan")
-__all__ = ["logger", "model_path", "node_id", "output_dir", "side_input", "__version__", "report", *_API]
+_API = ("run", "plan", "report", "load_spec", "RunSummary", "PipelineSummary", "Plan")
+__all__ = ["logger", "model_path", "node_id", "output_dir", "side_input", "__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
     """The Python API, imported when first used (PEP 562)."""
-    if name == "report":  # the subpackage, callable as api.report (it is also what `import batchinfer.report` binds)
-        import batchinfer.report
-
-        return batchinfer.report
     if name in _API:
         from batchinfer import api
 
@@ -31,4 +27,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_API, "report"})
+    return sorted({*globals(), *_API})

@@ -202,7 +202,7 @@ def report(output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     Raises :class:`~batchinfer.errors.OutputError` for a folder batchinfer did not write and
     :class:`~batchinfer.errors.MissingExtraError` when plotly is missing.
     """
-    from batchinfer.report import write_report
+    from batchinfer.htmlreport import write_report
 
     return write_report(output_dir if isinstance(output_dir, str) else Path(output_dir),
                         None if out is None else os.fspath(out))

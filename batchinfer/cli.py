@@ -207,7 +207,7 @@ def _pipeline(job: Path, output: str | None, inputs: list[str], step: str | None
 
 def _check_report(output: str | None, logs: Path | None) -> None:
     """``run --report``: refused before anything runs when it cannot be written (no plotly, nowhere to put it)."""
-    from batchinfer.report import check_extra
+    from batchinfer.htmlreport import check_extra
 
     if output == "-" and not logs:
         raise UsageError("--report with --output - needs --logs DIR (the report is written there)",
@@ -415,7 +415,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML page of a run: throughput, workers' timelines, slowest tries, failures."""
-    from batchinfer.report import write_report
+    from batchinfer.htmlreport import write_report
 
     try:
         written = write_report(output_dir, out)
@@ -428,7 +428,7 @@ def report(
 
 def _report_at_end(folder: Path | str | None) -> None:
     """``run --report``: the page of the run that just ended, whatever its status; named on stderr."""
-    from batchinfer.report import write_report
+    from batchinfer.htmlreport import write_report
 
     if folder is None:
         return

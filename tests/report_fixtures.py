@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from batchinfer.report.model import (
+from batchinfer.htmlreport.model import (
     FailureGroup,
     Headline,
     JobReport,

@@ -14,8 +14,8 @@ from conftest import MARKER, REPO, assert_one_line_error
 from test_azure_pipeline import mnist
 
 import batchinfer
-from batchinfer.report.model import JobReport, PipelineReport
-from batchinfer.report.read import read_target
+from batchinfer.htmlreport.model import JobReport, PipelineReport
+from batchinfer.htmlreport.read import read_target
 
 NO_PLOTLY = ("import sys; sys.modules['plotly'] = None; sys.argv[0] = 'batchinfer'; "
              "from batchinfer.cli import main; main()")

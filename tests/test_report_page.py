@@ -1,4 +1,4 @@
-"""The report page (``batchinfer.report.page.render``) from hand-made reports, without a browser
+"""The report page (``batchinfer.htmlreport.page.render``) from hand-made reports, without a browser
 (``tests/test_report_browser.py`` opens real pages in Chromium): the document parses, fetches
 nothing, holds every chart and headline number, names every failure kind in the timeline's legend,
 shows hostile names as text, and says when it aggregated or sampled the timeline.
@@ -17,9 +17,9 @@ import pytest
 from report_fixtures import job_report, synthetic_report
 
 from batchinfer.errors import MissingExtraError
-from batchinfer.report import charts, page
-from batchinfer.report.model import FailureGroup, PipelineReport, Run, StepReport
-from batchinfer.report.page import render
+from batchinfer.htmlreport import charts, page
+from batchinfer.htmlreport.model import FailureGroup, PipelineReport, Run, StepReport
+from batchinfer.htmlreport.page import render
 
 CHARTS = ["chart-throughput", "chart-timeline", "chart-durations", "chart-workers"]
 HEADLINE = ["state", "items-succeeded", "items-failed", "items-total", "mini-batches-done", "mini-batches-total",
@@ -238,7 +238,7 @@ def test_a_dense_timeline_says_what_it_aggregated_or_sampled(monkeypatch, max_ba
 def test_unknown_kinds_get_a_colour_of_their_own_that_does_not_change() -> None:
     colours = {k: charts.kind_colour(k) for k in [*charts.KIND_COLOURS, "disk_full", "gpu_lost"]}
     assert len(set(colours.values())) == len(colours)
-    script = "from batchinfer.report.charts import kind_colour; print(kind_colour('disk_full'))"
+    script = "from batchinfer.htmlreport.charts import kind_colour; print(kind_colour('disk_full'))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == colours["disk_full"]
 
@@ -252,7 +252,7 @@ def test_without_plotly_render_asks_for_the_extra(monkeypatch) -> None:
 
 
 def test_importing_the_page_does_not_import_plotly() -> None:
-    script = "import sys, batchinfer.report.page, batchinfer.report.charts; print('plotly' in sys.modules)"
+    script = "import sys, batchinfer.htmlreport.page, batchinfer.htmlreport.charts; print('plotly' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

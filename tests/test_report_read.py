@@ -22,8 +22,8 @@ import yaml
 from conftest import MARKER, SCRIPTS, _processes_with
 
 from batchinfer.errors import OutputError
-from batchinfer.report.model import JobReport
-from batchinfer.report.read import read_target
+from batchinfer.htmlreport.model import JobReport
+from batchinfer.htmlreport.read import read_target
 
 HOSTILE = "zz_held_bad<img src=x onerror=alert(1)>.txt"
 HELD = ["zz_held.txt", "zz_held_kill.txt", "zz_held_slow.txt", HOSTILE]  # listed last: nothing waits behind them

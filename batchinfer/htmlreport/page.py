@@ -25,7 +25,7 @@ from typing import Any
 
 from batchinfer.errors import MissingExtraError
 from batchinfer.redact import redact_text
-from batchinfer.report.model import JobReport, PipelineReport, StepReport
+from batchinfer.htmlreport.model import JobReport, PipelineReport, StepReport
 
 _CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
            "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
@@ -169,7 +169,7 @@ def _items(items: list[str] | None, keep: int = 3) -> str:
 
 def _job(r: JobReport, pio: Any, p: str) -> str:
     """The sections of one job's report; ``p`` prefixes every id (a pipeline's steps)."""
-    from batchinfer.report import charts
+    from batchinfer.htmlreport import charts
 
     axis = charts.TimeAxis.of(r)
     out = [_headline(r, p)]
@@ -206,7 +206,7 @@ def _job(r: JobReport, pio: Any, p: str) -> str:
 
 
 def _failures(r: JobReport, p: str) -> str:
-    from batchinfer.report.charts import kind_colour
+    from batchinfer.htmlreport.charts import kind_colour
 
     out = []
     if r.final_failed_items is not None:

@@ -18,7 +18,7 @@ from typing import Any
 from batchinfer.errors import OutputError, one_line
 from batchinfer.eventlog import EVENTS_FILE, iso_ms
 from batchinfer.layout import STATE_DIR, SUMMARY_FILE
-from batchinfer.report.model import (
+from batchinfer.htmlreport.model import (
     FailureGroup,
     Headline,
     JobReport,
@@ -45,7 +45,7 @@ def read_target(target: str | Path) -> JobReport | PipelineReport:
     if isinstance(target, str) and "://" in target:
         local = local_path(target)
         if local is None:
-            from batchinfer.report.remote import read_remote
+            from batchinfer.htmlreport.remote import read_remote
 
             return read_remote(target)
         target = local

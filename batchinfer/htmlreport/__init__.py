@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import types
 from pathlib import Path
 
 from batchinfer.errors import MissingExtraError, OutputError
@@ -24,8 +23,8 @@ def write_report(target: str | Path, out: str | Path | None = None) -> str:
     and the file is written atomically, so a running job is not disturbed.
     """
     render = _renderer()
-    from batchinfer.report.read import local_path as read_local
-    from batchinfer.report.read import read_target
+    from batchinfer.htmlreport.read import local_path as read_local
+    from batchinfer.htmlreport.read import read_target
 
     report = read_target(target)
     html = render(report)
@@ -34,7 +33,7 @@ def write_report(target: str | Path, out: str | Path | None = None) -> str:
         sys.stdout.flush()
         return "-"
     if out is None and isinstance(target, str) and "://" in target and read_local(target) is None:
-        from batchinfer.report.remote import write_remote
+        from batchinfer.htmlreport.remote import write_remote
 
         return write_remote(target, REPORT_FILE, html)
     if out is None:
@@ -55,7 +54,7 @@ def check_extra() -> None:
 
 def _renderer():
     check_extra()
-    from batchinfer.report.page import render
+    from batchinfer.htmlreport.page import render
 
     return render
 
@@ -75,15 +74,3 @@ def _write_atomic(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-class _CallableModule(types.ModuleType):
-    """``batchinfer.report(output_dir, out=None)`` is the API's function, though ``batchinfer.report`` is
-    also this package (which ``import batchinfer.report.read`` binds to that name): the package calls it."""
-
-    def __call__(self, output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> str:
-        from batchinfer.api import report
-
-        return report(output_dir, out)
-
-
-sys.modules[__name__].__class__ = _CallableModule

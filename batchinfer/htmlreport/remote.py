@@ -14,7 +14,7 @@ from typing import Any
 
 from batchinfer.eventlog import EVENTS_FILE
 from batchinfer.layout import LOGS_DIR, SUMMARY_FILE
-from batchinfer.report.model import JobReport
+from batchinfer.htmlreport.model import JobReport
 from batchinfer.trylog import SLOWEST_FILE
 
 READ = (SUMMARY_FILE, *(f"{LOGS_DIR}/{name}" for name in (
@@ -25,7 +25,7 @@ def read_remote(url: str, storage_options: dict[str, Any] | None = None) -> JobR
     """The report of the job whose output folder is at ``url`` (one line, exit 2, when it is not one)."""
     from batchinfer.progress import read_remote_status
     from batchinfer.redact import redact_url
-    from batchinfer.report.read import read_job
+    from batchinfer.htmlreport.read import read_job
     from batchinfer.storage import call, filesystem
 
     status = read_remote_status(url, storage_options)  # OutputError when batchinfer did not write it

@@ -1,4 +1,4 @@
-"""The report's figures, built from a :class:`~batchinfer.report.model.JobReport` with plotly.
+"""The report's figures, built from a :class:`~batchinfer.htmlreport.model.JobReport` with plotly.
 
 plotly is imported lazily by ``page.render`` before any of these run: this module imports it only
 inside functions, so importing it costs nothing. Every string that comes from a user (kinds, parts,
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
-from batchinfer.report.model import JobReport
+from batchinfer.htmlreport.model import JobReport
 
 TIMELINE_MAX_BARS = 5_000  # SVG bars: 10,000 of them added ~1 s to the drawing in Chromium (5,000 ~0.5 s)
 FAILED_MAX_BARS = 3_000
