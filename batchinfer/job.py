@@ -424,7 +424,7 @@ def _run(
         init_times.append(ready.init_seconds)
         worker_rss.append(ready.rss_bytes)
         log.info("worker %d ready (pid %d) after init() of %.2fs", ready.worker, ready.pid, ready.init_seconds)
-        events.worker_ready(ready.worker, ready.pid, ready.init_seconds, ready.rss_bytes / 2**20)
+        events.worker_ready(ready.worker, ready.pid, ready.init_seconds, ready.rss_bytes / 2**20, ready.node)
 
     def on_progress(p: Progress) -> None:
         reporter.update(p)

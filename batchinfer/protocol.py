@@ -179,6 +179,7 @@ class Ready:
     pid: int
     init_seconds: float
     rss_bytes: int
+    node: str | None = None  # batchinfer.node_id() in that worker: <hostname>-<n> locally, Ray's node id on Ray
 
 
 @dataclass(frozen=True)

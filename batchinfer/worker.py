@@ -372,7 +372,7 @@ class ScriptRuntime:
         self._script = script
         init_seconds = time.perf_counter() - started
         log.info("init() done in %.2fs", init_seconds)
-        return Ready(self.index, os.getpid(), init_seconds, _rss())
+        return Ready(self.index, os.getpid(), init_seconds, _rss(), self.node_id)
 
     def _set_up(self) -> None:
         config = self.config
