@@ -45,7 +45,7 @@ fi
 [ -x .venv-old/bin/python ] || "$PYTHON" -m venv .venv-old
 .venv-old/bin/python -m pip install -q --upgrade pip  # azureml-dataprep needs pip>=25.3
 .venv-old/bin/pip install -q -c tests/old-versions.txt -e . \
-    pytest pytest-timeout pytest-xdist scikit-learn "mlflow-skinny<3" mltable
+    "pytest<9.2" pytest-timeout pytest-xdist scikit-learn "mlflow-skinny<3" mltable
 .venv-old/bin/python - <<'PY'
 import numpy, pandas, pyarrow
 lines = [line.split("#")[0].strip() for line in open("tests/old-versions.txt")]
