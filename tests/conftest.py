@@ -88,6 +88,11 @@ def run_marker():
     """A marker put in the environment of every command this test runs; no process may outlive the test."""
     marker = uuid.uuid4().hex
     yield marker
+    assert_none_left(marker)
+
+
+def assert_none_left(marker: str) -> None:
+    """No process tagged with ``marker`` is left (given 10 s to exit); any left is killed, and named."""
     deadline = time.monotonic() + 10
     while (left := _processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -269,7 +274,7 @@ def browser():
     """Debian's Chromium through playwright, one per session (per xdist worker): ``browser.open_report(path)``.
 
     Skipped, with the reason, only where no Chromium could be installed; with ``BATCHINFER_REQUIRE_BROWSER=1``
-    or ``CI=true`` (.ci/run sets both) a missing browser fails instead.
+    (.ci/run sets it) a missing browser fails instead.
     """
     from tests.browser import browser_required, launch, why_not_available
 
@@ -281,3 +286,27 @@ def browser():
     chromium = launch()
     yield chromium
     chromium.close()
+
+
+# ---------------------------------------------------------------- the MNIST sample, run once
+
+# The xdist group of the tests that share one session's MNIST run: tests/test_sample_mnist.py and the report's
+# browser tests (whose module is in this group anyway, for one Chromium). With ``--dist loadgroup`` (.ci/run)
+# they run on one worker, so the sample (TensorFlow, 1,000 digits) runs once in CI, not twice.
+MNIST_GROUP = "report-browser"
+
+
+@pytest.fixture(scope="session")
+def mnist_digits(tmp_path_factory) -> Run:
+    """The README's first command, ``batchinfer run sample_data/mnist_job.yaml``, run once per session (per
+    xdist worker); tests read its output folder (``.output_dir``) and must not change it."""
+    pytest.importorskip("keras", reason="the sample needs the 'tensorflow' extra")
+    out = tmp_path_factory.mktemp("mnist") / "mnist-digits"
+    marker = uuid.uuid4().hex
+    environment = {**os.environ, MARKER: marker}
+    environment.pop("COLUMNS", None)
+    proc = subprocess.run([sys.executable, "-m", "batchinfer", "run", str(REPO / "sample_data" / "mnist_job.yaml"),
+                           "--output", str(out)], cwd=out.parent, env=environment, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert_none_left(marker)
+    return Run(proc.returncode, proc.stdout, proc.stderr, out)
