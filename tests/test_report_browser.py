@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import MARKER, MNIST_GROUP, REPO, SCRIPTS
+from conftest import MARKER, REPO, SCRIPTS
 
-# one xdist worker for the module (.ci/run: --dist loadgroup): one Chromium, one failed job and one MNIST run
-pytestmark = pytest.mark.xdist_group(MNIST_GROUP)
+# one xdist worker for the module (.ci/run: --dist loadgroup): one Chromium and one failed job, not two
+pytestmark = pytest.mark.xdist_group("report-browser")
 CHARTS = ("chart-throughput", "chart-timeline", "chart-durations", "chart-workers")
 # the headline's numbers and the summary.json key each one shows
 HEADLINE = [("items-succeeded", "items_succeeded"), ("items-failed", "items_failed"), ("items-total", "items_total"),
@@ -298,16 +298,18 @@ def test_the_mnist_samples_page_shows_1000_of_1000_and_the_runs_numbers(browser,
         page.screenshot(screenshot_to("report-mnist.png", tmp_path))
 
 
-FILES = 40
+# files of the running job: the workers queue up to 1 + MAX_PREFETCH (33) fast mini-batches each, so with two
+# the job has listed at most FREE + 66 of them when it is held
+FILES = 200
 FREE = 5  # files listed (and committed) first; the others wait for the gate
 
 
 def test_a_running_jobs_snapshot_says_running_and_shows_the_whole_total(browser, tmp_path, run_marker):
-    """Held early, the job has listed a few of its 40 files: its page shows the total its status shows (40,
+    """Held early, the job has listed part of its 200 files: its page shows the total its status shows (200,
     counted ahead of dispatch), not the mini-batches listed so far, and what it has done."""
     data = tmp_path / "data"
     data.mkdir()
-    names = [f"a{i:02d}.txt" for i in range(FREE)] + [f"held{i:02d}.txt" for i in range(FREE, FILES)]
+    names = [f"a{i:03d}.txt" for i in range(FREE)] + [f"held{i:03d}.txt" for i in range(FREE, FILES)]
     for name in names:
         (data / name).write_text(name + "\n")
     gate = tmp_path / "gate"

@@ -1,7 +1,7 @@
 """The README's first command: the real MNIST sample scores 1,000 digits, each once, accurately.
 
 The digits job's run is the session's ``mnist_digits`` (tests/conftest.py), shared with the report's browser
-test of the sample's page: the test is in that xdist group, so CI runs the sample once.
+test of the sample's page: CI runs the sample once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import MNIST_GROUP, REPO, Run
+from conftest import REPO, Run
 
 pytest.importorskip("keras", reason="the sample needs the 'tensorflow' extra")
 pytestmark = pytest.mark.tensorflow
@@ -24,8 +24,7 @@ def mnist_tabular(batchinfer, tmp_path) -> Run:
                       timeout=600)
 
 
-@pytest.mark.parametrize("sample", [pytest.param("mnist_digits", marks=pytest.mark.xdist_group(MNIST_GROUP)),
-                                    "mnist_tabular"])
+@pytest.mark.parametrize("sample", ["mnist_digits", "mnist_tabular"])
 def test_sample_job_scores_every_digit_once_with_accuracy_over_96_percent(request, sample):
     run: Run = request.getfixturevalue(sample)
     assert run.code == 0, run.stderr
