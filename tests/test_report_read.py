@@ -129,8 +129,8 @@ def test_two_runs_the_first_interrupted_and_the_resume_marked(faults):
 def test_worker_starts_are_those_of_events_jsonl_run_by_run_with_init_time_and_memory(faults):
     report, _, out = faults
     ready = [e for e in _events(out) if e["event"] == "worker_ready"]
-    assert [(w.run, w.worker, w.pid, w.init_s) for w in report.workers] == [
-        (e["run"], e["worker"], e["pid"], e["init_s"]) for e in ready]
+    assert [(w.run, w.worker, w.pid, w.node, w.init_s) for w in report.workers] == [
+        (e["run"], e["worker"], e["pid"], e["node"], e["init_s"]) for e in ready]
     per_run = Counter(w.run for w in report.workers)
     assert per_run[1] == 3  # nine mini-batches submitted at once: all three workers start
     # run 2: four mini-batches start three workers; the killed and the timed-out one are replaced only when
@@ -138,7 +138,7 @@ def test_worker_starts_are_those_of_events_jsonl_run_by_run_with_init_time_and_m
     assert 3 <= per_run[2] <= 5 and set(per_run) == {1, 2}
     for start in report.workers:
         assert start.init_s >= 0 and start.rss_mb and start.rss_mb > 1 and start.pid
-        assert start.node is None  # the local executor's Ready does not carry its node id
+        assert start.node  # where it ran (the local executor's node id)
 
 
 def test_a_resumed_job_s_elapsed_and_items_per_s_cover_both_runs(faults):
