@@ -11,9 +11,15 @@ A remote input is listed a second time from its store, in the background.
 - ``partition_keys``: the number of partitions, exact once dispatch has listed them
   (``InputPlan.partition_count``); for file inputs, the distinct path values before that;
 - tables: an estimate from file sizes, refined as dispatch cuts them: the mini-batches listed so
-  far plus the estimate for what is not cut yet (see :meth:`Counter.expected`).
+  far plus the estimate for what is not cut yet (see :meth:`Counter.expected`). A Parquet file
+  is counted exactly from its footer, read through its filesystem (a remote one: a range request
+  or two per file); a CSV or JSON-lines file from its size and the bytes per row of the input's
+  first file (its first and last 64 KB).
 
-The counter never raises into the job: a failure means "no estimate", logged at debug level.
+The counter never raises into the job: a failure means "no estimate", logged at debug level. It
+uses only ``inputs``' public listing API (``Lister.entries``, ``Lister.filesystem``,
+``split_parquet``) and stops when the job ends: at the next name, or before the next request of
+a remote walk (``Lister(stop=...)``).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from batchinfer.inputs import FoundFile, Lister, table_format
+from batchinfer.inputs import FoundFile, Lister, ListingStopped, split_parquet, table_format
 from batchinfer.partitions import partition_values
 from batchinfer.redact import for_log
 from batchinfer.spec import WHOLE_FILE_ENCODINGS
@@ -37,10 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batchinfer.counting")
 SAMPLE_BYTES = 64 * 1024  # of the first table file of an input: its bytes per row, for the 'rows' unit
-
-
-class _Stopped(Exception):
-    """The job ended before the count did."""
 
 
 class Counter:
@@ -64,7 +66,9 @@ class Counter:
         return self
 
     def stop(self) -> None:
-        """The job is over: the thread gives up at its next name (it is a daemon: never waited for)."""
+        """The job is over: the thread gives up at its next name, or before its next request to a
+        remote store (it is a daemon: never waited for). One request under way is not cut short:
+        a remote folder's listing is one request to fsspec, however many pages the store sends."""
         self._stop.set()
 
     def wait(self, timeout: float) -> bool:
@@ -113,7 +117,7 @@ class Counter:
                 for i in range(len(tables) - 1, -1, -1):
                     after[i] = (after[i + 1][0] + tables[i][0], after[i + 1][1] and tables[i][1])
                 self._after, self.tables = after, tables
-        except _Stopped:
+        except ListingStopped:
             return
         except Exception as exc:  # the job does not need the count: no estimate, and on it goes
             self.failed = True
@@ -124,20 +128,23 @@ class Counter:
             log.info("counted ahead of dispatch in %.2fs: %s%d mini-batches", time.monotonic() - began,
                      "about " if estimated else "", total)
 
-    def _names(self, index: int) -> Iterator[str | dict[str, Any]]:
-        """Every file of input ``index`` as dispatch lists them: a local path (not stat'ed) or a
-        remote store's info dict. A new Lister: dispatch's notes (folders not followed) stay its own."""
+    def _names(self, index: int) -> Iterator[tuple[Any, str | dict[str, Any]]]:
+        """Every file of input ``index`` as dispatch lists them, with its filesystem: a local path
+        (not stat'ed) or a remote store's info dict (its ``name`` a path within that filesystem). A
+        new Lister: dispatch's notes (folders not followed) stay its own; it stops when we do."""
         spec_input = self.spec.inputs[index]
         # tables: in dispatch's order (expected() pairs the estimates with the files cut so far);
         # files: only counted, so a folder's names are not kept (flat memory)
-        lister = Lister(spec_input, self.plan.listers[index].exclude, ordered=self.spec.input_type == "tabular")
+        lister = Lister(spec_input, self.plan.listers[index].exclude, ordered=self.spec.input_type == "tabular",
+                        stop=self._stop)
         for path in spec_input.path:
-            for entry in lister._entries(path):
+            fs = lister.filesystem(path)[0]
+            for entry in lister.entries(path):
                 if self._stop.is_set():
-                    raise _Stopped
+                    raise ListingStopped
                 name = entry if isinstance(entry, str) else entry["name"]
                 if self.spec.input_type == "file" or table_format(name, spec_input.format)[0]:
-                    yield entry
+                    yield fs, entry
 
     def _count_files(self) -> int:
         assert self.spec.mini_batch_size is not None
@@ -148,7 +155,7 @@ class Counter:
         keys = list(self.spec.partition_keys or [])
         seen: set[tuple[Any, ...]] = set()
         for index, spec_input in enumerate(self.spec.inputs):
-            for entry in self._names(index):
+            for _, entry in self._names(index):
                 name = entry if isinstance(entry, str) else entry["name"]
                 values = partition_values(name, spec_input.partition_format or "") or {}
                 seen.add((tuple(values.get(k) for k in keys), index))
@@ -157,17 +164,15 @@ class Counter:
     def _estimate_tables(self) -> list[tuple[int, bool]]:
         out: list[tuple[int, bool]] = []
         for index, spec_input in enumerate(self.spec.inputs):
-            lister = self.plan.listers[index]
             bytes_per_row: float | None = None
-            for entry in self._names(index):
-                path = entry if isinstance(entry, str) else entry["name"]
+            for fs, entry in self._names(index):
+                path = entry if isinstance(entry, str) else entry["name"]  # within fs
                 size = entry.get("size") if isinstance(entry, dict) else None
                 fmt, compression = table_format(path, spec_input.format)
                 whole = fmt != "parquet" and self.plan.read_options[index].encoding in WHOLE_FILE_ENCODINGS
                 if compression or whole:
                     out.append((1, True))  # never cut: one mini-batch (InputPlan._slices)
                     continue
-                fs, fs_path = lister._fs(path)
                 if isinstance(entry, str):
                     try:
                         info = os.stat(path)
@@ -177,11 +182,11 @@ class Counter:
                         out.append((1, True))  # a FIFO, a dangling link...: one mini-batch whose read says why
                         continue
                     size = info.st_size
-                elif size is None:
-                    size = fs.size(fs_path)
-                if fmt == "parquet" and isinstance(entry, str):
-                    out.append((self._parquet_slices(fs, fs_path, size), True))
+                if fmt == "parquet":  # its footer says how dispatch cuts it, local or remote
+                    out.append(self._parquet_slices(fs, path, size))
                     continue
+                if size is None:
+                    size = fs.size(path)
                 if self.spec.mini_batch_size is None or not size:
                     out.append((0, not size))
                     continue
@@ -189,20 +194,21 @@ class Counter:
                     out.append((max(1, math.ceil(size / self.spec.mini_batch_size.value)), False))
                     continue
                 if bytes_per_row is None:
-                    bytes_per_row = _bytes_per_row(fs, fs_path, fmt, self.plan.read_options[index].header)
+                    bytes_per_row = _bytes_per_row(fs, path, fmt, self.plan.read_options[index].header)
                 rows = max(1, round(size / bytes_per_row))
                 out.append((max(1, math.ceil(rows / self.spec.mini_batch_size.value)), False))
         return out
 
-    def _parquet_slices(self, fs: Any, path: str, size: int) -> int:
-        """A local Parquet file's slices, from its footer, as dispatch cuts them."""
-        from batchinfer.inputs import _split_parquet
-
+    def _parquet_slices(self, fs: Any, path: str, size: int | None) -> tuple[int, bool]:
+        """(a Parquet file's slices, exact), from its footer read through ``fs``, as dispatch cuts
+        them: one range request or two on a remote store, in this thread."""
         assert self.spec.mini_batch_size is not None
         try:
-            return sum(1 for _ in _split_parquet(fs, FoundFile(path, size, None), self.spec.mini_batch_size))
+            return sum(1 for _ in split_parquet(fs, FoundFile(path, size, None), self.spec.mini_batch_size)), True
+        except OSError:  # unreadable now: dispatch makes it one mini-batch, or cuts it if it can read it then
+            return 1, False
         except Exception:  # a corrupt footer: dispatch makes it one mini-batch
-            return 1
+            return 1, True
 
 
 def _bytes_per_row(fs: Any, path: str, fmt: str | None, header: str) -> float:

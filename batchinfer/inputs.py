@@ -35,6 +35,7 @@ import math
 import os
 import re
 import stat
+import threading
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -244,6 +245,10 @@ def _found_local(path: str) -> FoundFile:
     return FoundFile(path, info.st_size, info.st_mtime, regular=stat.S_ISREG(info.st_mode))
 
 
+class ListingStopped(Exception):
+    """A :class:`Lister` was asked to stop (its ``stop`` event is set) in the middle of a walk."""
+
+
 def _inside(path: str, folders: frozenset[str]) -> str | None:
     """The folder of ``folders`` that holds (or is) ``path``, if any."""
     return next((f for f in folders if path == f or path.startswith(f.rstrip("/") + "/")), None)
@@ -258,14 +263,17 @@ class Lister:
     job's output folder) are never part of the inputs.
     """
 
-    def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset(), ordered: bool = True) -> None:
+    def __init__(self, spec: InputSpec, exclude: frozenset[str] = frozenset(), ordered: bool = True,
+                 stop: threading.Event | None = None) -> None:
         self.spec = spec
         self.exclude = exclude
         self.ordered = ordered  # False: local folders' files in no order, their names not kept (counting.py)
+        self.stop = stop  # once set, the next question to the file system raises ListingStopped (counting.py)
         self.skipped: dict[str, str] = {}  # folders not followed, and why
 
-    def _fs(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
-        """The filesystem of ``path``; a missing package (``pip install 'batchinfer[s3]'``) or unusable
+    def filesystem(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The filesystem of ``path`` (an entry of ``inputs.path``, or a file it lists) and the path
+        within it; a missing package (``pip install 'batchinfer[s3]'``) or unusable
         storage_options are one StorageError naming the input."""
         try:
             return storage.filesystem(path, self.spec.storage_options)
@@ -276,7 +284,10 @@ class Lister:
         """``call()`` (a question to the file system about ``path``); whatever goes wrong other
         than 'not found' becomes one error naming the path, not a traceback: on an object store,
         transient errors are asked again, and a missing bucket, refused credentials or denied
-        access say so (see ``storage.store_error``)."""
+        access say so (see ``storage.store_error``). Once ``stop`` is set, :class:`ListingStopped`
+        instead: every request of a remote walk comes here, so a stopped walk asks nothing more."""
+        if self.stop is not None and self.stop.is_set():
+            raise ListingStopped
         try:
             if storage.is_object_store(path):
                 return retrying(call, f"listing {redact_url(path)}")
@@ -311,9 +322,11 @@ class Lister:
             else:
                 yield entry
 
-    def _entries(self, path: str) -> Iterator[str | dict]:
-        """What one entry of ``inputs.path`` names: a file, a folder's files, or a glob's matches."""
-        fs, root = self._fs(path)
+    def entries(self, path: str) -> Iterator[str | dict]:
+        """What one entry of ``inputs.path`` names: a file, a folder's files, or a glob's matches,
+        lazily and unfiltered by format: local files as paths (not stat'ed), remote ones as fsspec's
+        info dicts (``name`` is a path within :meth:`filesystem`'s filesystem, ``size`` if known)."""
+        fs, root = self.filesystem(path)
         local = isinstance(fs, LocalFileSystem)
         if local and (outside := _inside(os.path.normpath(root), self.exclude)):
             raise InputError(
@@ -355,11 +368,11 @@ class Lister:
         """Every file one entry of ``inputs.path`` names, lazily, as local paths or full URLs."""
         url = is_url(path)
         fs = None
-        for entry in self._entries(path):
+        for entry in self.entries(path):
             if isinstance(entry, str):  # a local file, stat'ed only now
                 yield _found_local(entry)
                 continue
-            fs = fs or self._fs(path)[0]
+            fs = fs or self.filesystem(path)[0]
             name = entry["name"] if not url or _is_http(entry["name"]) else fs.unstrip_protocol(entry["name"])
             yield FoundFile(name, entry.get("size"), _mtime(entry))
 
@@ -440,8 +453,10 @@ def _split_lines(fs: Any, found: FoundFile, fmt: str, size: BatchSize, options: 
             start = end
 
 
-def _split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple[TableSlice, int]]:
-    """Cut a Parquet file by row groups, or by row slices of a row group too big for one batch."""
+def split_parquet(fs: Any, found: FoundFile, size: BatchSize) -> Iterator[tuple[TableSlice, int]]:
+    """Cut a Parquet file by row groups, or by row slices of a row group too big for one batch:
+    (slice, its rows). Reads only the footer, through ``fs`` (any fsspec filesystem; ``found.path``
+    is a path within it); a corrupt footer raises pyarrow's error, an unreadable file OSError."""
     import pyarrow.parquet as pq
 
     with fs.open(found.path, "rb") as f:
@@ -633,13 +648,13 @@ class InputPlan:
             # opened here (a FIFO would block): each is one mini-batch, whose read scores it or says why
             yield TableSlice(found.path, fmt, compression=compression), None
             return
-        fs, path = self.listers[index]._fs(found.path)
+        fs, path = self.listers[index].filesystem(found.path)
         local = FoundFile(path, found.size, found.mtime)
         slices = 0
         try:
             if fmt == "parquet":
                 try:
-                    cut = list(_split_parquet(fs, local, self.spec.mini_batch_size))
+                    cut = list(split_parquet(fs, local, self.spec.mini_batch_size))
                 except OSError:
                     raise
                 except Exception:  # a corrupt footer: one slice, whose read fails in the worker and says why

@@ -360,10 +360,16 @@ class Scheduler:
         if failed:
             batch_id, entries = next(iter(failed.items()))
             self._listing_changed(batch_id, f"it is no longer listed ({entries[0].failed_items[0]})")
+        # the total is the whole job's (every mini-batch is in the journal: --retry-failed needs a
+        # finished job); those not retried are done, so the bar starts at, e.g., 18/20 and ends at 20/20
         counts = self.journal.counts()
-        self.progress.listing_done = True
-        self.progress.mini_batches_total = counts["mini_batches_succeeded"] + counts["mini_batches_failed"]
-        self.progress.items_total = counts["items_succeeded"] + counts["items_failed"]
+        p = self.progress
+        p.listing_done = True
+        p.mini_batches_total = counts["mini_batches_succeeded"] + counts["mini_batches_failed"]
+        p.mini_batches_done = p.mini_batches_total - len(self.roots)
+        p.mini_batches_succeeded = counts["mini_batches_succeeded"]
+        p.mini_batches_failed = max(0, counts["mini_batches_failed"] - len(self.roots))
+        p.items_total = counts["items_succeeded"] + counts["items_failed"]
 
     def _listing_changed(self, batch_id: int, what: str) -> None:
         raise InputError(
@@ -454,8 +460,7 @@ class Scheduler:
 
     def _finish_root(self, root: _Root) -> None:
         del self.roots[root.batch.id]
-        if not self.retry_failed:
-            self._count_root(root.failed)
+        self._count_root(root.failed)
 
     def _commit(self, entry: JournalEntry, rows: bytes, header: bytes | None) -> None:
         if self.progress.stop_reason:

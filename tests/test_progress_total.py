@@ -15,6 +15,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -133,6 +134,90 @@ def test_plain_lines_and_status_show_the_total_before_the_first_commit(tmp_path,
     lines = [line for line in seen if " mini-batches, " in line and not line.startswith("batchinfer")]
     assert all("/20 mini-batches" in line and "(listing)" not in line for line in lines), lines
     assert " 20/20 mini-batches" in lines[-1]
+
+
+def totals_shown(stderr: str) -> list[str]:
+    """'done/total' of each progress line ('10/20', or '10/12+' while nothing is known)."""
+    return re.findall(r": (\d+/\d+\+?)(?: \(listing\))? mini-batches, ", stderr)
+
+
+def test_a_resumed_job_shows_its_whole_total_from_its_first_line(tmp_path, text_files, run_marker, batchinfer):
+    gate = tmp_path / "gate"
+    # mini-batches 0-9 (f000-f029) are scored at once; 10-19 (f030-f059) wait at the gate
+    spec = write_spec(tmp_path, text_files(60), *(arg for word in ("f03", "f04", "f05")
+                                                  for arg in ("--gate", str(gate), "--held", word)))
+    out = tmp_path / "out"
+    status = out / ".batchinfer" / "status.json"
+
+    def status_doc() -> dict:
+        try:
+            return json.loads(status.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "batchinfer", "run", str(spec), "--output", str(out), "--progress-interval", "0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, MARKER: run_marker},
+        )
+
+    first = start()
+    try:
+        wait_for(lambda: status_doc().get("mini_batches_done") == 10, first, "10 mini-batches committed")
+        first.send_signal(signal.SIGTERM)
+        seen = ""
+        while "stopping" not in seen:  # the first signal was handled: a second is not merged into it
+            line = first.stderr.readline()
+            assert line, f"stderr closed before 'stopping': {seen}"
+            seen += line
+        first.send_signal(signal.SIGTERM)  # the second: at once, the held mini-batches given up
+        assert first.wait(timeout=60) == 143
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.communicate(timeout=60)
+    status.unlink()
+    second = start()  # the gate still shut: the run holds at 10 done
+    seen_lines: list[str] = []
+    reader = threading.Thread(target=lambda: seen_lines.extend(second.stderr), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "10/20" in totals_shown("".join(seen_lines)), second, "a progress line with 10/20")
+        wait_for(lambda: status_doc().get("mini_batches_expected") == 20, second, "status.json with the total")
+        line = batchinfer("status", str(out))
+        assert line.code == 0, line.stderr
+        assert ": 10/20 mini-batches" in line.stdout, line.stdout
+        gate.touch()
+        assert second.wait(timeout=60) == 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+        second.wait(timeout=60)
+    reader.join(timeout=10)
+    shown = totals_shown("".join(seen_lines))
+    # never a total short of the whole job (e.g. '10/10', the journal's share); '+': not counted yet
+    assert shown[0] in ("10/20", "10/11+", "10/12+"), shown
+    assert all(t.endswith("/20") or t.endswith("+") for t in shown), shown
+    assert next(t for t in shown if not t.endswith("+")) == "10/20" and shown[-1] == "20/20", shown
+
+
+def test_retry_failed_shows_the_whole_job_with_the_failed_ones_left(tmp_path, text_files, job):
+    """--retry-failed: the total is every mini-batch of the job (it needs a finished one), those not
+    retried are done: 18/20 at the start, 20/20 at the end, never 0/20."""
+    data = text_files(60)
+    for name in ("f012.txt", "f040.txt"):  # in mini-batches 4 and 13
+        (data / name).write_text("bad\n")
+    keys = {"inputs": {"path": str(data)}, "mini_batch_size": 3, "process_count_per_node": 2}
+    first = job("fail_on_bad_content.py", **keys)
+    summary = first.summary
+    assert (summary["mini_batches_total"], summary["mini_batches_failed"]) == (20, 2), summary
+    for name in ("f012.txt", "f040.txt"):
+        (data / name).write_text("fixed\n")
+    second = job("fail_on_bad_content.py", "--retry-failed", "--progress-interval", "0.1", **keys)
+    assert second.code == 0, second.stderr
+    shown = totals_shown(second.stderr)
+    assert shown and shown[-1] == "20/20", second.stderr
+    assert all(t in ("18/20", "19/20", "20/20") for t in shown), shown
 
 
 # ------------------------------------------------------------------ the count, from a table of inputs
@@ -287,3 +372,61 @@ def test_a_remote_input_is_counted_by_a_second_listing(tmp_path, s3_server):
     assert counter.wait(60)
     assert counter.expected() == (6, False)
     assert len(list(plan.mini_batches())) == 6
+
+
+def test_a_remote_table_is_counted_through_its_store(tmp_path, s3_server):
+    """A remote Parquet file is counted from its footer, read from the store; a remote CSV estimated
+    from its size and first rows, read from the store too (never as a local path)."""
+    from tests.stores import upload_tree
+
+    local = tmp_path / "local"
+    local.mkdir()
+    parquet_rows(local)  # t/a.parquet: 3000 rows in row groups of 250, cut by 400 rows: 8
+    _csv(local / "t" / "b.csv", 1250)  # 4 of 400 rows
+    bucket = s3_server.new_bucket()
+    upload_tree(s3_server.fs(), local / "t", f"{bucket}/t")
+    plan = plan_for(tmp_path, {"inputs": {"type": "tabular", "path": f"s3://{bucket}/t",
+                                          "storage_options": s3_server.storage_options},
+                               "mini_batch_size": "400rows"})
+    counter = Counter(plan).start()
+    assert counter.wait(60)
+    assert counter.tables is not None, "no estimate"
+    assert counter.tables[0] == (8, True)  # the footer's count, exact
+    early, estimated = counter.expected()
+    listed = list(plan.mini_batches())
+    assert [b.table.path.rsplit("/", 1)[-1] for b in listed].count("a.parquet") == 8
+    assert estimated and abs(early - len(listed)) <= 1, (early, len(listed))
+
+
+def test_a_stopped_counter_asks_a_remote_store_nothing_more(tmp_path, s3_server, monkeypatch):
+    """The job ends while the counter walks a big remote tree: the walk stops before its next request.
+    Here the folders hold no input (only hidden files), so no name reaches the counter between requests."""
+    from tests.stores import upload_tree
+
+    local = tmp_path / "local"
+    for i in range(30):
+        (local / f"a{i:02d}").mkdir(parents=True)
+        (local / f"a{i:02d}" / ".keep").write_text("x")
+    (local / "z").mkdir()
+    (local / "z" / "f.txt").write_text("x")
+    bucket = s3_server.new_bucket()
+    upload_tree(s3_server.fs(), local, f"{bucket}/data")
+    url = f"s3://{bucket}/data"
+    plan = plan_for(tmp_path, {"inputs": {"path": url, "storage_options": s3_server.storage_options},
+                               "mini_batch_size": 2})
+    fs = plan.listers[0].filesystem(url)[0]  # fsspec's cached instance: the counter's Lister gets it too
+    counter = Counter(plan)
+    listings = []
+    real_ls = fs.ls
+
+    def ls(path, *args, **kwargs):
+        listings.append(path)
+        if len(listings) == 3:
+            counter.stop()  # the job ends during the walk's third listing
+        return real_ls(path, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "ls", ls)
+    counter.start()
+    assert counter.wait(60)
+    assert len(listings) == 3, listings  # the walk has 32 folders to list: it asked for none after the stop
+    assert counter.expected() == (None, False)  # stopped: no count
