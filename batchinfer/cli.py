@@ -180,7 +180,7 @@ def run(
         if as_json:
             _print_json(result.raw)
     if with_report:  # a reused finished job too: its page is as valid as when it ran
-        _report_at_end(result.kept_logs or (logs if output == "-" else result.output_dir))
+        _report_at_end(*_report_target(spec, output, logs, result))
     if result.kept_logs:  # even with --quiet: it is left on disk for the user to look at, then remove
         sys.stderr.write(f"batchinfer: kept the temporary folder {result.kept_logs} (logs, summary) because "
                          "something failed; remove it when done\n")
@@ -402,23 +402,32 @@ def status(
 @app.command(epilog=(
     "Examples:\n\n"
     "  batchinfer report out/   # writes out/report.html\n\n"
-    "  batchinfer report out/ -o - > run.html"
+    "  batchinfer report out/ -o - > run.html\n\n"
+    "  batchinfer report --spec job.yaml   # its output folder, with its storage_options"
 ))
 def report(
     output_dir: Annotated[
-        str, typer.Argument(metavar="OUTPUT", show_default=False,
-                            help="The output folder of a job or an Azure ML pipeline (finished, failed, or still running)."),
-    ],
+        Optional[str], typer.Argument(metavar="OUTPUT", show_default=False,
+                                      help="The output folder of a job or an Azure ML pipeline (finished, failed, "
+                                      "or still running): a path, or a URL (s3://, az://, gs://, file://)."),
+    ] = None,
     out: Annotated[
         Optional[str],
         typer.Option("--out", "-o", metavar="FILE", help="Where to write the page (default OUTPUT/report.html); '-' for stdout."),
+    ] = None,
+    spec: Annotated[
+        Optional[Path],
+        typer.Option("--spec", metavar="JOB.yaml", readable=False,
+                     help="Read the output folder (when OUTPUT is not given) and its storage_options "
+                     "from this job spec."),
     ] = None,
 ) -> None:
     """Write one self-contained HTML page of a run: throughput, workers' timelines, slowest tries, failures."""
     from batchinfer.htmlreport import write_report
 
     try:
-        written = write_report(output_dir, out)
+        target, storage_options = _status_target(output_dir, spec, "report")
+        written = write_report(target, out, storage_options or None)
     except BatchInferError as error:
         fail(error)
         return
@@ -426,18 +435,29 @@ def report(
         sys.stderr.write(f"batchinfer: report: {one_line(written)}\n")
 
 
-def _report_at_end(folder: Path | str | None) -> None:
+def _report_at_end(folder: Path | str | None, storage_options: dict[str, Any] | None = None) -> None:
     """``run --report``: the page of the run that just ended, whatever its status; named on stderr."""
     from batchinfer.htmlreport import write_report
 
     if folder is None:
         return
     try:
-        written = write_report(folder)
+        written = write_report(folder, storage_options=storage_options)
     except BatchInferError as error:  # the run's exit code stands: the report is an extra
         sys.stderr.write(f"batchinfer: report not written: {for_log(str(error))}\n")
         return
     sys.stderr.write(f"batchinfer: report: {one_line(written)}\n")
+
+
+def _report_target(spec, output: str | None, logs: Path | None, result) -> tuple[Path | str | None, dict[str, Any] | None]:
+    """Where ``run --report`` reads and writes: a remote output by its real URL with the spec's
+    storage_options (the result names it redacted, without credentials), else the folder the run used."""
+    if result.kept_logs or output == "-":
+        return result.kept_logs or logs, None
+    url = output or (spec.output.path if spec.output is not None else None)
+    if url and "://" in url:
+        return url, dict(spec.output.storage_options) if spec.output is not None else None
+    return result.output_dir, None
 
 
 def _ran_locally(folder: Path) -> bool:
@@ -447,12 +467,12 @@ def _ran_locally(folder: Path) -> bool:
     return (state / "status.json").exists() and not (state / "lease.json").exists()
 
 
-def _status_target(output: str | None, spec_path: Path | None) -> tuple[str, dict[str, Any]]:
-    """The folder ``status`` reads, and the storage_options to read it with (the spec's, with --spec)."""
+def _status_target(output: str | None, spec_path: Path | None, command: str = "status") -> tuple[str, dict[str, Any]]:
+    """The folder ``status`` (or ``report``) reads, and the storage_options to read it with (the spec's, with --spec)."""
     if spec_path is None:
         if output is None:
             raise UsageError("Missing argument 'OUTPUT'", hint="give the output folder (a path or URL), "
-                             "or --spec JOB.yaml; see batchinfer status --help")
+                             f"or --spec JOB.yaml; see batchinfer {command} --help")
         return output, {}
     job = _load(spec_path, [])
     if job.output is None or job.output.path == "-":

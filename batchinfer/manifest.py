@@ -33,15 +33,17 @@ from typing import Optional
 from pydantic import Field
 
 from batchinfer.errors import OutputError
-from batchinfer.layout import LOGS_DIR, STATE_DIR, SUMMARY_FILE
+from batchinfer.eventlog import EVENTS_FILE
+from batchinfer.layout import LOGS_DIR, REPORT_FILE, REPORT_MARKER, STATE_DIR, SUMMARY_FILE
 from batchinfer.spec import JobSpec
 from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, seal, shown, why_invalid, write_private_json
+from batchinfer.trylog import ERRORS_FILE, SLOWEST_FILE, TRIES_FILE
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 SUMMARY = SUMMARY_FILE
-LOG_FILES = ("job.log", "errors.jsonl", "processed_mini_batches.csv", "failed_items.txt", "readme.txt",
-             "metrics.jsonl", "events.jsonl", "slowest_tries.json")  # metrics.jsonl: what scripts give azureml.core.Run.log* (batchinfer/_compat)
+LOG_FILES = ("job.log", ERRORS_FILE, TRIES_FILE, "failed_items.txt", "readme.txt",
+             "metrics.jsonl", EVENTS_FILE, SLOWEST_FILE)  # metrics.jsonl: what scripts give azureml.core.Run.log* (batchinfer/_compat)
 STATE_FILES = (JOB_FILE, "journal.jsonl", "status.json", "lock", MANIFEST)
 TREES = (f"{STATE_DIR}/parts", f"{STATE_DIR}/tmp")
 # created before the manifest can name them (the lock comes first of all), and kept when clearing:
@@ -150,7 +152,10 @@ class Manifest:
         write_private_json(self.path, doc)
 
     def clear(self) -> None:
-        """Remove every claimed file and scratch tree (not the lock, manifest and job.json): start over."""
+        """Remove every claimed file and scratch tree (not the lock, manifest and job.json): start over.
+        The old run's report.html goes too, when batchinfer wrote it (it is not claimed: see :func:`is_own_report`)."""
+        if is_own_report(self.folder / REPORT_FILE):
+            _remove_file(self.folder / REPORT_FILE)
         for name in sorted(self.files - KEPT):
             if (path := self.where(name)) is not None:
                 _remove_file(path)
@@ -189,6 +194,21 @@ class Manifest:
         self.files |= names
         self.trees |= set(TREES)
         self.save()
+
+
+def is_own_report(path: Path) -> bool:
+    """Whether ``path`` is a page `batchinfer report` wrote (it holds the marker); False when absent.
+
+    report.html is not claimed in the manifest (a report may be written while another run holds the
+    folder): the marker in the page tells batchinfer's from a file of the user's at that name.
+    """
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False  # a link, a pipe: not a page batchinfer wrote (and a pipe would block a read)
+        with open(path, "rb") as f:  # a page is a few MB at most; the marker is in its <head>
+            return REPORT_MARKER.encode() in f.read()
+    except OSError:
+        return False
 
 
 def _remove_file(path: Path) -> None:

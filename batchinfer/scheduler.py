@@ -68,6 +68,7 @@ class Progress:
     resumed_mini_batches: int = 0
     first_error: str | None = None
     stop_reason: str | None = None
+    items_this_run: int = 0  # items committed by this run (items_done counts earlier runs' too): its items/s
 
     @property
     def items_done(self) -> int:
@@ -469,6 +470,7 @@ class Scheduler:
         if previous is not None:  # --retry-failed replaces the failed entry
             self._count_entry(previous, -1)
         self._count_entry(entry, +1)
+        self.progress.items_this_run += entry.succeeded + entry.failed
         self._check_thresholds()
 
     def _check_thresholds(self) -> None:
@@ -559,7 +561,7 @@ def summary_of(
         "mini_batches_resumed": progress.resumed_mini_batches,
         "tries": progress.tries,
         "elapsed_s": round(elapsed, 3),
-        "items_per_s": round(progress.items_done / elapsed, 1) if elapsed > 0 else None,
+        "items_per_s": round(progress.items_this_run / elapsed, 1) if elapsed > 0 else None,  # this run's
         "first_error": for_log(progress.first_error) if progress.first_error else None,
         **extra,
     }

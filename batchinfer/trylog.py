@@ -22,6 +22,8 @@ from batchinfer.output import open_own_file, write_text_atomic
 from batchinfer.protocol import Outcome
 from batchinfer.redact import json_safe
 
+ERRORS_FILE = "errors.jsonl"  # one record per failed try
+TRIES_FILE = "processed_mini_batches.csv"  # one row per try
 SLOWEST_FILE = "slowest_tries.json"
 SLOWEST_KEPT = 10
 SLOWEST_ITEMS = 50  # item labels kept per slow try (a mini-batch of 10,000 files would bloat the file)
@@ -49,9 +51,9 @@ class TryLog:
     COLUMNS: ClassVar[list[str]] = ["id", "part", "try", "worker", "start", "seconds", "items", "succeeded", "failed", "status"]
 
     def __init__(self, log_dir: Path) -> None:
-        self.errors = append_file(log_dir / "errors.jsonl")
-        new = not (log_dir / "processed_mini_batches.csv").exists()
-        self._tries_file = append_file(log_dir / "processed_mini_batches.csv")
+        self.errors = append_file(log_dir / ERRORS_FILE)
+        new = not (log_dir / TRIES_FILE).exists()
+        self._tries_file = append_file(log_dir / TRIES_FILE)
         self.tries = csv.writer(self._tries_file)
         self._flushed = time.monotonic()
         self._second = -1

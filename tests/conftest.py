@@ -88,6 +88,11 @@ def run_marker():
     """A marker put in the environment of every command this test runs; no process may outlive the test."""
     marker = uuid.uuid4().hex
     yield marker
+    assert_none_left(marker)
+
+
+def assert_none_left(marker: str) -> None:
+    """No process tagged with ``marker`` is left (given 10 s to exit); any left is killed, and named."""
     deadline = time.monotonic() + 10
     while (left := _processes_with(marker)) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -269,7 +274,7 @@ def browser():
     """Debian's Chromium through playwright, one per session (per xdist worker): ``browser.open_report(path)``.
 
     Skipped, with the reason, only where no Chromium could be installed; with ``BATCHINFER_REQUIRE_BROWSER=1``
-    or ``CI=true`` (.ci/run sets both) a missing browser fails instead.
+    (.ci/run sets it) a missing browser fails instead.
     """
     from tests.browser import browser_required, launch, why_not_available
 
@@ -281,3 +286,40 @@ def browser():
     chromium = launch()
     yield chromium
     chromium.close()
+
+
+# ---------------------------------------------------------------- the MNIST sample, run once
+
+
+@pytest.fixture(scope="session")
+def mnist_digits(tmp_path_factory) -> Run:
+    """The README's first command, ``batchinfer run sample_data/mnist_job.yaml``, run once per session for
+    tests/test_sample_mnist.py and the report's browser test of the sample's page; tests read its output
+    folder (``.output_dir``) and must not change it.
+
+    Under xdist the two tests may run on different workers (and ``xdist_group`` cannot be relied on to keep
+    them together: with pytest 9.2 and pytest-xdist 3.8 ``--dist loadgroup`` does not group), so the first
+    worker to ask runs the sample in the session's shared temporary folder, holding a lock, and writes its
+    result next to it; the other waits for the lock and reads that result.
+    """
+    import fcntl
+
+    pytest.importorskip("keras", reason="the sample needs the 'tensorflow' extra")
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    # under xdist, the parent of a worker's basetemp is the session's own folder, shared by its workers
+    root = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.mktemp("mnist")
+    out, result = root / "mnist-digits", root / "mnist-digits.json"
+    with open(root / "mnist-digits.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when closed
+        if not result.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a run that did not finish (timed out) left a folder
+            marker = uuid.uuid4().hex
+            environment = {**os.environ, MARKER: marker}
+            environment.pop("COLUMNS", None)
+            proc = subprocess.run([sys.executable, "-m", "batchinfer", "run",
+                                   str(REPO / "sample_data" / "mnist_job.yaml"), "--output", str(out)],
+                                  cwd=root, env=environment, capture_output=True, text=True, timeout=600, check=False)
+            assert_none_left(marker)
+            result.write_text(json.dumps({"code": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}))
+        ran = json.loads(result.read_text())
+    return Run(ran["code"], ran["stdout"], ran["stderr"], out)

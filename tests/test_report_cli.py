@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import MARKER, REPO, assert_one_line_error
@@ -15,8 +17,11 @@ from test_azure_pipeline import mnist
 
 import batchinfer
 from batchinfer.htmlreport.model import JobReport, PipelineReport
-from batchinfer.htmlreport.read import read_target
+from batchinfer.htmlreport.page import render
+from batchinfer.htmlreport.read import read_job, read_target
+from batchinfer.layout import REPORT_MARKER
 
+UMASK_077 = "import os, sys; os.umask(0o077); sys.argv[0] = 'batchinfer'; from batchinfer.cli import main; main()"
 NO_PLOTLY = ("import sys; sys.modules['plotly'] = None; sys.argv[0] = 'batchinfer'; "
              "from batchinfer.cli import main; main()")
 
@@ -39,12 +44,37 @@ def test_report_writes_the_page_and_the_job_still_resumes_and_restarts(job, batc
     assert streamed.code == 0 and streamed.stderr == "" and is_page(streamed.stdout)
     # the Python API, as batchinfer.run
     assert batchinfer_api_report(out, tmp_path / "api.html") == str(tmp_path / "api.html")
-    # report.html is not batchinfer's to claim: a rerun (reuse), a resume and a restart go on beside it
-    for args in ((), ("--restart",)):
-        again = batchinfer("run", str(tmp_path / "job.yaml"), "--output", str(out), *args)
-        assert again.code == 0, again.stderr
-        assert (out / "report.html").exists()
-    assert json.loads((out / "summary.json").read_text())["items_succeeded"] == 6
+    # report.html is not claimed: a rerun (reuse) goes on beside it; --restart removes it (the old run's page,
+    # marked as batchinfer's) but never a report.html of the user's, which `report` then refuses to overwrite
+    again = batchinfer("run", str(tmp_path / "job.yaml"), "--output", str(out))
+    assert again.code == 0 and (out / "report.html").exists() and REPORT_MARKER in (out / "report.html").read_text()
+    again = batchinfer("run", str(tmp_path / "job.yaml"), "--output", str(out), "--restart")
+    assert again.code == 0 and not (out / "report.html").exists()
+    (out / "report.html").write_text("<html>my own notes</html>")
+    again = batchinfer("run", str(tmp_path / "job.yaml"), "--output", str(out), "--restart")
+    assert again.code == 0 and json.loads((out / "summary.json").read_text())["items_succeeded"] == 6
+    assert_one_line_error(batchinfer("report", str(out)), "report.html", "-o")
+    assert (out / "report.html").read_text() == "<html>my own notes</html>"
+
+
+def test_where_the_page_cannot_go_is_one_line_and_nothing_is_left(job, batchinfer, text_files, tmp_path, run_marker):
+    run = job("echo_names.py", inputs={"path": str(text_files(2))})
+    assert run.code == 0, run.stderr
+    out = tmp_path / "out"
+    for where, fragment in [(tmp_path, "is a folder"), (tmp_path / "no" / "such" / "page.html", "cannot write"),
+                            (Path("/dev/full"), "No space left")]:
+        assert_one_line_error(batchinfer("report", str(out), "-o", str(where)), str(where), fragment)
+    assert not list(tmp_path.glob("*.tmp")) and not Path("/dev/full.tmp").exists()
+    with open("/dev/full", "w") as full:  # -o - to a full disk
+        proc = subprocess.run([sys.executable, "-m", "batchinfer", "report", str(out), "-o", "-"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, MARKER: run_marker}, timeout=120,
+                              check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "stdout" in proc.stderr and "Traceback" not in proc.stderr
+    # the page takes the umask's mode, as every file the user reads
+    made = subprocess.run([sys.executable, "-c", UMASK_077, "report", str(out)], capture_output=True, text=True, env={**os.environ, MARKER: run_marker}, timeout=120, check=False)
+    assert made.returncode == 0, made.stderr
+    assert stat.S_IMODE((out / "report.html").stat().st_mode) == 0o600
 
 
 def batchinfer_api_report(out, to):
@@ -118,7 +148,7 @@ def test_a_running_job_is_reported_as_a_snapshot_and_finishes_untroubled(tmp_pat
                             text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120  # a safety net: the job waits at the gate until this test opens it
-        while _done(out) < 5:
+        while _done(out) < 5 or _rows(out) < 5:  # the CSV is flushed apart from status.json: wait for both
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the job made no progress"
             time.sleep(0.05)
@@ -134,6 +164,21 @@ def test_a_running_job_is_reported_as_a_snapshot_and_finishes_untroubled(tmp_pat
     final = read_target(out)
     assert final.headline.state == "succeeded" and final.headline.items_succeeded == 6
     assert (out / "report.html").exists() and "held.txt held" in (out / "parallel_run_step.txt").read_text()
+    # a running job whose listing is not done yet: the page's total is status's (the counter's estimate), the
+    # items total not known
+    live = {**json.loads((out / ".batchinfer" / "status.json").read_text()), "state": "running",
+            "listing_done": False, "mini_batches_total": 4, "mini_batches_expected": 40, "total_estimated": True}
+    page = render(read_job(out, status=live))
+    assert "id='mini-batches-total' data-value='40'" in page and "id='items-total' data-value=''" in page
+
+
+def _rows(out) -> int:
+    """Complete rows of processed_mini_batches.csv (a last line without its newline is not one)."""
+    try:
+        text = (out / "logs" / "processed_mini_batches.csv").read_text()
+    except OSError:
+        return 0
+    return max(0, text.count("\n") - 1)
 
 
 def _done(out) -> int:
@@ -179,3 +224,25 @@ def test_run_report_of_a_pipeline_has_one_step_report_per_step(tmp_path, batchin
     assert isinstance(predict.report, JobReport) and predict.report.headline.items_succeeded == 12
     assert prepare.report is None and prepare.log == str(out / "prepare_data" / "logs" / "std_log.txt")
     assert view.status == "succeeded" and view.exit_code == 0
+
+
+def test_run_report_on_s3_uses_the_spec_s_storage_options_and_report_spec_does_too(s3_server, batchinfer, text_files,
+                                                                                   tmp_path):
+    """The credentials are in the spec only (no environment variables): the page is written with them."""
+    bucket = s3_server.new_bucket()
+    url = f"s3://{bucket}/out"
+    spec = tmp_path / "job.yaml"
+    spec.write_text(json.dumps({"entry_script": "echo_names.py", "source_directory": str(REPO / "tests" / "scripts"),
+                                "inputs": {"path": str(text_files(3))}, "mini_batch_size": 1,
+                                "output": {"path": url, "storage_options": s3_server.storage_options}}))
+    run = batchinfer("run", str(spec), "--report")
+    assert run.code == 0, run.stderr
+    assert f"batchinfer: report: {url}/report.html\n" in run.stderr and "not written" not in run.stderr
+    fs = s3_server.fs()
+    page = fs.cat_file(f"{bucket}/out/report.html").decode()
+    assert is_page(page) and REPORT_MARKER in page and s3_server.secret not in page
+    fs.rm(f"{bucket}/out/report.html")
+    again = batchinfer("report", "--spec", str(spec))
+    assert again.code == 0 and again.stderr == f"batchinfer: report: {url}/report.html\n", again.stderr
+    fs.invalidate_cache()
+    assert fs.exists(f"{bucket}/out/report.html")

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,10 @@ import yaml
 from conftest import MARKER, SCRIPTS, _processes_with
 
 from batchinfer.errors import OutputError
-from batchinfer.htmlreport.model import JobReport
-from batchinfer.htmlreport.read import read_target
+from batchinfer.eventlog import iso_ms
+from batchinfer.htmlreport import read as reader
+from batchinfer.htmlreport.model import JobReport, PipelineReport
+from batchinfer.htmlreport.read import read_job, read_target
 
 HOSTILE = "zz_held_bad<img src=x onerror=alert(1)>.txt"
 HELD = ["zz_held.txt", "zz_held_kill.txt", "zz_held_slow.txt", HOSTILE]  # listed last: nothing waits behind them
@@ -106,7 +110,7 @@ def test_each_fault_is_a_failure_group_with_its_item(faults):
     assert by_kind["timeout"].example_items == [str(data / "zz_held_slow.txt")]
     bad = by_kind["exception"]
     assert bad.example_items == [str(data / HOSTILE)]  # the hostile name as text: the page escapes it
-    assert (bad.tries, bad.items) == (2, 2)  # run_max_try 2
+    assert (bad.tries, bad.items, bad.items_capped) == (2, 1, False)  # run_max_try 2: two tries of one item
     assert bad.first_line == f"run() raised ValueError: cannot read {HOSTILE}: not an image"
     assert "Traceback" in bad.traceback and "report_faults.py" in bad.traceback
     assert report.failures[0] is bad  # most tries first
@@ -122,13 +126,32 @@ def test_two_runs_the_first_interrupted_and_the_resume_marked(faults):
     assert report.headline.state == "succeeded" and report.headline.backend == "local"
 
 
-def test_worker_starts_have_init_time_and_memory_in_both_runs(faults):
-    report, _, _ = faults
-    assert {w.run for w in report.workers} == {1, 2}
-    assert len(report.workers) >= 6  # three per run, and the replacements of the killed and timed-out workers
+def test_worker_starts_are_those_of_events_jsonl_run_by_run_with_init_time_and_memory(faults):
+    report, _, out = faults
+    ready = [e for e in _events(out) if e["event"] == "worker_ready"]
+    assert [(w.run, w.worker, w.pid, w.node, w.init_s) for w in report.workers] == [
+        (e["run"], e["worker"], e["pid"], e["node"], e["init_s"]) for e in ready]
+    per_run = Counter(w.run for w in report.workers)
+    assert per_run[1] == 3  # nine mini-batches submitted at once: all three workers start
+    # run 2: four mini-batches start three workers; the killed and the timed-out one are replaced only when
+    # no worker is idle for their retry (workers start on demand)
+    assert 3 <= per_run[2] <= 5 and set(per_run) == {1, 2}
     for start in report.workers:
         assert start.init_s >= 0 and start.rss_mb and start.rss_mb > 1 and start.pid
-        assert start.node is None  # the local executor's Ready does not carry its node id
+        assert start.node  # where it ran (the local executor's node id)
+
+
+def test_a_resumed_job_s_elapsed_and_items_per_s_cover_both_runs(faults):
+    report, _, out = faults
+    h, ended = report.headline, [e for e in _events(out) if e["event"] == "run_ended"]
+    assert len(ended) == 2 and h.elapsed_runs == 2
+    assert h.elapsed_s == pytest.approx(sum(e["elapsed_s"] for e in ended), abs=0.002)
+    assert (h.items_succeeded, h.items_failed) == (len(FILES) - 1, 1)
+    assert h.items_per_s == round(len(FILES) / h.elapsed_s, 1)
+    assert h.started_at == iso_ms(report.t0)  # the first run's start, not the resume's
+    # summary.json is the last run's: its items/s counts the four items it scored, not the journal's nine
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items_per_s"] == pytest.approx(len(HELD) / summary["elapsed_s"], abs=0.1)
 
 
 def test_tries_are_every_row_of_the_csv_in_columns(faults):
@@ -169,6 +192,10 @@ def finished(tmp_path_factory):
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     return root / "out"
+
+
+def _events(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "logs" / "events.jsonl").read_text().splitlines()]
 
 
 def _garbage(path: Path) -> None:
@@ -225,6 +252,76 @@ def test_an_empty_tries_file_is_zero_tries(finished, tmp_path):
     shutil.copytree(finished, out)
     (out / "logs" / "processed_mini_batches.csv").write_text("")
     assert len(read_target(out).tries) == 0
+
+
+# status.json's fields of a running or stopped job -> (the total shown, whether it is an estimate, items total)
+TOTALS = [
+    ({"listing_done": False, "mini_batches_total": 4, "mini_batches_expected": 40, "total_estimated": False},
+     (40, False, None)),
+    ({"listing_done": False, "mini_batches_total": 4, "mini_batches_expected": 40, "total_estimated": True},
+     (40, True, None)),
+    ({"listing_done": False, "mini_batches_total": 50, "mini_batches_expected": 40, "total_estimated": True},
+     (50, True, None)),
+    ({"listing_done": False, "mini_batches_total": 4, "mini_batches_expected": None}, (None, False, None)),
+    ({"listing_done": True, "mini_batches_total": 4, "mini_batches_expected": 40}, (4, False, 8)),
+]
+
+
+@pytest.mark.parametrize("state", ["running", "stopped"])
+@pytest.mark.parametrize(("fields", "shown"), TOTALS, ids=["expected", "estimated", "listed past it", "unknown",
+                                                           "listed"])
+def test_a_running_or_stopped_job_s_total_is_the_one_status_shows(finished, state, fields, shown):
+    from batchinfer.scheduler import shown_total
+
+    status = {"job": "j", "state": state, "items_total": 8, "mini_batches_done": 0, "items_succeeded": 0,
+              "items_failed": 0, **fields}
+    h = read_job(finished, status=status).headline
+    assert (h.mini_batches_total, h.total_estimated, h.items_total) == shown
+    assert shown[:2] == shown_total(fields["mini_batches_total"], fields["listing_done"],
+                                    fields["mini_batches_expected"], fields.get("total_estimated", False))
+
+
+def test_an_older_batchinfer_s_job_resumed_has_a_run_not_recorded_first(finished, tmp_path):
+    """Its tries before events.jsonl existed: one run "not recorded" at t0, the recorded run after it."""
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    later = []
+    for event in _events(out):  # as if the recorded run came an hour after the unrecorded one
+        event["time"] = (datetime.fromisoformat(event["time"]) + timedelta(hours=1)).isoformat(timespec="milliseconds")
+        later.append(json.dumps(event))
+    (out / "logs" / "events.jsonl").write_text("\n".join(later) + "\n")
+    report = read_target(out)
+    assert [(r.number, r.recorded, r.status) for r in report.runs] == [(1, False, None), (2, True, "succeeded")]
+    unrecorded, recorded = report.runs
+    assert unrecorded.start == 0 == min(report.tries.start) and unrecorded.end < recorded.start
+    assert {w.run for w in report.workers} == {2} and report.headline.elapsed_runs == 2
+    assert report.headline.elapsed_s == pytest.approx(
+        unrecorded.end + next(e["elapsed_s"] for e in _events(out) if e["event"] == "run_ended"), abs=0.002)
+
+
+@pytest.mark.parametrize("recorded", ["gone", "outside"])
+def test_a_moved_pipeline_folder_reads_its_steps_inside_it(finished, tmp_path, recorded):
+    """pipeline.json names the steps' folders absolutely: a copied or moved folder finds them in itself."""
+    root = tmp_path / "moved"
+    shutil.copytree(finished, root / "score")
+    where = {"gone": str(tmp_path / "was" / "score"), "outside": str(finished)}[recorded]
+    (root / "pipeline.json").write_text(json.dumps({"pipeline": "p", "status": "succeeded", "exit_code": 0, "steps": {
+        "score": {"type": "parallel", "status": "succeeded", "folder": where}}}))
+    report = read_target(root)
+    assert isinstance(report, PipelineReport) and report.steps[0].folder == str(root / "score")
+    assert report.steps[0].report.headline.output_dir == str(root / "score")
+
+
+def test_failure_groups_count_distinct_items_up_to_a_cap(finished, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    records = [{"kind": "exception", "message": "retried", "items": ["same.txt"], "mini_batch": 0}] * 5
+    records += [{"kind": "exception", "message": "many", "items": [f"f{n}.txt", f"g{n}.txt"], "mini_batch": n}
+                for n in range(4)]
+    (out / "logs" / "errors.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(reader, "ITEMS_COUNTED", 5)
+    groups = {g.first_line: (g.tries, g.items, g.items_capped) for g in read_target(out).failures}
+    assert groups == {"retried": (5, 1, False), "many": (4, 5, True)}
 
 
 @pytest.mark.parametrize("make", [

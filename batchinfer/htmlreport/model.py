@@ -33,7 +33,8 @@ class Headline:
     finished_at: str | None = None
     output_dir: str = ""
     snapshot_at: str | None = None  # a running job: when this snapshot was taken
-    total_estimated: bool = False  # mini_batches_total is an estimate (a table job's, from file sizes)
+    total_estimated: bool = False  # mini_batches_total is an estimate (show ~N), not a count; None: not known yet
+    elapsed_runs: int = 1  # elapsed_s sums the durations of this many runs (items_per_s is over that sum)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Run:
     status: str | None  # succeeded, failed, interrupted; None when not recorded
     workers: int | None = None
     backend: str | None = None
+    recorded: bool = True  # False: the tries of runs before events.jsonl existed (an older batchinfer), as one run
 
 
 @dataclass
@@ -106,6 +108,7 @@ class FailureGroup:
     example_mini_batches: list[int]  # a few
     message: str  # one whole message
     traceback: str  # the traceback of one of them ("" when there is none, e.g. a timeout)
+    items_capped: bool = False  # items counts distinct item labels (a retry counts once) up to a cap: True = N+
 
 
 @dataclass

@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.eventlog import EVENTS_FILE
-from batchinfer.layout import LOGS_DIR, SUMMARY_FILE
 from batchinfer.htmlreport.model import JobReport
-from batchinfer.trylog import SLOWEST_FILE
+from batchinfer.layout import LOGS_DIR, REPORT_MARKER, SUMMARY_FILE
+from batchinfer.trylog import ERRORS_FILE, SLOWEST_FILE, TRIES_FILE
 
 READ = (SUMMARY_FILE, *(f"{LOGS_DIR}/{name}" for name in (
-    EVENTS_FILE, "processed_mini_batches.csv", "errors.jsonl", SLOWEST_FILE, "failed_items.txt")))
+    EVENTS_FILE, TRIES_FILE, ERRORS_FILE, SLOWEST_FILE, "failed_items.txt")))
 
 
 def read_remote(url: str, storage_options: dict[str, Any] | None = None) -> JobReport:
     """The report of the job whose output folder is at ``url`` (one line, exit 2, when it is not one)."""
+    from batchinfer.htmlreport.read import read_job
     from batchinfer.progress import read_remote_status
     from batchinfer.redact import redact_url
-    from batchinfer.htmlreport.read import read_job
     from batchinfer.storage import call, filesystem
 
     status = read_remote_status(url, storage_options)  # OutputError when batchinfer did not write it
@@ -50,11 +50,24 @@ def read_remote(url: str, storage_options: dict[str, Any] | None = None) -> JobR
 
 
 def write_remote(url: str, name: str, text: str, storage_options: dict[str, Any] | None = None) -> str:
-    """Put ``text`` at ``<url>/<name>`` (one PUT: whole or absent); returns its URL, redacted."""
+    """Put ``text`` at ``<url>/<name>`` (one PUT: whole or absent); returns its URL, redacted. A page there
+    that batchinfer did not write (no marker, ``layout.REPORT_MARKER``) is refused in one line, never replaced."""
+    from batchinfer.errors import OutputError
     from batchinfer.redact import redact_url
     from batchinfer.storage import call, filesystem
 
     fs, root = filesystem(url, storage_options)
-    target = f"{url.rstrip('/')}/{name}"
-    call(lambda: fs.pipe_file(f"{root.rstrip('/')}/{name}", text.encode("utf-8")), target, "output", "writing")
+    target, path = f"{url.rstrip('/')}/{name}", f"{root.rstrip('/')}/{name}"
+
+    def existing() -> bytes | None:
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+
+    before = call(existing, target, "output", "reading")
+    if before is not None and REPORT_MARKER.encode() not in before:
+        raise OutputError(f"{redact_url(target)} was not written by batchinfer report and will not be overwritten",
+                          hint="write the report elsewhere with -o FILE, or move that file")
+    call(lambda: fs.pipe_file(path, text.encode("utf-8", "replace")), target, "output", "writing")
     return redact_url(target)
