@@ -1,5 +1,5 @@
-"""What a report shows, as plain data: read from an output folder (``report/read.py``), drawn as
-HTML (``report/page.py``). Nothing here reads files or draws anything.
+"""What a report shows, as plain data: read from an output folder (``htmlreport/read.py``), drawn as
+HTML (``htmlreport/page.py``). Nothing here reads files or draws anything.
 
 Times are seconds since ``JobReport.t0`` (the epoch time of the first recorded start), so that
 the page can show them as clock times and as offsets. Tries are stored by column, not as one
@@ -17,14 +17,14 @@ class Headline:
 
     job: str
     state: str  # succeeded, failed, interrupted (summary.json); running (a snapshot); stopped (no summary)
-    items_total: int | None = None
+    items_total: int | None = None  # None: not known yet (a running job still listing its inputs)
     items_succeeded: int | None = None
     items_failed: int | None = None
-    mini_batches_total: int | None = None
+    mini_batches_total: int | None = None  # the total as status shows it: ~N when total_estimated
     mini_batches_done: int | None = None
     tries: int | None = None
-    elapsed_s: float | None = None  # summary.json's (this run's), else from the recorded tries
-    items_per_s: float | None = None
+    elapsed_s: float | None = None  # running time: the runs' durations added up (pauses between runs left out)
+    items_per_s: float | None = None  # items done (succeeded + failed) per second of that running time
     first_error: str | None = None
     reason: str | None = None  # why it failed or stopped
     workers: int | None = None
@@ -33,7 +33,7 @@ class Headline:
     finished_at: str | None = None
     output_dir: str = ""
     snapshot_at: str | None = None  # a running job: when this snapshot was taken
-    total_estimated: bool = False  # mini_batches_total is an estimate (show ~N), not a count; None: not known yet
+    total_estimated: bool = False  # mini_batches_total is an estimate (a table job's, from file sizes)
     elapsed_runs: int = 1  # elapsed_s sums the durations of this many runs (items_per_s is over that sum)
 
 
