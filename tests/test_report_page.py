@@ -1,7 +1,8 @@
 """The report page (``batchinfer.htmlreport.page.render``) from hand-made reports, without a browser
 (``tests/test_report_browser.py`` opens real pages in Chromium): the document parses, fetches
 nothing, holds every chart and headline number, names every failure kind in the timeline's legend,
-shows hostile names as text, and says when it aggregated or sampled the timeline.
+shows hostile names and names that are not UTF-8 as text, says when it aggregated or sampled the
+timeline, and stays readable with an estimated total, very short tries and a hundred worker starts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from html.parser import HTMLParser
 import pytest
 from report_fixtures import job_report, synthetic_report
 
+from batchinfer import protocol
 from batchinfer.errors import MissingExtraError
 from batchinfer.htmlreport import charts, page
 from batchinfer.htmlreport.model import FailureGroup, PipelineReport, Run, StepReport
@@ -112,6 +114,10 @@ CASES = {
         reason="</script><script>alert(2)</script>", items=[HOSTILE, "</script>", "a&b.png"],
         failures=[failure(HOSTILE, HOSTILE, f"{HOSTILE}\n</script>"), failure("storage", f"cannot read {SIGNED}")],
         output_dir=f"/tmp/{HOSTILE}"),
+    "short returns among ok tries": job_report(
+        [(0, 1, 0, "ok"), (0.2, 1, 1, protocol.SHORT_RETURN), (1.1, 1, 1, protocol.SHORT_RETURN), (1.2, 1, 0, "timeout")],
+        state="succeeded", failures=[failure(protocol.SHORT_RETURN, "run() returned 8 results for 10 items: 2 counted "
+                                             "as failed"), failure(protocol.TIMEOUT)]),
 }
 
 
@@ -163,7 +169,7 @@ def test_the_page_is_whole_offline_and_holds_every_chart_and_number(pages, case)
         for key, value in [("reason", h.reason), ("first-error", h.first_error), ("snapshot", h.snapshot_at)]:
             if value:
                 assert page.ids[f"{prefix}{key}"]["data-value"] == value
-        kinds = {s for s in job.tries.status if s != "ok"}
+        kinds = {charts.kind_label(s) for s in job.tries.status if s != "ok"}
         expected = kinds | ({"ok"} if "ok" in job.tries.status else set()) | ({"init()"} if job.workers else set())
         assert page.legend(f"{prefix}chart-timeline") == expected
         for g in job.failures:
@@ -178,6 +184,12 @@ def test_a_pipeline_shows_its_steps_and_a_command_steps_error_and_log(pages) -> 
     assert "python publish.py exited with code 3" in page.visible
     assert "/runs/p/publish/std_log.txt" in page.visible
     assert "step-2-chart-timeline" not in page.ids
+
+
+def test_the_page_carries_the_mark_batchinfer_report_looks_for_before_overwriting(pages) -> None:
+    html = pages["succeeded"][1]
+    assert page.GENERATOR == '<meta name="generator" content="batchinfer report">'
+    assert html.count(page.GENERATOR) == 1 and html.index(page.GENERATOR) < html.index("</head>")
 
 
 def test_hostile_names_show_as_text_never_as_markup(pages) -> None:
@@ -267,3 +279,88 @@ def test_many_failure_groups_show_the_largest_and_count_the_rest(groups) -> None
     assert not any(f"cannot read file-{n}.png" in text for n in range(shown, groups))
     assert (f"… and {groups - shown} more groups ({groups - shown} tries)" in text) == (groups > shown)
     assert f"Failed tries by kind: exception {groups}." in re.sub(r"\s+", " ", text)
+
+
+def test_a_dense_job_whose_every_try_failed_draws_its_failures(monkeypatch) -> None:
+    report = synthetic_report(tries=400, workers=4, failures=1.0)
+    monkeypatch.setattr(charts, "TIMELINE_MAX_BARS", 100)  # dense: ok tries would be aggregated, and there are none
+    page = Page(render(report))
+    assert "timeline-aggregated" not in page.ids and '"type":"heatmap"' not in page.figure_script("chart-timeline")
+    assert page.legend("chart-timeline") == {"exception", "timeout", "worker_died", "out_of_memory", "disk_full", "init()"}
+
+
+def test_short_returns_are_not_counted_or_coloured_as_failures(pages) -> None:
+    report, html = pages["short returns among ok tries"]
+    page = Page(html)
+    text = re.sub(r"\s+", " ", page.visible)
+    assert "Failed tries by kind: timeout 1." in text
+    assert page.ids["short-tries"]["data-value"] == "2" and "2 tries worked but run() returned fewer results" in text
+    legend = page.legend("chart-timeline")
+    assert charts.SHORT_LABEL in legend and protocol.SHORT_RETURN not in legend
+    fig = charts.timeline(report, charts.TimeAxis.of(report)).figure
+    [short] = [tr for tr in fig.data if tr.name == charts.SHORT_LABEL]
+    assert short.marker.color == charts.OK_COLOUR != short.marker.line.color  # grey like ok, with an outline
+
+
+@pytest.mark.parametrize("state, total, estimated, shown", [
+    ("running", 40, True, "of ~40"),
+    ("running", 40, False, "of 40"),
+    ("running", None, False, "of ?"),  # still listing its inputs: neither "of 0" nor nothing
+    ("stopped", None, False, "of ?"),
+    ("succeeded", 40, False, "of 40"),
+    ("succeeded", None, False, None),  # not recorded by an old batchinfer: nothing to say
+])
+def test_the_headline_shows_an_estimated_total_as_such_and_an_unknown_one_as_unknown(state, total, estimated,
+                                                                                    shown) -> None:
+    report = job_report([(0, 1, 0, "ok")], state=state, mini_batches_total=total,
+                        items_total=None if total is None else 10 * total, total_estimated=estimated)
+    page = Page(render(report))
+    text = re.sub(r"\s+", " ", page.visible)
+    mini_batches, items = page.ids["mini-batches-total"], page.ids["items-total"]
+    assert mini_batches["data-value"] == ("" if total is None else str(total))
+    assert (mini_batches.get("data-estimated") == "1") == estimated
+    assert items["data-value"] == ("" if total is None else str(10 * total)) and "data-estimated" not in items
+    assert ("hidden" in mini_batches and "hidden" in items) == (shown is None)
+    if shown is not None:
+        assert f"1 {shown}" in text and f"10 {shown.replace('40', '400').replace('~', '')}" in text
+
+
+def test_running_time_and_items_per_second_say_they_cover_every_run(pages) -> None:
+    one = re.sub(r"\s+", " ", Page(pages["succeeded"][1]).visible)
+    two = re.sub(r"\s+", " ", Page(pages["interrupted and resumed a day later"][1]).visible)
+    assert "running time" in one and "(all" not in one
+    assert "running time (all 2 runs)" in two and "items/s (all 2 runs)" in two
+
+
+def test_names_that_are_not_utf8_show_as_escaped_bytes() -> None:
+    folder, item = "/data/caf\udce9", "img-\udcff.png"  # os.fsdecode of bytes that are not UTF-8
+    report = job_report([(0, 1, 0, "ok", "0-\udcfe"), (0.5, 1, 1, "exception")], state="failed", job="caf\udce9",
+                        output_dir=folder, items=[item], first_error=f"cannot read {item}",
+                        failures=[failure("exception", f"cannot read {item}", f"cannot read {item}\nbadly")])
+    report.workers[0].node = "node-\udcfa"
+    html = render(report)
+    html.encode("utf-8")  # what writing the page does: no UnicodeEncodeError
+    text = Page(html).visible
+    assert "/data/caf\\xe9" in text and "cannot read img-\\xff.png" in text
+    assert any("\\xfe" in s for s in Page(html).strings("chart-timeline"))
+
+
+def test_a_try_of_a_few_ms_on_a_long_axis_stays_visible() -> None:
+    # worker 0 works in 5 ms tries, worker 1 runs one try of an hour: the axis is an hour long
+    report = job_report([(k * 0.01, 0.005, 0, "ok") for k in range(20)] + [(0, 3600, 1, "ok")])
+    fig = charts.timeline(report, charts.TimeAxis.of(report)).figure
+    [ok] = [tr for tr in fig.data if tr.name == "ok"]
+    assert min(ok.x) >= 3600 / 1000  # at least a pixel on a chart 1,000 pixels wide
+    assert min(c[5] for c in ok.customdata) == 0.005  # the hover keeps how long it took
+
+
+@pytest.mark.parametrize("workers", [8, 120])
+def test_the_workers_chart_and_table_stay_readable_with_many_worker_starts(workers) -> None:
+    report = job_report([(0, 1, w, "ok") for w in range(workers)], workers=workers)
+    html = render(report)
+    shown = Page(html)
+    script = shown.figure_script("chart-workers")
+    assert ('"mode":"markers"' in script) == (workers > charts.MAX_WORKER_BARS) != ('"type":"bar"' in script)
+    assert html.split("chart-workers")[-1].count("<tr>") == 1 + min(workers, page.MAX_WORKER_ROWS)
+    assert (f"and {workers - page.MAX_WORKER_ROWS} more worker starts" in shown.visible) == (workers > 32)
+    assert charts.timeline(report, charts.TimeAxis.of(report)).figure.layout.height <= 1400

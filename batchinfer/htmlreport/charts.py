@@ -2,8 +2,8 @@
 
 plotly is imported lazily by ``page.render`` before any of these run: this module imports it only
 inside functions, so importing it costs nothing. Every string that comes from a user (kinds, parts,
-node names) is HTML-escaped before it reaches a figure, because plotly.js renders legend and hover
-text as a small subset of HTML.
+node names) goes through :func:`html_text` before it reaches a figure, because plotly.js renders
+legend and hover text as a small subset of HTML (and a surrogate could not be written as UTF-8).
 
 Every time on an axis is "seconds of running": seconds since the first start, with long gaps
 between runs (a job resumed a day later) cut out (:class:`TimeAxis`), so that they do not squeeze
@@ -11,7 +11,8 @@ the chart into a sliver; the page says what was cut.
 
 Dense jobs stay small: above ``TIMELINE_MAX_BARS`` tries the timeline draws ok tries as a busy
 fraction per worker and time bin (a heatmap), and above ``FAILED_MAX_BARS`` failed tries it draws a
-deterministic sample of them; :class:`Timeline` says what it did so the page can say it too.
+deterministic sample of them; :class:`Timeline` says what it did so the page can say it too. Above
+``MAX_WORKER_BARS`` worker starts the workers' chart is one dot per start instead of two bars.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
+from batchinfer import protocol
 from batchinfer.htmlreport.model import JobReport
+from batchinfer.redact import json_safe
 
 TIMELINE_MAX_BARS = 5_000  # SVG bars: 10,000 of them added ~1 s to the drawing in Chromium (5,000 ~0.5 s)
 FAILED_MAX_BARS = 3_000
@@ -32,17 +35,22 @@ TIMELINE_BINS = 400  # time bins of the aggregated timeline, per worker
 THROUGHPUT_BINS = 150
 GAP_MIN_S = 60.0  # a pause between runs shorter than this stays on the axis
 
+MAX_WORKER_BARS = 32  # worker starts drawn as bars; above, one dot per start (100 bars would be unreadable)
 OK_COLOUR = "#9aa5b1"
 INIT_COLOUR = "#7b61c4"
 KIND_COLOURS = {
-    "exception": "#d62728",
-    "timeout": "#ff7f0e",
-    "worker_died": "#8c1d40",
-    "out_of_memory": "#e377c2",
-    "short_return": "#bcbd22",
-    "wrong_type": "#17becf",
-    "storage": "#1f77b4",
+    protocol.EXCEPTION: "#d62728",
+    protocol.TIMEOUT: "#ff7f0e",
+    protocol.WORKER_DIED: "#8c1d40",
+    protocol.OUT_OF_MEMORY: "#e377c2",
+    protocol.SHORT_RETURN: "#a0a11b",  # not a failure: the outline of a grey bar (see SHORT)
+    protocol.WRONG_TYPE: "#17becf",
+    protocol.STORAGE: "#1f77b4",
 }
+# A short return is a try that worked but whose run() returned fewer results than items: its rows are
+# kept and only the missing items count as failed. It is drawn as an ok try with an outline and named so.
+SHORT = protocol.SHORT_RETURN
+SHORT_LABEL = "short (results missing)"
 _LAYOUT = {
     "template": "none",  # plotly's default template weighs 7 KB per figure; the page sets its own look
     "paper_bgcolor": "white",
@@ -63,6 +71,18 @@ def kind_colour(kind: str) -> str:
         return KIND_COLOURS[kind]
     hue = int(hashlib.sha256(kind.encode("utf-8", "surrogatepass")).hexdigest()[:4], 16) % 360
     return f"hsl({hue},60%,40%)"
+
+
+def html_text(text: object) -> str:
+    """User text (a file name, a message, a kind) for the page or a figure: secrets masked as in the
+    logs, bytes that were not UTF-8 (surrogates from a file name) shown as ``\\xNN`` so that the page
+    can be written as UTF-8, then HTML-escaped."""
+    return escape(json_safe(str(text)))
+
+
+def kind_label(kind: str) -> str:
+    """How the page names a try's status: its kind, or :data:`SHORT_LABEL` for a short return."""
+    return SHORT_LABEL if kind == SHORT else kind
 
 
 def _ms(x: float) -> float:
@@ -206,28 +226,38 @@ def _sample(indexes: list[int], keep: int) -> list[int]:
 
 
 def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
-    """One row per worker: init() bars, ok tries in grey (or their busy fraction when dense), failed
-    tries coloured by kind with one legend entry per kind."""
+    """One row per worker: init() bars, ok tries in grey (or their busy fraction when dense), short
+    returns as grey bars with an outline, failed tries coloured by kind with one legend entry per kind."""
     import plotly.graph_objects as go
 
     t = report.tries
     fig = _figure(xaxis={"title": {"text": "seconds of running"}, **_GRID},
-                  yaxis={"title": {"text": "worker"}, "autorange": "reversed", "dtick": 1, "zeroline": False},
+                  yaxis={"title": {"text": "worker"}, "autorange": "reversed", "zeroline": False},
                   barmode="overlay")
     if not len(t) and not report.workers:
         return Timeline(_empty(fig, "no try recorded"))
     rows = sorted(set(t.worker) | {w.worker for w in report.workers})
-    fig.update_layout(height=max(260, 120 + 28 * len(rows)))
+    # 28 px a row up to 40 workers; more rows get thinner so that 200 workers stay one screenful or two
+    fig.update_layout(height=max(260, 120 + round(len(rows) * max(8.0, min(28.0, 1100 / len(rows))))))
+    if len(rows) <= 40:
+        fig.update_yaxes(dtick=1)
+    ends = [axis(s + d) for s, d in zip(t.start, t.seconds)]
+    span = max(ends, default=0.0) - (min(0.0, axis(t.start[0])) if len(t) else 0.0)
+    # a try of a few ms on an axis of hours would be a hairline, and its worker would look idle: every
+    # bar is drawn at least this wide (the hover says how long it really took)
+    least = max(span / 500, 0.001)
     # %{x} of a bar with a base is where it ends, not its length: the seconds go in customdata
     hover = ("mini-batch %{customdata[0]}%{customdata[1]}, try %{customdata[2]}<br>%{customdata[5]:.3f} s, "
              "%{customdata[3]} items<br>%{customdata[4]}<extra>worker %{y}</extra>")
 
-    def bars(idx: list[int], name: str, colour: str, outline: float = 0) -> Any:
+    def bars(idx: list[int], name: str, colour: str, outline: float = 0, line: str | None = None) -> Any:
+        said = {k: html_text(kind_label(k)) for k in {t.status[i] for i in idx}}  # a few kinds, many tries
         return go.Bar(orientation="h", base=[_ms(axis(t.start[i])) for i in idx],
-                      x=[max(_ms(t.seconds[i]), 0.001) for i in idx], y=[t.worker[i] for i in idx],
-                      width=0.8, name=name, marker={"color": colour, "line": {"width": outline, "color": colour}},
-                      customdata=[[t.mini_batch[i], f" part {escape(t.part[i])}" if t.part[i] else "",
-                                   t.try_number[i], t.items[i], escape(t.status[i]), _ms(t.seconds[i])] for i in idx],
+                      x=[_ms(max(t.seconds[i], least)) for i in idx], y=[t.worker[i] for i in idx],
+                      width=0.8, name=name, marker={"color": colour, "line": {"width": outline, "color": line or colour}},
+                      customdata=[[t.mini_batch[i], f" part {html_text(t.part[i])}" if t.part[i] else "",
+                                   t.try_number[i], t.items[i], said[t.status[i]], _ms(t.seconds[i])]
+                                  for i in idx],
                       hovertemplate=hover)
 
     if report.workers:
@@ -240,7 +270,7 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
                              hovertemplate="init() %{customdata[2]:.3f} s<br>run %{customdata[0]}, pid %{customdata[1]}"
                                            "<extra>worker %{y}</extra>"))
     ok = [i for i, s in enumerate(t.status) if s == "ok"]
-    by_kind: dict[str, list[int]] = {}
+    by_kind: dict[str, list[int]] = {}  # failed tries, and short returns (drawn as bars whatever the density)
     for i, s in enumerate(t.status):
         if s != "ok":
             by_kind.setdefault(s, []).append(i)
@@ -248,7 +278,7 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
     if len(t) <= TIMELINE_MAX_BARS:
         if ok:
             fig.add_trace(bars(ok, "ok", OK_COLOUR))
-    else:
+    elif ok:  # a dense job whose tries all failed has no busy fraction to draw
         out.aggregated = len(ok)
         fig.add_trace(_busy(report, axis, ok, rows))
     failed = sum(len(v) for v in by_kind.values())
@@ -260,9 +290,11 @@ def timeline(report: JobReport, axis: TimeAxis) -> Timeline:
         out.sampled = (shown, failed)
     shapes, notes = _run_marks(report, axis)
     fig.update_layout(shapes=shapes, annotations=notes)
-    for kind in sorted(by_kind, key=lambda k: (k not in KIND_COLOURS, k)):
-        # an outline: a failed try of a few ms stays visible on an axis of hours
-        fig.add_trace(bars(by_kind[kind], escape(kind), kind_colour(kind), outline=2))
+    for kind in sorted(by_kind, key=lambda k: (k == SHORT, k not in KIND_COLOURS, k)):
+        if kind == SHORT:  # its rows were kept: an ok try with an outline, not a failure's colour
+            fig.add_trace(bars(by_kind[kind], SHORT_LABEL, OK_COLOUR, outline=2, line=kind_colour(kind)))
+        else:  # an outline too: a failed try stays visible among ok ones
+            fig.add_trace(bars(by_kind[kind], html_text(kind), kind_colour(kind), outline=2))
     return out
 
 
@@ -320,9 +352,12 @@ def durations(report: JobReport) -> Any:
 
 
 def workers(report: JobReport) -> Any:
-    """init() time and memory after init() of every worker start (a replaced worker has several)."""
+    """init() time and memory after init() of every worker start (a replaced worker has several): two
+    bars per start, or above ``MAX_WORKER_BARS`` starts one dot per start (init() seconds across, MB up)."""
     import plotly.graph_objects as go
 
+    if len(report.workers) > MAX_WORKER_BARS:
+        return _worker_dots(report)
     fig = _figure(barmode="group", yaxis={"title": {"text": "init() seconds"}, **_GRID, "rangemode": "tozero"},
                   yaxis2={"title": {"text": "MB after init()"}, "overlaying": "y", "side": "right",
                           "rangemode": "tozero", "showgrid": False},
@@ -337,11 +372,31 @@ def workers(report: JobReport) -> Any:
         seen[(w.run, w.worker)] = seen.get((w.run, w.worker), 0) + 1
         label = f"worker {w.worker}" + (f" run {w.run}" if multi_run else "")
         labels.append(label + (f" #{seen[(w.run, w.worker)]}" if seen[(w.run, w.worker)] > 1 else ""))
-    custom = [[w.pid if w.pid is not None else "?", escape(w.node or "?")] for w in starts]
+    custom = [[w.pid if w.pid is not None else "?", html_text(w.node or "?")] for w in starts]
     fig.add_trace(go.Bar(x=labels, y=[_ms(w.init_s) for w in starts], name="init() seconds",
                          offsetgroup=1, marker={"color": INIT_COLOUR}, customdata=custom,
                          hovertemplate="%{x}: init() %{y} s<br>pid %{customdata[0]} on %{customdata[1]}<extra></extra>"))
     fig.add_trace(go.Bar(x=labels, y=[w.rss_mb for w in starts], name="MB after init()", yaxis="y2",
                          offsetgroup=2, marker={"color": "#59a14f"}, customdata=custom,
                          hovertemplate="%{x}: %{y} MB<br>pid %{customdata[0]} on %{customdata[1]}<extra></extra>"))
+    return fig
+
+
+def _worker_dots(report: JobReport) -> Any:
+    """Many worker starts: a dot each at (init() seconds, MB after init()), one colour per run."""
+    import plotly.graph_objects as go
+
+    fig = _figure(xaxis={"title": {"text": "init() seconds"}, **_GRID, "rangemode": "tozero"},
+                  yaxis={"title": {"text": "MB after init()"}, **_GRID, "rangemode": "tozero"})
+    runs = sorted({w.run for w in report.workers})
+    for run in runs:
+        starts = sorted((w for w in report.workers if w.run == run), key=lambda w: (w.worker, w.ready))
+        fig.add_trace(go.Scatter(
+            x=[_ms(w.init_s) for w in starts], y=[w.rss_mb for w in starts], mode="markers",
+            name=f"run {run}" if len(runs) > 1 else "worker starts", showlegend=len(runs) > 1,
+            marker={"color": INIT_COLOUR if len(runs) == 1 else None, "size": 7, "opacity": 0.7},
+            customdata=[[w.worker, w.pid if w.pid is not None else "?", html_text(w.node or "?"), w.run]
+                        for w in starts],
+            hovertemplate="worker %{customdata[0]} (run %{customdata[3]}), pid %{customdata[1]} on %{customdata[2]}"
+                          "<br>init() %{x} s, %{y} MB<extra></extra>"))
     return fig

@@ -1,16 +1,19 @@
 """A report as one self-contained HTML page: :func:`render` draws a ``JobReport`` or a
-``PipelineReport`` (``report/model.py``) with the figures of ``report/charts.py``.
+``PipelineReport`` (``htmlreport/model.py``) with the figures of ``htmlreport/charts.py``.
 
 The page fetches nothing: plotly.js is inlined once in the head, every figure is a div and its JSON
 (plotly escapes ``<``, ``>`` and ``/`` in it, so no ``</script>`` can close the script early), there
 is no MathJax, no font and no image. Every string that comes from a user (file names, messages,
-tracebacks) is masked as the logs are (``redact.redact_text``) and goes through ``html.escape``.
+tracebacks) is masked as the logs are (``redact.redact_text``), has its bytes that were not UTF-8
+shown as ``\\xNN`` and goes through ``html.escape`` (``charts.html_text``). The head carries
+:data:`GENERATOR` exactly, so that ``batchinfer report`` can tell its own page from a user's file.
 
 Stable ids for tests and readers (in a pipeline each carries the prefix ``step-<n>-``, n from 1):
 the chart divs ``chart-throughput``, ``chart-timeline``, ``chart-durations``, ``chart-workers``; the
 headline's ``state`` and numbers ``items-succeeded``, ``items-total`` (inside it), ``items-failed``,
-``mini-batches-done``, ``mini-batches-total`` (inside it), ``tries``, ``elapsed``, ``items-per-s``,
-``workers``, each showing one value and keeping it raw in ``data-value`` (empty when not known);
+``mini-batches-done``, ``mini-batches-total`` (inside it; ``data-estimated='1'`` and shown as ~N when
+it is an estimate), ``tries``, ``elapsed``, ``items-per-s``, ``workers``, each showing one value and
+keeping it raw in ``data-value`` (empty when not known);
 ``reason``, ``first-error``, ``snapshot`` (a running or stopped job), ``final-failed-items``,
 ``failures`` (the groups' table) when there are; the notes ``time-cut``, ``timeline-aggregated``,
 ``timeline-sampled`` when they apply. A pipeline: ``state`` (the pipeline's), ``step-<n>`` (each
@@ -20,17 +23,18 @@ step's section), ``step-<n>-error`` (a step's error line).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from html import escape
 from typing import Any
 
-from batchinfer.errors import MissingExtraError
-from batchinfer.redact import redact_text
+from batchinfer.htmlreport import charts, check_extra
 from batchinfer.htmlreport.model import JobReport, PipelineReport, StepReport
 
 _CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
            "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
 MAX_GROUPS = 20  # failure groups in the table (messages that name a file make one group per file)
 MAX_WORKER_ROWS = 32
+MAX_REPLACED = 10  # replaced workers named in the note above the workers' table
+GENERATOR = '<meta name="generator" content="batchinfer report">'  # the mark of a page batchinfer wrote
+_UNFINISHED = ("running", "stopped", "interrupted")  # states whose totals may not be known yet
 _STATE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "interrupted": "#bf8700", "running": "#0969da",
                   "stopped": "#bf8700"}
 _CSS = """
@@ -51,23 +55,22 @@ details{margin:4px 0}summary{cursor:pointer}
 
 def _h(text: object) -> str:
     """User text for the page: secrets masked as in the logs (a URL's signature: the logs are redacted,
-    a folder's name on the command line need not be), then HTML-escaped."""
-    return escape(redact_text(str(text)))
+    a folder's name on the command line need not be), bytes that were not UTF-8 as ``\\xNN``, then
+    HTML-escaped."""
+    return charts.html_text(text)
 
 
 def render(report: JobReport | PipelineReport) -> str:
     """The whole HTML document of ``report``, everything inline."""
-    try:
-        import plotly.io as pio
-        from plotly.offline import get_plotlyjs
-    except ImportError as e:
-        raise MissingExtraError("the report needs plotly, which is not installed",
-                                hint="pip install 'batchinfer[report]'") from e
+    check_extra()
+    import plotly.io as pio
+    from plotly.offline import get_plotlyjs
+
     if isinstance(report, PipelineReport):
         title, body = f"{report.name}: {report.status}", _pipeline(report, pio)
     else:
         title, body = f"{report.headline.job}: {report.headline.state}", _job(report, pio, "")
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>" + GENERATOR +
             f"<title>batchinfer report: {_h(title)}</title><style>{_CSS}</style>"
             # plotly's own page sets this before plotly.js: MathJax, were it ever asked for, stays local
             "<script>window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
@@ -102,14 +105,19 @@ def _num(n: float | None) -> str:
     return f"{n:,}" if isinstance(n, int) else f"{n:,.1f}"
 
 
-def _value(p: str, key: str, value: Any, shown: str, tag: str = "span") -> str:
+def _value(p: str, key: str, value: Any, shown: str, attrs: str = "") -> str:
     """A number of the headline: its id, its raw value in data-value (empty when not known)."""
     raw = "" if value is None else str(value)
-    return f"<{tag} id='{p}{key}' data-value='{_h(raw)}'>{_h(shown)}</{tag}>"
+    return f"<span id='{p}{key}' data-value='{_h(raw)}'{attrs}>{_h(shown)}</span>"
 
 
-def _stat(label: str, inner: str, css: str = "") -> str:
-    return f"<div class='stat'>{_h(label)}<b{css}>{inner}</b></div>"
+def _tip(text: str) -> str:
+    """A title attribute: what a number means, shown on hover."""
+    return f" title='{_h(text)}'" if text else ""
+
+
+def _stat(label: str, inner: str, css: str = "", tip: str = "") -> str:
+    return f"<div class='stat'{_tip(tip)}>{_h(label)}<b{css}>{inner}</b></div>"
 
 
 def _headline(r: JobReport, p: str) -> str:
@@ -125,20 +133,28 @@ def _headline(r: JobReport, p: str) -> str:
         out.append(f"<p class='note' id='{p}snapshot' data-value=''>The job stopped without finishing (no "
                    "summary.json): it was killed, or its machine went down. Run it again to resume.</p>")
 
-    def of(key: str, value: int | None, total_key: str, total: int | None) -> str:
-        return _value(p, key, value, _num(value)) + (
-            f" <small>of {_value(p, total_key, total, _num(total))}</small>" if total is not None else
-            f"<span hidden id='{p}{total_key}' data-value=''></span>")
+    def of(key: str, value: int | None, total_key: str, total: int | None, estimated: bool = False) -> str:
+        done = _value(p, key, value, _num(value))
+        if total is not None:
+            shown, flag = ("~" + _num(total), " data-estimated='1'") if estimated else (_num(total), "")
+            tip = _tip("an estimate from the inputs' sizes, until every mini-batch is known" if estimated else "")
+            return done + f" <small{tip}>of {_value(p, total_key, total, shown, flag)}</small>"
+        if h.state in _UNFINISHED:  # still listing its inputs, or stopped before it knew: say so
+            return done + f" <small{_tip('not known yet: the inputs were still being listed')}>of {_value(p, total_key, None, '?')}</small>"
+        return done + f"<span hidden id='{p}{total_key}' data-value=''></span>"
 
+    over = f" (all {len(r.runs)} runs)" if len(r.runs) > 1 else ""
     red = " style='color:#cf222e'" if h.items_failed else ""
     out.append("<div class='stats'>" + "".join([
         _stat("items succeeded", of("items-succeeded", h.items_succeeded, "items-total", h.items_total)),
         _stat("items failed", _value(p, "items-failed", h.items_failed, _num(h.items_failed)), red),
         _stat("mini-batches done", of("mini-batches-done", h.mini_batches_done, "mini-batches-total",
-                                      h.mini_batches_total)),
+                                      h.mini_batches_total, h.total_estimated)),
         _stat("tries", _value(p, "tries", h.tries, _num(h.tries))),
-        _stat("elapsed", _value(p, "elapsed", h.elapsed_s, duration(h.elapsed_s))),
-        _stat("items/s", _value(p, "items-per-s", h.items_per_s, _num(h.items_per_s))),
+        _stat(f"running time{over}", _value(p, "elapsed", h.elapsed_s, duration(h.elapsed_s)),
+              tip="the runs' durations added up: pauses between runs are not counted"),
+        _stat(f"items/s{over}", _value(p, "items-per-s", h.items_per_s, _num(h.items_per_s)),
+              tip="items done (succeeded and failed) per second of running time"),
         _stat("workers", _value(p, "workers", h.workers, _num(h.workers))
               + (f" <small>{_h(h.backend)}</small>" if h.backend else "")),
     ]) + "</div>")
@@ -169,8 +185,6 @@ def _items(items: list[str] | None, keep: int = 3) -> str:
 
 def _job(r: JobReport, pio: Any, p: str) -> str:
     """The sections of one job's report; ``p`` prefixes every id (a pipeline's steps)."""
-    from batchinfer.htmlreport import charts
-
     axis = charts.TimeAxis.of(r)
     out = [_headline(r, p)]
     if r.notes:
@@ -185,14 +199,16 @@ def _job(r: JobReport, pio: Any, p: str) -> str:
     tl = charts.timeline(r, axis)
     out += ["<h2>Workers over time</h2>",
             ("<p class='muted'>One row per worker: init() in purple, ok tries in grey, failed tries coloured by "
-            "kind; empty space is an idle worker.</p>")]
+            "kind; empty space is an idle worker. Very short tries are drawn wider than they lasted so that none "
+            "vanishes: hover over a bar for its seconds.</p>")]
     if tl.aggregated:
         out.append(f"<p class='note' id='{p}timeline-aggregated'>{tl.aggregated:,} ok tries are aggregated: the "
                    f"grey rows show the fraction of each time bin a worker was busy (the job has "
                    f"{len(r.tries):,} tries; above {charts.TIMELINE_MAX_BARS:,} the page draws no bar per ok try).</p>")
     if tl.sampled:
         out.append(f"<p class='note' id='{p}timeline-sampled'>{tl.sampled[0]:,} of the {tl.sampled[1]:,} failed "
-                   "tries are drawn (sampled evenly in time, per kind); the failures table below counts all.</p>")
+                   "(or short) tries are drawn (sampled evenly in time, per kind); the failures table below counts "
+                   "all.</p>")
     out += [_chart(pio, tl.figure, f"{p}chart-timeline")]
     out += ["<h2>Durations of tries</h2>", _chart(pio, charts.durations(r), f"{p}chart-durations")]
     if r.slowest:
@@ -201,13 +217,14 @@ def _job(r: JobReport, pio: Any, p: str) -> str:
             [[s.mini_batch, s.part, s.try_number, s.worker, f"{s.seconds:.3f}", s.status, _items(s.items)]
              for s in r.slowest], {0, 2, 3, 4})]
     out += ["<h2>Failures</h2>", _failures(r, p)]
-    out += ["<h2>Workers</h2>", _chart(pio, charts.workers(r), f"{p}chart-workers"), _workers(r)]
+    dots = ("<p class='muted'>One dot per worker start (too many for bars): init() seconds across, memory after "
+            "init() up; hover over a dot for its worker.</p>") if len(r.workers) > charts.MAX_WORKER_BARS else ""
+    out += ["<h2>Workers</h2>", dots, _chart(pio, charts.workers(r), f"{p}chart-workers"), _workers(r)]
     return "\n".join(x for x in out if x)
 
 
 def _failures(r: JobReport, p: str) -> str:
-    from batchinfer.htmlreport.charts import kind_colour
-
+    kind_colour = charts.kind_colour
     out = []
     if r.final_failed_items is not None:
         where = f"{r.headline.output_dir}/logs/failed_items.txt" if r.headline.output_dir else "logs/failed_items.txt"
@@ -218,15 +235,20 @@ def _failures(r: JobReport, p: str) -> str:
     for status in r.tries.status:
         if status != "ok":
             kinds[status] = kinds.get(status, 0) + 1
+    short = kinds.pop(charts.SHORT, 0)
     if kinds:
         out.append("<p>Failed tries by kind: " + ", ".join(
             f"<b style='color:{kind_colour(k)}'>{_h(k)}</b> {n:,}" for k, n in sorted(kinds.items(), key=lambda x: -x[1]))
             + ".</p>")
+    if short:
+        out.append(f"<p id='{p}short-tries' data-value='{short}'><b style='color:{kind_colour(charts.SHORT)}'>"
+                   f"{_h(charts.SHORT_LABEL)}</b>: {short:,} tries worked but run() returned fewer results than "
+                   f"items; their rows are kept and only the missing items count as failed.</p>")
     if not r.failures:
-        out.append("<p>No failed try recorded.</p>" if not kinds else "")
+        out.append("<p>No failed try recorded.</p>" if not kinds and not short else "")
         return "\n".join(out)
     shown, rest = r.failures[:MAX_GROUPS], r.failures[MAX_GROUPS:]
-    rows = [[g.kind, g.first_line, g.tries, g.items,
+    rows = [[charts.kind_label(g.kind), g.first_line, g.tries, g.items,
              ", ".join([*g.example_items[:3], *(f"mini-batch {m}" for m in g.example_mini_batches[:3])])]
             for g in shown]
     out.append(f"<div id='{p}failures'>" + _table(["kind", "first line", "tries", "items", "examples"], rows, {2, 3})
@@ -237,7 +259,7 @@ def _failures(r: JobReport, p: str) -> str:
                    f"every failed try is in {_h(errors)}.</p>")
     for g in shown:
         colour = kind_colour(g.kind)
-        out.append(f"<details><summary><b style='color:{colour}'>{_h(g.kind)}</b>: {_h(g.first_line)} "
+        out.append(f"<details><summary><b style='color:{colour}'>{_h(charts.kind_label(g.kind))}</b>: {_h(g.first_line)} "
                    f"({g.tries:,} tries)</summary><pre>{_h(g.message)}</pre>"
                    + (f"<pre>{_h(g.traceback)}</pre>" if g.traceback else "<p class='muted'>no traceback</p>")
                    + "</details>")
@@ -251,7 +273,9 @@ def _workers(r: JobReport) -> str:
     for w in r.workers:
         starts[(w.run, w.worker)] = starts.get((w.run, w.worker), 0) + 1
     replaced = [f"worker {w} started {n} times" + (f" in run {run}" if len({x.run for x in r.workers}) > 1 else "")
-                for (run, w), n in sorted(starts.items()) if n > 1]
+                for (run, w), n in sorted(starts.items(), key=lambda x: (-x[1], x[0])) if n > 1]
+    if len(replaced) > MAX_REPLACED:
+        replaced[MAX_REPLACED:] = [f"{len(replaced) - MAX_REPLACED:,} more"]
     note = f"<p class='note'>Replaced workers: {_h('; '.join(replaced))}.</p>" if replaced else ""
     every = sorted(r.workers, key=lambda w: (w.run, w.worker, w.ready))
     more = (f"<p class='muted'>… and {len(every) - MAX_WORKER_ROWS:,} more worker starts (the chart above has "
