@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batchinfer.errors import MissingExtraError, OutputError
-from batchinfer.layout import REPORT_FILE, REPORT_MARKER, TMP_SUFFIX
+from batchinfer.layout import REPORT_FILE, TMP_SUFFIX
 from batchinfer.statefiles import shown
 
 
@@ -41,7 +41,7 @@ def write_report(target: str | Path, out: str | Path | None = None,
         path = Path(out) if out is not None else (read_local(str(target)) or Path(target)).absolute() / REPORT_FILE
         _check_writable(path, default=out is None)
     report = read_target(target, storage_options)
-    html = _marked(render(report))
+    html = render(report)  # marked in its <head> (layout.REPORT_MARKER): see _check_writable
     if str(out) == "-":
         _to_stdout(html)
         return "-"
@@ -68,15 +68,6 @@ def _renderer():
     from batchinfer.htmlreport.page import render
 
     return render
-
-
-def _marked(html: str) -> str:
-    """The page with the marker in its <head> (page.render puts it there; this makes sure of it, since the
-    overwrite check above depends on it)."""
-    if REPORT_MARKER in html:
-        return html
-    head = html.find("<head>")
-    return html if head < 0 else html[:head + 6] + REPORT_MARKER + html[head + 6:]
 
 
 def _check_writable(path: Path, default: bool) -> None:

@@ -33,7 +33,7 @@ class Headline:
     finished_at: str | None = None
     output_dir: str = ""
     snapshot_at: str | None = None  # a running job: when this snapshot was taken
-    total_estimated: bool = False  # mini_batches_total is an estimate (show ~N), not a count; None: not known yet
+    total_estimated: bool = False  # mini_batches_total is an estimate (a table job's, from file sizes)
     elapsed_runs: int = 1  # elapsed_s sums the durations of this many runs (items_per_s is over that sum)
 
 
