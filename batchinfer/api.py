@@ -195,9 +195,11 @@ def run(
     raise JobInterruptedError(f"job {spec.name} interrupted: {summary.reason}", code, summary=summary)
 
 
-def report(output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> str:
+def report(output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None,
+           storage_options: dict[str, Any] | None = None) -> str:
     """Write the HTML report of a job's or a pipeline's output folder (default ``<output_dir>/report.html``,
-    ``"-"``: stdout) and return where it went; needs the ``report`` extra (plotly).
+    ``"-"``: stdout) and return where it went; needs the ``report`` extra (plotly). ``storage_options``:
+    a remote folder's credentials (else the SDK's usual environment variables).
 
     Raises :class:`~batchinfer.errors.OutputError` for a folder batchinfer did not write and
     :class:`~batchinfer.errors.MissingExtraError` when plotly is missing.
@@ -205,7 +207,7 @@ def report(output_dir: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     from batchinfer.htmlreport import write_report
 
     return write_report(output_dir if isinstance(output_dir, str) else Path(output_dir),
-                        None if out is None else os.fspath(out))
+                        None if out is None else os.fspath(out), storage_options)
 
 
 def plan(spec_or_path: SpecLike, overrides: dict[str, Any] | None = None, first: int = 10) -> Plan | dict[str, Any]:

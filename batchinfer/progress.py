@@ -202,7 +202,9 @@ def status_line(doc: dict[str, Any]) -> str:
         if "mini_batches_done" not in doc:
             return f"{doc.get('job')}: running ({who}): starting"
         total = _total_text(doc)
-        rate = doc["items_done"] / doc["elapsed_s"] if doc.get("elapsed_s") else 0
+        # this run's items over this run's time (items_done counts a resumed job's earlier runs too);
+        # a status file of an older batchinfer has no items_this_run
+        rate = doc.get("items_this_run", doc["items_done"]) / doc["elapsed_s"] if doc.get("elapsed_s") else 0
         return (f"{doc.get('job')}: running ({who}): {doc.get('mini_batches_done')}/{total} mini-batches, "
                 f"{doc.get('items_done')} items ({doc.get('items_failed')} failed), {rate:.0f} items/s, "
                 f"{doc.get('busy_workers')}/{doc.get('workers')} workers busy, {doc.get('elapsed_s')}s")
@@ -302,7 +304,7 @@ class Reporter:
         elif self.mode == "bar" and estimated:
             listing = f" (~{total} mini-batches, estimated from the table sizes)"
         return (
-            f"{p.items_done} items, {p.items_failed} failed, {p.items_done / elapsed:.0f} items/s, "
+            f"{p.items_done} items, {p.items_failed} failed, {p.items_this_run / elapsed:.0f} items/s, "
             f"{p.busy_workers}/{self.workers} workers busy{listing}"
         )
 

@@ -44,7 +44,7 @@ def job_report(tries: list[tuple[Any, ...]] = (), *, state: str = "succeeded", r
     fields = {"job": "job", "state": state, "items_total": succeeded + failed, "items_succeeded": succeeded,
                   "items_failed": failed, "mini_batches_total": len(t), "mini_batches_done": len(t), "tries": len(t),
                   "elapsed_s": end, "items_per_s": succeeded / end if end else None, "workers": workers, "backend": "local",
-                  "started_at": "2026-11-30T10:00:00Z", "output_dir": "/data/out"}
+                  "started_at": "2026-11-30T10:00:00Z", "output_dir": "/data/out", "elapsed_runs": len(runs or [1])}
     fields.update(headline)
     slow = sorted(range(len(t)), key=lambda i: -t.seconds[i])[:10]
     return JobReport(

@@ -208,7 +208,8 @@ def assert_headline(page, job: Finished, p: str = "") -> None:
     if shown.endswith(" s"):  # under a minute: seconds, to a tenth (above: minutes and seconds)
         assert float(shown[:-2]) == pytest.approx(elapsed, abs=0.051), shown
     rate = float(page.value(f"{p}items-per-s"))
-    assert rate == pytest.approx(s["items_per_s"], abs=0.051)
+    # both rounded to 0.1, from elapsed times that differ by the ms rounding of events.jsonl's: 157.455 vs 157.445
+    assert rate == pytest.approx(s["items_per_s"], abs=0.11)
     assert rate == pytest.approx((s["items_succeeded"] + s["items_failed"]) / elapsed, abs=0.051)
     assert page.number(f"{p}items-per-s") == pytest.approx(rate, abs=0.051)
 

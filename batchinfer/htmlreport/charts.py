@@ -168,6 +168,8 @@ def _run_marks(report: JobReport, axis: TimeAxis) -> tuple[list[dict[str, Any]],
     for run in runs:
         x = _ms(axis(run.start))
         label = f"run {run.number}" + (" (resumed)" if run is not runs[0] else "")
+        if not run.recorded:  # tries of an older batchinfer's runs, before events.jsonl existed
+            label = "earlier runs (not recorded)"
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
                        "line": {"color": "#444", "dash": "dot", "width": 1}})
         notes.append({"x": x, "y": 1, "xref": "x", "yref": "paper", "text": label, "showarrow": False,

@@ -27,13 +27,14 @@ from typing import Any
 
 from batchinfer.htmlreport import charts, check_extra
 from batchinfer.htmlreport.model import JobReport, PipelineReport, StepReport
+from batchinfer.layout import REPORT_MARKER
 
 _CONFIG = {"displaylogo": False, "showSendToCloud": False, "responsive": True,
            "modeBarButtonsToRemove": ["sendDataToCloud"], "toImageButtonOptions": {"format": "png"}}
 MAX_GROUPS = 20  # failure groups in the table (messages that name a file make one group per file)
 MAX_WORKER_ROWS = 32
 MAX_REPLACED = 10  # replaced workers named in the note above the workers' table
-GENERATOR = '<meta name="generator" content="batchinfer report">'  # the mark of a page batchinfer wrote
+GENERATOR = REPORT_MARKER  # the mark of a page batchinfer wrote (batchinfer never overwrites a report.html without it)
 _UNFINISHED = ("running", "stopped", "interrupted")  # states whose totals may not be known yet
 _STATE_COLOURS = {"succeeded": "#1a7f37", "failed": "#cf222e", "interrupted": "#bf8700", "running": "#0969da",
                   "stopped": "#bf8700"}
@@ -143,7 +144,7 @@ def _headline(r: JobReport, p: str) -> str:
             return done + f" <small{_tip('not known yet: the inputs were still being listed')}>of {_value(p, total_key, None, '?')}</small>"
         return done + f"<span hidden id='{p}{total_key}' data-value=''></span>"
 
-    over = f" (all {len(r.runs)} runs)" if len(r.runs) > 1 else ""
+    over = f" (all {h.elapsed_runs} runs)" if h.elapsed_runs > 1 else ""
     red = " style='color:#cf222e'" if h.items_failed else ""
     out.append("<div class='stats'>" + "".join([
         _stat("items succeeded", of("items-succeeded", h.items_succeeded, "items-total", h.items_total)),
@@ -248,7 +249,7 @@ def _failures(r: JobReport, p: str) -> str:
         out.append("<p>No failed try recorded.</p>" if not kinds and not short else "")
         return "\n".join(out)
     shown, rest = r.failures[:MAX_GROUPS], r.failures[MAX_GROUPS:]
-    rows = [[charts.kind_label(g.kind), g.first_line, g.tries, g.items,
+    rows = [[charts.kind_label(g.kind), g.first_line, g.tries, f"{g.items:,}+" if g.items_capped else g.items,
              ", ".join([*g.example_items[:3], *(f"mini-batch {m}" for m in g.example_mini_batches[:3])])]
             for g in shown]
     out.append(f"<div id='{p}failures'>" + _table(["kind", "first line", "tries", "items", "examples"], rows, {2, 3})
