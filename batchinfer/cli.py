@@ -52,6 +52,12 @@ InputOpt = Annotated[
                  "path or URL; a step whose outputs are all replaced so is skipped (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+# status and report: where a job's output folder is, and its storage_options
+SpecOpt = Annotated[
+    Optional[Path],
+    typer.Option("--spec", metavar="JOB.yaml", readable=False,
+                 help="Read the output folder (when OUTPUT is not given) and its storage_options from this job spec."),
+]
 CLOSED_STREAMS: set[int] = set()  # standard descriptors that were closed when batchinfer started
 
 
@@ -352,12 +358,7 @@ def status(
         typer.Argument(metavar="OUTPUT", show_default=False,
                        help="The job's output folder: a path, or a URL (s3://, az://, gs://, file://)."),
     ] = None,
-    spec: Annotated[
-        Optional[Path],
-        typer.Option("--spec", metavar="JOB.yaml", readable=False,
-                     help="Read the output folder (when OUTPUT is not given) and its storage_options "
-                     "from this job spec."),
-    ] = None,
+    spec: SpecOpt = None,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep printing a line until the job is no longer running.")] = False,
     interval: Annotated[float, typer.Option("--interval", min=0.2, help="Seconds between lines with --watch.")] = 2.0,
     as_json: JsonOpt = False,
@@ -415,12 +416,7 @@ def report(
         Optional[str],
         typer.Option("--out", "-o", metavar="FILE", help="Where to write the page (default OUTPUT/report.html); '-' for stdout."),
     ] = None,
-    spec: Annotated[
-        Optional[Path],
-        typer.Option("--spec", metavar="JOB.yaml", readable=False,
-                     help="Read the output folder (when OUTPUT is not given) and its storage_options "
-                     "from this job spec."),
-    ] = None,
+    spec: SpecOpt = None,
 ) -> None:
     """Write one self-contained HTML page of a run: throughput, workers' timelines, slowest tries, failures."""
     from batchinfer.htmlreport import write_report

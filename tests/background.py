@@ -7,6 +7,7 @@ a loaded machine, never a measure of speed.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,19 @@ import psutil
 from conftest import MARKER
 
 GONE_WITHIN_S = 10.0
+
+
+def stop_at_once(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
+    """Stop a run at once: ``signum``, then (once its stderr says it is stopping: the first signal was
+    handled, so a second is not merged into it) ``signum`` again. Returns the stderr read meanwhile."""
+    proc.send_signal(signum)
+    seen = ""
+    while "stopping" not in seen:
+        line = proc.stderr.readline()
+        assert line, f"stderr closed before 'stopping': {seen}"
+        seen += line
+    proc.send_signal(signum)
+    return seen
 
 
 def start(spec: Path, marker: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -15,7 +15,6 @@ import os
 import pty
 import re
 import select
-import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from background import stop_at_once
 from conftest import MARKER, SCRIPTS
 
 from batchinfer.counting import Counter
@@ -164,13 +164,7 @@ def test_a_resumed_job_shows_its_whole_total_from_its_first_line(tmp_path, text_
     first = start()
     try:
         wait_for(lambda: status_doc().get("mini_batches_done") == 10, first, "10 mini-batches committed")
-        first.send_signal(signal.SIGTERM)
-        seen = ""
-        while "stopping" not in seen:  # the first signal was handled: a second is not merged into it
-            line = first.stderr.readline()
-            assert line, f"stderr closed before 'stopping': {seen}"
-            seen += line
-        first.send_signal(signal.SIGTERM)  # the second: at once, the held mini-batches given up
+        stop_at_once(first)  # SIGTERM twice: the held mini-batches given up
         assert first.wait(timeout=60) == 143
     finally:
         if first.poll() is None:

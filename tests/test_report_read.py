@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from background import stop_at_once
 from conftest import MARKER, SCRIPTS, _processes_with
 
 from batchinfer.errors import OutputError
@@ -82,13 +82,7 @@ def faults(tmp_path_factory):
     first = _command("run", "job.yaml", "--output", str(out), "--set", "run_invocation_timeout=600", "--report",
                      marker=marker, cwd=root)
     _wait(first, lambda: _status(out).get("mini_batches_done", 0) >= len(FILES) - len(HELD), "the plain files")
-    first.send_signal(signal.SIGTERM)
-    seen = ""
-    while "stopping" not in seen:  # the first signal was handled: a second is not merged into it
-        line = first.stderr.readline()
-        assert line, f"stderr closed before 'stopping': {seen}"
-        seen += line
-    first.send_signal(signal.SIGTERM)  # the second: stop at once, the held try is given up
+    stop_at_once(first)  # SIGTERM twice: the held try is given up
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 143, stderr
     assert f"batchinfer: report: {out / 'report.html'}" in stderr  # --report: interrupted runs get theirs too

@@ -9,6 +9,7 @@ object per try: 100,000 tries take a fraction of a second.
 from __future__ import annotations
 
 import json
+import re
 import os
 import time
 from datetime import datetime
@@ -103,6 +104,16 @@ def read_job(folder: Path, status: dict[str, Any] | None = None) -> JobReport:
     )
 
 
+# batchinfer's own messages name the mini-batch and the worker ("run() on mini-batch 9 took longer than ...;
+# worker 1 was killed (its stack is in worker-1.log)"): the same failure on two workers is one group
+_BATCHINFER_NUMBERS = re.compile(r"\b(mini-batch|worker)([ -])\d+\b")
+
+
+def _numbers_masked(first_line: str) -> str:
+    """A message's first line as its group's key: mini-batch and worker numbers shown as N."""
+    return _BATCHINFER_NUMBERS.sub(r"\1\2N", first_line)
+
+
 def _read_failures(path: Path, notes: list[str]) -> list[FailureGroup]:
     groups: dict[tuple[str, str], FailureGroup] = {}
     seen: dict[tuple[str, str], set[str]] = {}
@@ -119,7 +130,7 @@ def _read_failures(path: Path, notes: list[str]) -> list[FailureGroup]:
                 except (ValueError, TypeError, AttributeError):
                     bad += line.endswith("\n")
                     continue
-                first = message.strip().splitlines()[0] if message.strip() else "(no message)"
+                first = _numbers_masked(message.strip().splitlines()[0]) if message.strip() else "(no message)"
                 group = groups.get((kind, first))
                 if group is None:
                     group = groups[(kind, first)] = FailureGroup(kind, first, 0, 0, [], [], message, "")
