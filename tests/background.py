@@ -20,6 +20,16 @@ from conftest import MARKER
 GONE_WITHIN_S = 10.0
 
 
+def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Wait on observable progress (never on time): ``condition()`` true, while ``proc`` still runs; the
+    deadline guards against hangs, not slowness."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: exit {proc.returncode}"
+        assert time.monotonic() < deadline, f"no {what} within {timeout:.0f}s"
+        time.sleep(0.02)
+
+
 def stop_at_once(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
     """Stop a run at once: ``signum``, then (once its stderr says it is stopping: the first signal was
     handled, so a second is not merged into it) ``signum`` again. Returns the stderr read meanwhile."""

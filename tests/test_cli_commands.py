@@ -10,10 +10,10 @@ import select
 import subprocess
 import sys
 import threading
-import time
 
 import yaml
 
+from background import wait_until
 from conftest import MARKER, SCRIPTS, assert_one_line_error
 
 
@@ -58,15 +58,6 @@ def test_progress_bar_on_a_terminal_reaches_100_percent(tmp_path, text_files, ru
     assert "100%" in text and "15/15" in text
     assert "succeeded: 30/30 items" in text
     assert proc.stdout.read() == b""  # the bar never touches stdout
-
-
-def wait_until(condition, proc, what: str, timeout: float = 60) -> None:
-    """Poll ``condition()`` until it holds (a generous deadline: it guards against hangs, not slowness)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the job ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.05)
 
 
 def test_progress_in_a_pipe_is_plain_timestamped_lines(tmp_path, text_files, run_marker):

@@ -17,13 +17,13 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
+from background import wait_until
 from conftest import MARKER, SCRIPTS, _processes_with, assert_one_line_error
 
 HOST = socket.gethostname()
@@ -61,14 +61,6 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` and its content."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
-
-def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
-    """Wait on observable progress (never on time): ``condition()`` true, while ``proc`` still runs."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended before {what}: {proc.returncode}"
-        assert time.monotonic() < deadline, f"no sign of {what}"
-        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------ one run at a time

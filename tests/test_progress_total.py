@@ -18,12 +18,11 @@ import select
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from background import stop_at_once
+from background import stop_at_once, wait_until
 from conftest import MARKER, SCRIPTS
 
 from batchinfer.counting import Counter
@@ -39,15 +38,6 @@ def write_spec(tmp_path: Path, data: Path, *gates: str, **keys) -> Path:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
-
-
-def wait_for(condition, proc, what: str, timeout: float = 60) -> None:
-    """Poll ``condition()`` until it holds (the deadline guards against hangs, not slowness)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the job ended before {what}"
-        assert time.monotonic() < deadline, f"no {what} within {timeout}s"
-        time.sleep(0.05)
 
 
 def test_bar_shows_total_percentage_and_time_left_before_the_first_commit(tmp_path, text_files, run_marker):
@@ -85,12 +75,12 @@ def test_bar_shows_total_percentage_and_time_left_before_the_first_commit(tmp_pa
 
     try:
         # the gate is shut: nothing can commit, yet the bar knows the total
-        wait_for(lambda: "0/20" in text() and "0%" in text(), proc, "a bar with 0/20 and a percentage")
+        wait_until(lambda: "0/20" in text() and "0%" in text(), proc, "a bar with 0/20 and a percentage")
         before = text()
         assert "still listing" not in before.split("0/20")[-1]
         gate.touch()
         # while it still runs, the time-left column shows a time once mini-batches have committed
-        wait_for(lambda: re.search(r"\b1[0-9]/20\b[^\r\n]*?\d:\d\d:\d\d", text()), proc, "a time left")
+        wait_until(lambda: re.search(r"\b1[0-9]/20\b[^\r\n]*?\d:\d\d:\d\d", text()), proc, "a time left")
         last_gate.touch()
         assert proc.wait(timeout=60) == 0
     finally:
@@ -116,10 +106,10 @@ def test_plain_lines_and_status_show_the_total_before_the_first_commit(tmp_path,
     reader = threading.Thread(target=lambda: seen.extend(proc.stderr), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: any(": 0/20 mini-batches" in line for line in list(seen)), proc, "a plain line with 0/20")
+        wait_until(lambda: any(": 0/20 mini-batches" in line for line in list(seen)), proc, "a plain line with 0/20")
         # status.json is rewritten at most once a second: wait for the one that holds the total
         status = out / ".batchinfer" / "status.json"
-        wait_for(lambda: status.exists() and json.loads(status.read_text() or "{}").get("mini_batches_expected") == 20,
+        wait_until(lambda: status.exists() and json.loads(status.read_text() or "{}").get("mini_batches_expected") == 20,
                  proc, "status.json with the total")
         line = batchinfer("status", str(out))
         assert line.code == 0, line.stderr
@@ -163,7 +153,7 @@ def test_a_resumed_job_shows_its_whole_total_from_its_first_line(tmp_path, text_
 
     first = start()
     try:
-        wait_for(lambda: status_doc().get("mini_batches_done") == 10, first, "10 mini-batches committed")
+        wait_until(lambda: status_doc().get("mini_batches_done") == 10, first, "10 mini-batches committed")
         stop_at_once(first)  # SIGTERM twice: the held mini-batches given up
         assert first.wait(timeout=60) == 143
     finally:
@@ -176,8 +166,8 @@ def test_a_resumed_job_shows_its_whole_total_from_its_first_line(tmp_path, text_
     reader = threading.Thread(target=lambda: seen_lines.extend(second.stderr), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: "10/20" in totals_shown("".join(seen_lines)), second, "a progress line with 10/20")
-        wait_for(lambda: status_doc().get("mini_batches_expected") == 20, second, "status.json with the total")
+        wait_until(lambda: "10/20" in totals_shown("".join(seen_lines)), second, "a progress line with 10/20")
+        wait_until(lambda: status_doc().get("mini_batches_expected") == 20, second, "status.json with the total")
         line = batchinfer("status", str(out))
         assert line.code == 0, line.stderr
         assert ": 10/20 mini-batches" in line.stdout, line.stdout

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from background import stop_at_once
+from background import stop_at_once, wait_until
 from conftest import MARKER, SCRIPTS, _processes_with
 
 from batchinfer.errors import OutputError
@@ -44,15 +44,6 @@ def _status(out: Path) -> dict:
         return json.loads((out / ".batchinfer" / "status.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _wait(proc: subprocess.Popen, ready, what: str, timeout: float = 120) -> None:
-    """Wait for ``ready()``; the timeout is a safety net only."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, f"the job ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"no {what}"
-        time.sleep(0.05)
 
 
 def _wait_gone(marker: str, timeout: float = 30) -> None:
@@ -81,7 +72,7 @@ def faults(tmp_path_factory):
     out, marker = root / "out", uuid.uuid4().hex
     first = _command("run", "job.yaml", "--output", str(out), "--set", "run_invocation_timeout=600", "--report",
                      marker=marker, cwd=root)
-    _wait(first, lambda: _status(out).get("mini_batches_done", 0) >= len(FILES) - len(HELD), "the plain files")
+    wait_until(lambda: _status(out).get("mini_batches_done", 0) >= len(FILES) - len(HELD), first, "the plain files")
     stop_at_once(first)  # SIGTERM twice: the held try is given up
     _, stderr = first.communicate(timeout=60)
     assert first.returncode == 143, stderr
