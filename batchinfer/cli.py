@@ -365,12 +365,12 @@ def status(
 ) -> None:
     """Progress of a running or finished job or pipeline, from its output folder (works while it runs, and
     from another machine for a remote folder)."""
-    from batchinfer.progress import read_remote_status, read_status, status_line
+    from batchinfer.progress import ran_locally, read_remote_status, read_status, status_line
     from batchinfer.steps import is_pipeline_output, pipeline_status, pipeline_status_lines
 
     try:
         target, storage_options = _status_target(output_dir, spec)
-        if target.startswith("file://") and _ran_locally(Path(target[len("file://"):])):
+        if target.startswith("file://") and ran_locally(Path(target[len("file://"):])):
             target = target[len("file://"):]  # a local run's folder named as a URL: its flock and status.json
         while True:
             if "://" in target:
@@ -454,13 +454,6 @@ def _report_target(spec, output: str | None, logs: Path | None, result) -> tuple
     if url and "://" in url:
         return url, dict(spec.output.storage_options) if spec.output is not None else None
     return result.output_dir, None
-
-
-def _ran_locally(folder: Path) -> bool:
-    """Whether ``folder`` is a local run's output folder (an flock and ``status.json``), not a remote one
-    reached through ``file://`` (a lease object and segments): the two are read differently."""
-    state = folder / ".batchinfer"
-    return (state / "status.json").exists() and not (state / "lease.json").exists()
 
 
 def _status_target(output: str | None, spec_path: Path | None, command: str = "status") -> tuple[str, dict[str, Any]]:

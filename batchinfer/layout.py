@@ -13,6 +13,7 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 # in the <head> of every page `batchinfer report` writes: a report.html without it is the user's, never overwritten
 REPORT_MARKER = '<meta name="generator" content="batchinfer report">'
+REPORT_MARKER_WITHIN = 1024  # the marker stands in the page's first bytes (its <head>): only those are read
 LOGS_DIR = "logs"
 STATE_DIR = ".batchinfer"  # journal, fingerprint, lock, live status
 TMP_SUFFIX = ".tmp"  # every atomic write goes to <name>.tmp first, then os.replace(<name>.tmp, <name>)

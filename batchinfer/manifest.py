@@ -34,7 +34,7 @@ from pydantic import Field
 
 from batchinfer.errors import OutputError
 from batchinfer.eventlog import EVENTS_FILE
-from batchinfer.layout import LOGS_DIR, REPORT_FILE, REPORT_MARKER, STATE_DIR, SUMMARY_FILE
+from batchinfer.layout import LOGS_DIR, REPORT_FILE, REPORT_MARKER, REPORT_MARKER_WITHIN, STATE_DIR, SUMMARY_FILE
 from batchinfer.spec import JobSpec
 from batchinfer.statefiles import JOB_FILE, ReadBack, read_json, seal, shown, why_invalid, write_private_json
 from batchinfer.trylog import ERRORS_FILE, SLOWEST_FILE, TRIES_FILE
@@ -205,8 +205,8 @@ def is_own_report(path: Path) -> bool:
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return False  # a link, a pipe: not a page batchinfer wrote (and a pipe would block a read)
-        with open(path, "rb") as f:  # a page is a few MB at most; the marker is in its <head>
-            return REPORT_MARKER.encode() in f.read()
+        with open(path, "rb") as f:  # the marker is in the page's <head>: a user's big file is not read whole
+            return REPORT_MARKER.encode() in f.read(REPORT_MARKER_WITHIN)
     except OSError:
         return False
 

@@ -77,6 +77,15 @@ class LeaseStatus:
         self.base["workers"] = count
 
 
+def ran_locally(folder: Path) -> bool:
+    """Whether ``folder`` is a local run's output folder (an flock and ``status.json``), not a remote one
+    reached through ``file://`` (a lease object and segments): the two are read differently."""
+    from batchinfer.lease import LEASE_FILE
+
+    state = folder / STATE_DIR
+    return (state / STATUS_FILE).exists() and not (state / LEASE_FILE).exists()
+
+
 def read_status(folder: Path) -> dict[str, Any]:
     """What ``batchinfer status`` shows: running (who holds the folder, live counts), finished, or stopped.
 

@@ -22,6 +22,7 @@ from batchinfer.errors import MissingExtraError
 from batchinfer.htmlreport import charts, page
 from batchinfer.htmlreport.model import FailureGroup, PipelineReport, Run, StepReport
 from batchinfer.htmlreport.page import render
+from batchinfer.layout import REPORT_MARKER_WITHIN
 
 CHARTS = ["chart-throughput", "chart-timeline", "chart-durations", "chart-workers"]
 HEADLINE = ["state", "items-succeeded", "items-failed", "items-total", "mini-batches-done", "mini-batches-total",
@@ -190,6 +191,8 @@ def test_the_page_carries_the_mark_batchinfer_report_looks_for_before_overwritin
     html = pages["succeeded"][1]
     assert page.GENERATOR == '<meta name="generator" content="batchinfer report">'
     assert html.count(page.GENERATOR) == 1 and html.index(page.GENERATOR) < html.index("</head>")
+    # batchinfer reads only a page's first bytes to know it as its own (manifest.is_own_report, a store's page)
+    assert page.GENERATOR.encode() in html.encode()[:REPORT_MARKER_WITHIN]
 
 
 def test_hostile_names_show_as_text_never_as_markup(pages) -> None:

@@ -62,10 +62,10 @@ def local_path(url: str) -> Path | None:
     status`` tells them), else None: a remote folder, read through the store."""
     if not url.startswith("file://"):
         return None
+    from batchinfer.progress import ran_locally
+
     folder = Path(url[len("file://"):])
-    state = folder / STATE_DIR
-    local = (state / "status.json").exists() and not (state / "lease.json").exists()
-    return folder if local or (folder / PIPELINE_FILE).is_file() else None
+    return folder if ran_locally(folder) or (folder / PIPELINE_FILE).is_file() else None
 
 
 def is_job_folder(folder: Path) -> bool:

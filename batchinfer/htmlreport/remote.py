@@ -14,7 +14,7 @@ from typing import Any
 
 from batchinfer.eventlog import EVENTS_FILE
 from batchinfer.htmlreport.model import JobReport
-from batchinfer.layout import LOGS_DIR, REPORT_MARKER, SUMMARY_FILE
+from batchinfer.layout import LOGS_DIR, REPORT_MARKER, REPORT_MARKER_WITHIN, SUMMARY_FILE
 from batchinfer.trylog import ERRORS_FILE, SLOWEST_FILE, TRIES_FILE
 
 READ = (SUMMARY_FILE, *(f"{LOGS_DIR}/{name}" for name in (
@@ -61,7 +61,7 @@ def write_remote(url: str, name: str, text: str, storage_options: dict[str, Any]
 
     def existing() -> bytes | None:
         try:
-            return fs.cat_file(path)
+            return fs.cat_file(path, start=0, end=REPORT_MARKER_WITHIN)  # its <head>: not the whole page
         except FileNotFoundError:
             return None
 
